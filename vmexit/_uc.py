@@ -1,0 +1,128 @@
+"""Two facts about Unicorn's internals that the binding does not expose, found by probing at run time.
+
+1. The instruction counter behind `emu_start(count=N)` (`uc_struct.emu_counter` / `emu_count`, both
+   uint64). Reading it inside a hook gives the exact number of guest instructions executed so far in
+   the current slice; writing `emu_count` moves the end of the slice, so a hook can stop the guest
+   after exactly the current instruction (emu_stop() only takes effect at the end of a block).
+2. `CPUX86State.old_exception`: Unicorn hands exceptions to UC_HOOK_INTR instead of delivering them,
+   and never resets this field as QEMU does after a successful delivery, so a second fault becomes
+   #DF and a third a triple fault. We reset it to -1 after each delivery.
+
+Both offsets are found by running tiny probe programs and diffing memory, then checked; if a future
+Unicorn changes its layout the probe fails with a clear error instead of giving wrong counts.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import struct
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EIP
+
+
+class UnicornLayoutError(RuntimeError):
+    """The installed Unicorn does not have the internal layout vmexit relies on."""
+
+
+def _handle_address(uc: Uc) -> int:
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+
+
+@functools.lru_cache(maxsize=None)
+def counter_offsets() -> tuple[int, int]:
+    """Offsets of (emu_counter, emu_count) inside uc_struct."""
+    snaps = []
+    for count in (17, 29):
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map(0, 0x2000)
+        uc.mem_write(0x1000, b"\x90" * 64)
+        uc.emu_start(0x1000, 0x1040, count=count)
+        snaps.append(ctypes.string_at(_handle_address(uc), 4096))
+        del uc
+    found_counter = found_count = None
+    for off in range(0, 4096 - 8, 8):
+        a = struct.unpack_from("<Q", snaps[0], off)[0]
+        b = struct.unpack_from("<Q", snaps[1], off)[0]
+        if found_counter is None and (a, b) == (18, 30):
+            found_counter = off
+        elif found_count is None and (a, b) == (17, 29):
+            found_count = off
+    if found_counter is None or found_count is None:
+        raise UnicornLayoutError("cannot find Unicorn's instruction counter; vmexit needs unicorn 2.1.x")
+    return found_counter, found_count
+
+
+@functools.lru_cache(maxsize=None)
+def old_exception_offset() -> int:
+    """Offset of CPUX86State.old_exception inside the bytes of a saved context."""
+
+    def probe(code: bytes, eax: int, ecx: int) -> tuple[bytes, bytes]:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map(0, 0x2000)
+        uc.mem_write(0x1000, code)
+        uc.reg_write(UC_X86_REG_EAX, eax)
+        uc.reg_write(UC_X86_REG_ECX, ecx)
+        before = bytes(uc.context_save())
+
+        def on_intr(uc_, intno, _data):
+            uc_.reg_write(UC_X86_REG_EIP, uc_.reg_read(UC_X86_REG_EIP) + 2)
+            uc_.emu_stop()
+
+        uc.hook_add(UC_HOOK_INTR, on_intr)
+        uc.emu_start(0x1000, 0x1000 + len(code), count=4)
+        return before, bytes(uc.context_save())
+
+    de0, de1 = probe(b"\xf7\xf1\x90\x90", 1, 0)  # div ecx with ecx=0: #DE (vector 0)
+    gp0, gp1 = probe(b"\x8e\xd8\x90\x90", 0x1234, 0)  # mov ds, ax with a bad selector: #GP (13)
+    for off in range(0, min(len(de0), len(gp0)) - 4, 4):
+        if (struct.unpack_from("<i", de0, off)[0], struct.unpack_from("<i", de1, off)[0],
+                struct.unpack_from("<i", gp0, off)[0], struct.unpack_from("<i", gp1, off)[0]) == (-1, 0, -1, 13):
+            return off
+    raise UnicornLayoutError("cannot find Unicorn's exception state; vmexit needs unicorn 2.1.x")
+
+
+class InstructionCounter:
+    """Exact instruction counting for one Uc running in count mode."""
+
+    __slots__ = ("_counter", "_count")
+
+    def __init__(self, uc: Uc):
+        counter_off, count_off = counter_offsets()
+        base = _handle_address(uc)
+        self._counter = ctypes.c_uint64.from_address(base + counter_off)
+        self._count = ctypes.c_uint64.from_address(base + count_off)
+
+    def executed(self) -> int:
+        """Instructions started in the current slice (the current one included, inside a hook)."""
+        return min(self._counter.value, self._count.value)
+
+    def raw(self) -> int:
+        """The raw counter: one more than the limit when the count ran out."""
+        return self._counter.value
+
+    def limit(self) -> int:
+        return self._count.value
+
+    def stop_after_current(self) -> None:
+        """End the slice once the instruction now executing completes."""
+        self._count.value = self._counter.value
+
+    def set_limit(self, n: int) -> None:
+        """Make the current slice end after n instructions in total (never before the current one)."""
+        self._count.value = max(n, self._counter.value)
+
+
+class ExceptionStateReset:
+    """Resets old_exception to -1 (what QEMU does after delivering an exception)."""
+
+    def __init__(self, uc: Uc):
+        self._uc = uc
+        self._offset = old_exception_offset()
+        self._ctx = uc.context_save()
+
+    def __call__(self) -> None:
+        self._uc.context_update(self._ctx)
+        address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
+        ctypes.c_int32.from_address(address + self._offset).value = -1
+        self._uc.context_restore(self._ctx)

@@ -1,0 +1,38 @@
+"""Virtual time.
+
+cycles = guest instructions x CPI + modeled exit costs + idle cycles (HLT waiting for the next event).
+Everything is integer cycles at the profile's CPU frequency; no host clock is ever read, so the same
+run gives the same times. CPI is a rational number (cpi_num / cpi_den) so that no float rounding
+enters the arithmetic.
+"""
+from __future__ import annotations
+
+
+class Clock:
+    __slots__ = ("freq_hz", "cpi_num", "cpi_den", "icount", "extra")
+
+    def __init__(self, freq_hz: int, cpi_num: int = 1, cpi_den: int = 1):
+        if freq_hz <= 0 or cpi_num <= 0 or cpi_den <= 0:
+            raise ValueError("clock frequency and CPI must be positive")
+        self.freq_hz = int(freq_hz)
+        self.cpi_num = int(cpi_num)
+        self.cpi_den = int(cpi_den)
+        self.icount = 0   # instructions retired before the current slice
+        self.extra = 0    # exit costs + idle cycles so far
+
+    def cycles_at(self, icount: int) -> int:
+        return icount * self.cpi_num // self.cpi_den + self.extra
+
+    def now(self) -> int:
+        return self.cycles_at(self.icount)
+
+    def instructions_until(self, cycles: int, icount: int) -> int:
+        """Smallest n >= 1 such that cycles_at(icount + n) >= cycles."""
+        need = cycles - self.extra
+        if need <= 0:
+            return 1
+        n = -(-need * self.cpi_den // self.cpi_num) - icount
+        return max(n, 1)
+
+    def seconds(self, cycles: int) -> float:
+        return cycles / self.freq_hz

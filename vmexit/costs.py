@@ -1,0 +1,137 @@
+"""Cost profiles: cycles per exit kind and handling place, the CPU frequency, and a source per number.
+
+A profile is a JSON file (vmexit/profiles/*.json, or any path). Cost keys go from most to least
+specific, like QEMU's howvec classification table: `REASON/place/direction`, `REASON/place`, `REASON`.
+Every reason must resolve to a number; every number must carry its source. Pricing a whole trace is one
+vectorized lookup, so a saved trace can be re-priced under another profile without re-running.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .exits import Direction, ExitReason, Place
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+#: Bundled profiles, by name. The first is the default.
+PROFILES: dict[str, str] = {
+    "kvm76-q9550": "kvm76-q9550.json",
+    "kvm-skylake": "kvm-skylake.json",
+}
+DEFAULT_PROFILE = "kvm76-q9550"
+
+_PLACE_NAMES = {Place.KERNEL: "kernel", Place.USER: "user"}
+_DIRECTION_NAMES = {Direction.IN: "in", Direction.OUT: "out"}
+
+
+class ProfileError(ValueError):
+    """A cost profile that cannot be used (missing, malformed, missing or negative number)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    freq_hz: int
+    cpi: tuple[int, int]
+    cpuid_signature: int
+    trapped_exceptions: frozenset[int]
+    costs: dict[str, int]
+    sources: dict[str, str] = field(repr=False)
+    raw: str = field(repr=False, default="")
+
+    def cost(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
+        name = ExitReason(reason).name if reason in ExitReason._value2member_map_ else "UNKNOWN"
+        p = _PLACE_NAMES.get(place, "kernel")
+        d = _DIRECTION_NAMES.get(direction)
+        for key in ((f"{name}/{p}/{d}" if d else None), f"{name}/{p}", name):
+            if key is not None and key in self.costs:
+                return self.costs[key]
+        return self.costs["UNKNOWN"]
+
+    def price(self, records: np.ndarray) -> np.ndarray:
+        """Cost in cycles of every exit record under this profile (uint64 array)."""
+        if len(records) == 0:
+            return np.zeros(0, dtype=np.uint64)
+        key = (records["reason"].astype(np.uint32) << 8) | (records["place"].astype(np.uint32) << 4) \
+            | records["direction"].astype(np.uint32)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        table = np.array([self.cost(int(k) >> 8, (int(k) >> 4) & 0xF, int(k) & 0xF) for k in uniq],
+                         dtype=np.uint64)
+        return table[inverse]
+
+
+def _fail(where: str, msg: str) -> ProfileError:
+    return ProfileError(f"cost profile {where}: {msg}")
+
+
+def parse_profile(text: str, where: str) -> Profile:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _fail(where, f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(doc, dict):
+        raise _fail(where, "not a JSON object")
+    try:
+        cpu = doc["cpu"]
+        freq = cpu["freq_hz"]
+        cpi = cpu["cpi"]
+        costs_doc = doc["costs"]
+        trapped = doc["trapped_exceptions"]["vectors"]
+    except (KeyError, TypeError) as e:
+        raise _fail(where, f"missing field {e}") from None
+    if not (isinstance(freq, int) and freq > 0):
+        raise _fail(where, "cpu.freq_hz must be a positive integer")
+    if not (isinstance(cpi, list) and len(cpi) == 2 and all(isinstance(x, int) and x > 0 for x in cpi)):
+        raise _fail(where, "cpu.cpi must be [numerator, denominator] of positive integers")
+    if not cpu.get("source"):
+        raise _fail(where, "cpu has no source")
+    costs: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for key, entry in costs_doc.items():
+        reason = key.split("/")[0]
+        if reason not in ExitReason.__members__:
+            raise _fail(where, f"unknown exit reason {reason!r} in key {key!r}")
+        if not isinstance(entry, dict) or "cycles" not in entry:
+            raise _fail(where, f"{key}: missing number of cycles")
+        cycles = entry["cycles"]
+        if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 0:
+            raise _fail(where, f"{key}: cycles must be a non-negative integer, got {cycles!r}")
+        if not entry.get("source"):
+            raise _fail(where, f"{key}: no source given for {cycles} cycles")
+        costs[key] = cycles
+        sources[key] = entry["source"]
+    for reason in ExitReason.__members__:
+        if not any(k == reason or k.startswith(reason + "/") for k in costs):
+            raise _fail(where, f"no cost for exit reason {reason}")
+    # Each reason needs a fallback for any place: either a bare key or both places.
+    for reason in ExitReason.__members__:
+        if reason not in costs:
+            for p in _PLACE_NAMES.values():
+                if f"{reason}/{p}" not in costs and not all(
+                        f"{reason}/{p}/{d}" in costs for d in _DIRECTION_NAMES.values()):
+                    raise _fail(where, f"no cost for {reason} handled in {p}")
+    return Profile(
+        name=str(doc.get("name", where)), description=str(doc.get("description", "")),
+        freq_hz=freq, cpi=(cpi[0], cpi[1]), cpuid_signature=int(cpu.get("cpuid_signature", 0x1067A)),
+        trapped_exceptions=frozenset(int(v) for v in trapped), costs=costs, sources=sources, raw=text)
+
+
+def load_profile(name_or_path: str | None) -> Profile:
+    """A bundled profile by name, or a profile file by path."""
+    name_or_path = name_or_path or DEFAULT_PROFILE
+    if name_or_path in PROFILES:
+        path = PROFILE_DIR / PROFILES[name_or_path]
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise ProfileError(f"unknown cost profile {name_or_path!r} (bundled: {', '.join(PROFILES)})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"cannot read cost profile {path}: {e}") from None
+    return parse_profile(text, str(path))

@@ -1,0 +1,266 @@
+"""ATA/IDE disk on the primary channel (command block 0x1f0-0x1f7, control block 0x3f6), PIO only.
+
+Commands (ATA/ATAPI-6, T13/1410D): IDENTIFY DEVICE (0xEC), READ SECTORS (0x20/0x21), WRITE SECTORS
+(0x30/0x31), READ/WRITE SECTORS EXT (0x24/0x34, LBA48), FLUSH CACHE (0xE7/0xEA), SET FEATURES
+(0xEF, accepted). The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
+write of a pair is the "previous" (HOB) byte, so Linux's __ide_do_rw_disk writes feature, nsector,
+lbal, lbam, lbah twice and then the device register: the 11 `outb` of the KVM paper.
+
+The drive is never busy in virtual time: after a command DRQ is up at once, so a driver's status poll
+succeeds on its first read (one status read per sector, by construction). IRQ14 is raised per
+sector when nIEN (device control bit 1) is clear. Only the master drive exists; the slave reads as
+absent (status 0).
+
+The disk is a copy: writes go to an overlay of sectors, and reach the user's file only when the
+machine was told the image is writable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+SECTOR = 512
+PORTS = tuple(range(0x1F0, 0x1F8)) + (0x3F6,)
+
+ST_ERR, ST_DRQ, ST_DSC, ST_DRDY, ST_BSY = 0x01, 0x08, 0x10, 0x40, 0x80
+ER_ABRT, ER_IDNF = 0x04, 0x10
+
+
+class DiskError(OSError):
+    """A disk image that cannot be used."""
+
+
+class Disk:
+    """Sectors of an image file (or zeros), with writes kept in an overlay."""
+
+    def __init__(self, path: str | Path | None = None, size: int = 16 << 20, writable: bool = False):
+        self.path = Path(path) if path else None
+        self.writable = writable
+        if self.path is not None:
+            try:
+                self._base = self.path.read_bytes()
+            except FileNotFoundError:
+                raise DiskError(f"{self.path}: no such disk image") from None
+            except OSError as e:
+                raise DiskError(f"{self.path}: cannot read disk image ({e.strerror})") from None
+            if writable:
+                import os
+                if not os.access(self.path, os.W_OK):
+                    raise DiskError(f"{self.path}: --disk-writable given but the image is read-only")
+        else:
+            self._base = b""
+            self._size = size
+        self.sectors = (len(self._base) // SECTOR) if self.path is not None else size // SECTOR
+        self.overlay: dict[int, bytes] = {}
+
+    def read(self, lba: int) -> bytes:
+        if lba in self.overlay:
+            return self.overlay[lba]
+        chunk = self._base[lba * SECTOR:(lba + 1) * SECTOR]
+        return chunk + bytes(SECTOR - len(chunk))
+
+    def write(self, lba: int, data: bytes) -> None:
+        self.overlay[lba] = bytes(data)
+
+    def flush(self) -> int:
+        """Write the overlay back to the image file if writable; returns sectors written."""
+        if not (self.writable and self.path is not None and self.overlay):
+            return 0
+        with open(self.path, "r+b") as f:
+            for lba in sorted(self.overlay):
+                f.seek(lba * SECTOR)
+                f.write(self.overlay[lba])
+        return len(self.overlay)
+
+
+def _ata_string(text: str, words: int) -> list[int]:
+    raw = text.ljust(2 * words)[: 2 * words].encode("ascii")
+    return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
+
+
+class IDEDisk:
+    name = "ide"
+    ports = PORTS
+
+    def __init__(self, disk: Disk, irq14: Callable[[], None]):
+        self.disk = disk
+        self._irq = irq14
+        self.regs = {r: [0, 0] for r in ("feature", "nsect", "lbal", "lbam", "lbah")}  # [cur, hob]
+        self.device = 0xA0
+        self.devctl = 0
+        self.status = ST_DRDY | ST_DSC
+        self.error = 0
+        self.buffer = bytearray()
+        self.pos = 0
+        self.remaining = 0       # sectors left in the current command
+        self.lba = 0
+        self.writing = False
+        self.commands = 0
+        self.sectors_read = 0
+        self.sectors_written = 0
+
+    # helpers ---------------------------------------------------------------------------------
+    def _selected_absent(self) -> bool:
+        return bool(self.device & 0x10)
+
+    def _raise(self) -> None:
+        if not self.devctl & 0x02:
+            self._irq()
+
+    def _lba28(self) -> tuple[int, int]:
+        r = self.regs
+        lba = r["lbal"][0] | (r["lbam"][0] << 8) | (r["lbah"][0] << 16) | ((self.device & 0x0F) << 24)
+        return lba, r["nsect"][0] or 256
+
+    def _lba48(self) -> tuple[int, int]:
+        r = self.regs
+        lba = (r["lbal"][0] | (r["lbam"][0] << 8) | (r["lbah"][0] << 16)
+               | (r["lbal"][1] << 24) | (r["lbam"][1] << 32) | (r["lbah"][1] << 40))
+        count = r["nsect"][0] | (r["nsect"][1] << 8)
+        return lba, count or 65536
+
+    def _abort(self, error: int) -> None:
+        self.error = error
+        self.status = ST_DRDY | ST_DSC | ST_ERR
+        self.remaining = 0
+        self._raise()
+
+    def _identify(self) -> bytes:
+        w = [0] * 256
+        n = self.disk.sectors
+        w[0] = 0x0040
+        w[1], w[3], w[6] = min(n // (16 * 63), 16383), 16, 63
+        w[10:20] = _ata_string("VMEXIT0001", 10)
+        w[23:27] = _ata_string("1.0", 4)
+        w[27:47] = _ata_string("VMEXIT HARDDISK", 20)
+        w[47] = 0x8010
+        w[49] = 0x0300           # LBA and DMA supported
+        w[53] = 0x0006
+        w[60], w[61] = min(n, 0x0FFFFFFF) & 0xFFFF, min(n, 0x0FFFFFFF) >> 16
+        w[80] = 0x007E           # ATA-1..6
+        w[83] = 0x4400           # LBA48 supported
+        w[86] = 0x0400           # LBA48 enabled
+        w[100], w[101], w[102], w[103] = n & 0xFFFF, (n >> 16) & 0xFFFF, (n >> 32) & 0xFFFF, 0
+        return b"".join(x.to_bytes(2, "little") for x in w)
+
+    def _start_transfer(self, lba: int, count: int, writing: bool) -> None:
+        if lba + count > self.disk.sectors:
+            self._abort(ER_IDNF)
+            return
+        self.lba, self.remaining, self.writing = lba, count, writing
+        self.error = 0
+        if writing:
+            self.buffer = bytearray(SECTOR)
+            self.pos = 0
+            self.status = ST_DRDY | ST_DSC | ST_DRQ
+        else:
+            self._load_sector()
+
+    def _load_sector(self) -> None:
+        self.buffer = bytearray(self.disk.read(self.lba))
+        self.pos = 0
+        self.status = ST_DRDY | ST_DSC | ST_DRQ
+        self.sectors_read += 1
+        self._raise()
+
+    def _command(self, cmd: int) -> None:
+        self.commands += 1
+        if self._selected_absent():
+            return
+        if cmd == 0xEC:
+            self.buffer = bytearray(self._identify())
+            self.pos = 0
+            self.remaining = 1
+            self.writing = False
+            self.lba = -1
+            self.status = ST_DRDY | ST_DSC | ST_DRQ
+            self._raise()
+        elif cmd in (0x20, 0x21):
+            self._start_transfer(*self._lba28(), writing=False)
+        elif cmd in (0x30, 0x31):
+            self._start_transfer(*self._lba28(), writing=True)
+        elif cmd == 0x24:
+            self._start_transfer(*self._lba48(), writing=False)
+        elif cmd == 0x34:
+            self._start_transfer(*self._lba48(), writing=True)
+        elif cmd in (0xE7, 0xEA, 0xEF, 0x91, 0x10):
+            self.status = ST_DRDY | ST_DSC
+            self.error = 0
+            self._raise()
+        else:
+            self._abort(ER_ABRT)
+
+    def _data_read(self, size: int) -> int:
+        if not self.status & ST_DRQ or self.writing:
+            return (1 << (8 * size)) - 1
+        value = int.from_bytes(self.buffer[self.pos:self.pos + size], "little")
+        self.pos += size
+        if self.pos >= SECTOR:
+            self.remaining -= 1
+            if self.remaining > 0:
+                self.lba += 1
+                self._load_sector()
+            else:
+                self.status = ST_DRDY | ST_DSC
+        return value
+
+    def _data_write(self, size: int, value: int) -> None:
+        if not self.status & ST_DRQ or not self.writing:
+            return
+        self.buffer[self.pos:self.pos + size] = value.to_bytes(size, "little")
+        self.pos += size
+        if self.pos >= SECTOR:
+            self.disk.write(self.lba, self.buffer)
+            self.sectors_written += 1
+            self.remaining -= 1
+            self.lba += 1
+            if self.remaining > 0:
+                self.buffer = bytearray(SECTOR)
+                self.pos = 0
+            else:
+                self.status = ST_DRDY | ST_DSC
+            self._raise()
+
+    # port interface --------------------------------------------------------------------------
+    def read(self, port: int, size: int) -> int:
+        if port == 0x1F0:
+            return self._data_read(size)
+        if self._selected_absent() and port != 0x3F6:
+            return 0
+        hob = 1 if self.devctl & 0x80 else 0
+        if port == 0x1F1:
+            return self.error
+        if port == 0x1F2:
+            return self.regs["nsect"][hob]
+        if port == 0x1F3:
+            return self.regs["lbal"][hob]
+        if port == 0x1F4:
+            return self.regs["lbam"][hob]
+        if port == 0x1F5:
+            return self.regs["lbah"][hob]
+        if port == 0x1F6:
+            return self.device
+        if port in (0x1F7, 0x3F6):
+            return 0 if self._selected_absent() else self.status
+        return 0xFF
+
+    def write(self, port: int, size: int, value: int) -> None:
+        if port == 0x1F0:
+            self._data_write(size, value)
+            return
+        value &= 0xFF
+        names = {0x1F1: "feature", 0x1F2: "nsect", 0x1F3: "lbal", 0x1F4: "lbam", 0x1F5: "lbah"}
+        if port in names:
+            reg = self.regs[names[port]]
+            reg[1], reg[0] = reg[0], value
+            self.devctl &= 0x7F  # a taskfile write clears HOB
+        elif port == 0x1F6:
+            self.device = value | 0xA0
+        elif port == 0x1F7:
+            self._command(value)
+        elif port == 0x3F6:
+            if value & 0x04 and not self.devctl & 0x04:
+                self.status = ST_DRDY | ST_DSC  # software reset
+                self.error = 0x01
+                self.remaining = 0
+            self.devctl = value

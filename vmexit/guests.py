@@ -1,0 +1,83 @@
+"""The bundled guests (explicit table) and how a guest argument becomes an Image.
+
+A guest argument is a bundled name, a path to an assembly source (.S/.s/.asm, assembled here with the
+`-D` constants), a multiboot ELF32 file, or a flat binary with its JSON symbol map.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from .asm import AsmError, build_guest
+from .loader import Image, LoadError, load_elf, load_file
+
+#: name -> (source file in guests/, one-line description)
+GUESTS: dict[str, tuple[str, str]] = {
+    "timer": ("timer.S", "Linux-like HZ=1000 tick: PIT + PIC, timer_interrupt, do_timer, __do_softirq, idle HLT"),
+    "ide": ("ide.S", "IDE PIO driver: __ide_do_rw_disk's 11 outb per request, rep insw/outsw, write then read back"),
+}
+SOURCE_SUFFIXES = (".S", ".s", ".asm")
+
+
+def guests_dir() -> Path:
+    """guests/ of a checkout, or the copy installed inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "guests", here.parent / "guests"):
+        if (candidate / GUESTS["timer"][0]).is_file():
+            return candidate
+    raise FileNotFoundError("bundled guest sources not found (broken installation?)")
+
+
+_INCLUDE = re.compile(r'^\s*\.include\s+"([^"]+)"\s*(#.*)?$')
+
+
+def read_source(path: Path, depth: int = 0) -> str:
+    """The source text with `.include "file"` lines replaced by the file (relative to the includer)."""
+    if depth > 8:
+        raise LoadError(f"{path}: .include nested too deeply")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such guest source") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}: cannot read ({e})") from None
+    out = []
+    for line in text.splitlines():
+        m = _INCLUDE.match(line)
+        out.append(read_source(path.parent / m.group(1), depth + 1) if m else line)
+    return "\n".join(out) + "\n"
+
+
+def build_source(path: Path, constants: dict[str, int]) -> Image:
+    text = read_source(path)
+    try:
+        elf = build_guest(text, constants)
+    except AsmError as e:
+        raise LoadError(f"{path.name}: does not assemble: {e}") from None
+    image = load_elf(elf, path.stem)
+    image.kind = "source"
+    image.constants = dict(constants)
+    image.elf = elf  # type: ignore[attr-defined]
+    return image
+
+
+def resolve(arg: str, constants: dict[str, int] | None = None, symbols: str | None = None,
+            load_address: int = 0x100000, entry: int | None = None) -> Image:
+    constants = constants or {}
+    if arg in GUESTS:
+        image = build_source(guests_dir() / GUESTS[arg][0], constants)
+        image.name = arg
+        return image
+    path = Path(arg)
+    if path.suffix in SOURCE_SUFFIXES:
+        return build_source(path, constants)
+    if constants:
+        raise LoadError(f"{arg}: -D constants apply only to assembly sources")
+    if not path.exists() and "/" not in arg and not path.suffix:
+        raise LoadError(f"unknown guest {arg!r} (bundled: {', '.join(GUESTS)}; or give a path)")
+    return load_file(path, symbols, load_address, entry)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,499 @@
+"""The KVM exit model: which guest actions exit, where KVM handles them, what they cost, and the vCPU
+run loop that injects interrupts.
+
+Where each device is handled follows KVM-76 (the paper's version): the PIT (arch/x86/kvm/i8254.c,
+"KVM: In kernel PIT model", Jan 2008) and the PIC (i8259.c) are in the kernel; the UART, the IDE disk,
+the ACPI PM timer and isa-debug-exit are QEMU devices in user space. Ports nobody claims still exit and
+go to QEMU, which returns all ones (hw: an empty ISA bus floats high).
+
+Exits modeled (VMX basic exit reasons, perf kvm stat names):
+- IO_INSTRUCTION: every in/out; a rep ins/outs exits once per 1,024 bytes moved, the size of KVM's
+  string-PIO buffer (arch/x86/kvm/emulate.c, struct read_cache data[1024]);
+- VMCALL: KVM hypercall ABI (Documentation/virt/kvm/x86/hypercalls.rst): nr in EAX, args in EBX, ECX,
+  EDX, ESI, result in EAX; an unknown nr returns -KVM_ENOSYS (-1000);
+- CPUID, HLT, MSR_READ, MSR_WRITE;
+- EXTERNAL_INTERRUPT: a timer or device interrupt that fires while the guest runs;
+- INTERRUPT_WINDOW: an interrupt is pending while IF=0; the guest exits at the instruction that opens
+  the window (sti, popf, iret), then the interrupt is injected (after sti's one-instruction shadow);
+- EXCEPTION_NMI: guest exceptions in the profile's trapped set (update_exception_bitmap());
+- TRIPLE_FAULT: the end of a guest that faulted with no usable handler.
+
+rdmsr/wrmsr cannot be hooked through Unicorn 2.1.4's binding, so the model finds them in the loaded
+image (the two opcode bytes at an instruction start can only be that instruction) and hooks those
+addresses; MSR instructions in code the guest generates at run time execute without an exit.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
+from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
+from unicorn.x86_const import (
+    UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CS, UC_X86_REG_EAX,
+    UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EIP, UC_X86_REG_ESI,
+)
+
+from ..clock import Clock
+from ..costs import Profile
+from ..exits import Direction, ExitReason, ExitRecorder, Place
+from ..loader import Image
+from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
+
+#: Where KVM-76 handles each device (see module docstring).
+DEVICE_PLACES: dict[str, Place] = {
+    "pit": Place.KERNEL,
+    "pic": Place.KERNEL,
+    "uart": Place.USER,
+    "pmtimer": Place.USER,
+    "ide": Place.USER,
+    "debugexit": Place.USER,
+}
+
+KVM_ENOSYS = 1000
+STRING_PIO_CHUNK = 1024
+
+#: KVM hypercalls (include/uapi/linux/kvm_para.h). Handlers get (args) and return EAX.
+HYPERCALLS: dict[int, tuple[str, Callable[[tuple[int, int, int, int]], int]]] = {
+    1: ("KVM_HC_VAPIC_POLL_IRQ", lambda args: 0),
+    5: ("KVM_HC_KICK_CPU", lambda args: 0),
+    11: ("KVM_HC_SCHED_YIELD", lambda args: 0),
+}
+
+#: String I/O opcodes: ins (6c/6d) and outs (6e/6f).
+_STRING_IO = {0x6C: Direction.IN, 0x6D: Direction.IN, 0x6E: Direction.OUT, 0x6F: Direction.OUT}
+_PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF2, 0xF3})
+
+
+@dataclass
+class RunEnd:
+    status: str          # exited | halted | budget | crashed | interrupted
+    detail: str
+    guest_value: int | None = None
+    address: int | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+class KVM:
+    """One vCPU under the KVM model, with its devices on the port bus."""
+
+    def __init__(self, machine: X86Machine, image: Image, clock: Clock, profile: Profile,
+                 recorder: ExitRecorder, port_devices: list, timed_devices: list, pic,
+                 msr_init: dict[int, int] | None = None):
+        self.m = machine
+        self.uc = machine.uc
+        self.clock = clock
+        self.profile = profile
+        self.rec = recorder
+        self.pic = pic
+        self.timed = timed_devices
+        self._ports: list = [None] * 0x10000
+        self._places = bytearray([Place.USER]) * 0x10000
+        for dev in port_devices:
+            for p in dev.ports:
+                self._ports[p] = dev
+                self._places[p] = DEVICE_PLACES.get(dev.name, Place.USER)
+        self._costs = {(r, p, d): profile.cost(r, p, d)
+                       for r in ExitReason for p in Place for d in Direction}
+        self.msrs: dict[int, int] = {0x1B: 0xFEE00900, 0x1A0: 0x1, 0x277: 0x0007040600070406, 0xC0000080: 0}
+        self.msrs.update(msr_init or {})
+        self._slice_base = 0
+        self._end: RunEnd | None = None
+        self._string_io: dict[int, tuple[Direction, bool] | None] = {}
+        self._str_state = (-1, -1, 0)  # (eip, next icount, bytes in the current exit)
+        self._caller_paging = False
+        self._install(image)
+
+    # setup -----------------------------------------------------------------------------------------
+    def _install(self, image: Image) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        for seg in image.segments:
+            if not seg.executable:
+                continue
+            for opcode, cb in ((b"\x0f\x32", self._on_rdmsr), (b"\x0f\x30", self._on_wrmsr)):
+                at = seg.data.find(opcode)
+                while at >= 0:
+                    addr = seg.address + at
+                    uc.hook_add(UC_HOOK_CODE, cb, None, addr, addr)
+                    at = seg.data.find(opcode, at + 1)
+
+    # the exit path ----------------------------------------------------------------------------------
+    def _now_icount(self) -> int:
+        icount = self._slice_base + self.m.counter.executed()
+        self.clock.icount = icount
+        return icount
+
+    def _caller(self, ebp: int) -> int:
+        if not ebp:
+            return 0
+        if self._caller_paging:
+            raw = self.m.read_virtual(ebp + 4, 4)
+            return struct.unpack("<I", raw)[0] if raw else 0
+        if ebp + 8 > self.m.ram_size:
+            return 0
+        return struct.unpack("<I", self.uc.mem_read(ebp + 4, 4))[0]
+
+    def _exit(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
+              value: int, ebp: int) -> None:
+        icount = self._now_icount()
+        cost = self._costs[(reason, place, direction)]
+        self.rec.append(icount, self.clock.cycles_at(icount), rip, reason, place, direction, qualifier,
+                        size, value, cost, self._caller(ebp))
+        self.clock.extra += cost
+
+    def _reschedule(self) -> None:
+        """After an exit inside a slice: end the slice where the next event is now due."""
+        if self._end is not None or self.pic.pending():
+            self.m.counter.stop_after_current()
+            return
+        due = self._next_due()
+        if due is not None:
+            k = self._icount_when(due)
+            self.m.counter.set_limit(min(k - self._slice_base, self.m.counter.limit()))
+
+    def _string_kind(self, eip: int) -> tuple[Direction, bool] | None:
+        if eip in self._string_io:
+            return self._string_io[eip]
+        raw = self.m.read_virtual(eip, 8) or b""
+        kind, rep = None, False
+        for b in raw:
+            if b in (0xF2, 0xF3):
+                rep = True
+            if b not in _PREFIXES:
+                if b in _STRING_IO:
+                    kind = (_STRING_IO[b], rep)
+                break
+        self._string_io[eip] = kind
+        return kind
+
+    def _port_exit(self, port: int, size: int, value: int, direction: Direction) -> bool:
+        """Record an I/O exit unless this is a further element of a rep string exit; True if recorded."""
+        eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+        kind = self._string_kind(eip)
+        if kind is not None and kind[1]:
+            icount = self._now_icount()
+            last_eip, next_icount, used = self._str_state
+            if eip == last_eip and icount == next_icount and used + size <= STRING_PIO_CHUNK:
+                self._str_state = (eip, icount + 1, used + size)
+                self.rec.add_size(size)
+                return False
+            self._str_state = (eip, icount + 1, size)
+        self._exit(ExitReason.IO_INSTRUCTION, self._places[port], direction, eip, port, size, value, ebp)
+        return True
+
+    def _on_in(self, uc, port, size, _data):
+        self._now_icount()  # the device reads the clock
+        dev = self._ports[port]
+        value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
+        if self._port_exit(port, size, value, Direction.IN):
+            self._reschedule()
+        return value
+
+    def _on_out(self, uc, port, size, value, _data):
+        value &= (1 << (8 * size)) - 1
+        recorded = self._port_exit(port, size, value, Direction.OUT)
+        dev = self._ports[port]
+        if dev is not None:
+            dev.write(port, size, value)
+        if recorded or self._end is not None or self.pic.pending():
+            self._reschedule()
+
+    def _on_cpuid(self, uc, _data):
+        eip, ebp, leaf, sub = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP, UC_X86_REG_EAX, UC_X86_REG_ECX])
+        regs = self._cpuid(leaf, sub)
+        self._exit(ExitReason.CPUID, Place.KERNEL, Direction.NONE, eip, leaf, 0, regs[0], ebp)
+        uc.reg_write_batch([(UC_X86_REG_EAX, regs[0]), (UC_X86_REG_EBX, regs[1]),
+                            (UC_X86_REG_ECX, regs[2]), (UC_X86_REG_EDX, regs[3])])
+        self._reschedule()
+        return 1
+
+    def _cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
+        def s(text: str) -> tuple[int, ...]:
+            return struct.unpack("<3I", text.encode())
+        if leaf == 0:
+            b, d, c = s("GenuineIntel")
+            return 1, b, c, d
+        if leaf == 1:
+            # FPU TSC MSR PSE APIC CMOV ... (edx) and the hypervisor-present bit (ecx bit 31)
+            return self.profile.cpuid_signature, 0x00010800, 0x80000000, 0x0781ABFD & ~(1 << 9) | (1 << 9)
+        if leaf == 0x40000000:
+            b, c, d = s("KVMKVMKVM\0\0\0")
+            return 0x40000001, b, c, d
+        if leaf == 0x80000000:
+            return 0x80000000, 0, 0, 0
+        return 0, 0, 0, 0
+
+    def _on_invalid(self, uc):
+        eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+        raw = self.m.read_virtual(eip, 3)
+        if raw in (b"\x0f\x01\xc1", b"\x0f\x01\xd9"):  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
+            nr, b, c, d, si = uc.reg_read_batch([UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
+                                                 UC_X86_REG_EDX, UC_X86_REG_ESI])
+            entry = HYPERCALLS.get(nr)
+            result = entry[1]((b, c, d, si)) if entry else -KVM_ENOSYS
+            self._exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, nr, 0, result, ebp)
+            uc.reg_write(UC_X86_REG_EAX, result & 0xFFFFFFFF)
+            uc.reg_write(UC_X86_REG_EIP, eip + 3)
+            self._reschedule()
+            return True
+        return self._exception(6, eip, None, ebp)  # #UD
+
+    def _on_rdmsr(self, uc, address, size, _data):
+        ecx, ebp = uc.reg_read_batch([UC_X86_REG_ECX, UC_X86_REG_EBP])
+        value = self._read_msr(ecx)
+        self._exit(ExitReason.MSR_READ, Place.KERNEL, Direction.IN, address, ecx, 8, value or 0, ebp)
+        if value is None:
+            self._exception(13, address, 0, ebp, recorded=True)
+            return
+        uc.reg_write_batch([(UC_X86_REG_EAX, value & 0xFFFFFFFF), (UC_X86_REG_EDX, value >> 32)])
+        uc.reg_write(UC_X86_REG_EIP, address + 2)
+        self._reschedule()
+
+    def _on_wrmsr(self, uc, address, size, _data):
+        ecx, eax, edx, ebp = uc.reg_read_batch([UC_X86_REG_ECX, UC_X86_REG_EAX, UC_X86_REG_EDX, UC_X86_REG_EBP])
+        value = (edx << 32) | eax
+        self._exit(ExitReason.MSR_WRITE, Place.KERNEL, Direction.OUT, address, ecx, 8, value, ebp)
+        if ecx not in self.msrs and not 0x4B564D00 <= ecx <= 0x4B564DFF:
+            self._exception(13, address, 0, ebp, recorded=True)
+            return
+        if ecx != 0x10:
+            self.msrs[ecx] = value
+        uc.reg_write(UC_X86_REG_EIP, address + 2)
+        self._reschedule()
+
+    def _read_msr(self, index: int) -> int | None:
+        if index == 0x10:  # TSC: the virtual clock
+            return self.clock.now() & 0xFFFFFFFFFFFFFFFF
+        if 0x4B564D00 <= index <= 0x4B564DFF:  # KVM paravirtual MSRs
+            return self.msrs.get(index, 0)
+        return self.msrs.get(index)
+
+    def _on_intr(self, uc, intno, _data):
+        eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+        if intno >= 32 or (intno == 3 and self.m.read_virtual(eip - 1, 1) == b"\xcc"):
+            software = True  # int n / int3: EIP is already past the instruction
+        else:
+            software = False
+        error = None
+        if not software and intno in ERROR_CODE_VECTORS:
+            error = self._page_fault_code(eip) if intno == 14 else 0
+        self._exception(intno, eip, error, ebp, software=software)
+
+    def _page_fault_code(self, eip: int) -> int:
+        cr2 = self.uc.reg_read(UC_X86_REG_CR2)
+        present = 1 if self.m.translate(cr2) is not None else 0
+        user = 4 if self.uc.reg_read(UC_X86_REG_CS) & 3 else 0
+        return present | user | (2 if self._writes_memory(eip) else 0)
+
+    def _writes_memory(self, eip: int) -> bool:
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+        from capstone.x86 import X86_OP_MEM
+        code = self.m.read_virtual(eip, 15)
+        if not code:
+            return False
+        md = Cs(CS_ARCH_X86, CS_MODE_32)
+        md.detail = True
+        for insn in md.disasm(code, eip, 1):
+            for op in insn.operands:
+                if op.type == X86_OP_MEM and op.access & 2:
+                    return True
+        return False
+
+    def _exception(self, vector: int, eip: int, error: int | None, ebp: int, software: bool = False,
+                   recorded: bool = False) -> bool:
+        if not software and not recorded and vector in self.profile.trapped_exceptions:
+            self._exit(ExitReason.EXCEPTION_NMI, Place.KERNEL, Direction.NONE, eip, vector, 0, error or 0, ebp)
+        try:
+            try:
+                self.m.deliver(vector, eip, error)
+            except GuestCrash:
+                if software or vector == 8:
+                    raise
+                self.m.deliver(8, eip, 0)  # double fault
+        except GuestCrash as crash:
+            self._crash(f"triple fault: {crash.cause} (exception {vector})", eip)
+            return True
+        self._reschedule()
+        return True
+
+    def _crash(self, cause: str, eip: int) -> None:
+        if self._end is None:
+            self._now_icount()
+            self.rec.append(self.clock.icount, self.clock.now(), eip, ExitReason.TRIPLE_FAULT, Place.KERNEL,
+                            Direction.NONE, 0, 0, 0, 0, 0)
+            self._end = RunEnd("crashed", cause, address=eip)
+        self.m.counter.stop_after_current()
+
+    def guest_exit(self, value: int) -> None:
+        """isa-debug-exit callback."""
+        if self._end is None:
+            self._end = RunEnd("exited", f"guest wrote {value} to port 0xf4 (QEMU exit code {(value << 1) | 1})",
+                               guest_value=value)
+        self.m.counter.stop_after_current()
+
+    # the run loop -------------------------------------------------------------------------------------
+    def _next_due(self) -> int | None:
+        due = None
+        for dev in self.timed:
+            t = dev.next_event()
+            if t is not None and (due is None or t < due):
+                due = t
+        return due
+
+    def _icount_when(self, cycles: int) -> int:
+        c = self.clock
+        need = cycles - c.extra
+        k = 0 if need <= 0 else -(-need * c.cpi_den // c.cpi_num)
+        return max(k, c.icount)
+
+    def _advance_devices(self) -> None:
+        now = self.clock.now()
+        for dev in self.timed:
+            dev.advance(now)
+
+    def _inject(self, record: bool) -> None:
+        vector = self.pic.acknowledge()
+        if vector is None:
+            return
+        eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+        if record:
+            self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
+        try:
+            self.m.deliver(vector, eip)
+        except GuestCrash as crash:
+            self._crash(f"triple fault: {crash.cause} (interrupt vector {vector})", eip)
+
+    def _step(self) -> tuple[int, bool]:
+        """Execute one instruction; returns (its address, whether it was a HLT)."""
+        eip = self.m.eip()
+        self._slice_base = self.clock.icount
+        end = self.m.run_slice(1)
+        self.clock.icount = self._slice_base + end.executed
+        if end.error is not None:
+            self._unicorn_error(end.error)
+        halted = not end.exhausted and self._end is None and end.executed == 1
+        return eip, halted
+
+    def _unicorn_error(self, err) -> None:
+        eip = self.m.eip()
+        if err.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            self._crash(f"jump into unmapped memory at 0x{eip:x}", eip)
+        else:
+            self._crash(f"{err} at 0x{eip:x}", eip)
+
+    def _halt(self, hlt_eip: int) -> bool:
+        """The guest executed HLT (EIP is past it). Returns False when the run ends."""
+        ebp = self.uc.reg_read(UC_X86_REG_EBP)
+        self._exit(ExitReason.HLT, Place.KERNEL, Direction.NONE, hlt_eip, 0, 0, 0, ebp)
+        if not self.m.interrupts_enabled():
+            self._end = RunEnd("halted", f"HLT with interrupts off at 0x{hlt_eip:x}", address=hlt_eip)
+            return False
+        return True
+
+    def _wait_for_event(self, max_cycles: int | None) -> bool:
+        """Idle until the next device event (virtual time jumps). False when nothing will ever come."""
+        self._advance_devices()
+        if self.pic.pending():
+            return True
+        due = self._next_due()
+        if due is None:
+            self._end = RunEnd("halted", "HLT with no interrupt source armed: the guest sleeps forever")
+            return False
+        if max_cycles is not None and due > max_cycles:
+            self.clock.extra += max(max_cycles - self.clock.now(), 0)
+            self._end = RunEnd("budget", "virtual time budget reached while halted")
+            return False
+        self.clock.extra += due - self.clock.now()
+        self._advance_devices()
+        return True
+
+    def run(self, max_instructions: int | None = None, max_cycles: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> RunEnd:
+        uc = self.uc
+        clock = self.clock
+        while self._end is None:
+            self._advance_devices()
+            if self._end is not None:
+                break
+            if max_instructions is not None and clock.icount >= max_instructions:
+                self._end = RunEnd("budget", f"instruction budget of {max_instructions} reached")
+                break
+            if max_cycles is not None and clock.now() >= max_cycles:
+                self._end = RunEnd("budget", "virtual time budget reached")
+                break
+            if self.pic.pending():
+                if self.m.interrupts_enabled():
+                    if self.m.read_virtual(self.m.eip() - 1, 1) == b"\xfb":
+                        _, halted = self._step()  # sti shadow: one more instruction first
+                        if halted and not self._halt(self.m.eip() - 1):
+                            break
+                        continue
+                    self._inject(record=True)
+                    continue
+                if not self._interrupt_window(max_instructions):
+                    break
+                continue
+            # run until the next event or budget
+            limit = 1 << 62
+            due = self._next_due()
+            if due is not None:
+                limit = self._icount_when(due) - clock.icount
+            if max_cycles is not None:
+                limit = min(limit, self._icount_when(max_cycles) - clock.icount)
+            if max_instructions is not None:
+                limit = min(limit, max_instructions - clock.icount)
+            limit = max(limit, 1)
+            self._caller_paging = self._paging_on()
+            self._slice_base = clock.icount
+            end = self.m.run_slice(limit)
+            clock.icount = self._slice_base + end.executed
+            if progress is not None:
+                progress(clock.icount, clock.now())
+            if end.error is not None:
+                self._unicorn_error(end.error)
+                break
+            if self._end is not None:
+                break
+            if not end.exhausted:
+                eip = self.m.eip()
+                if self.m.read_virtual(eip - 1, 1) != b"\xf4":
+                    self._crash(f"emulation stopped unexpectedly at 0x{eip:x}", eip)
+                    break
+                if not self._halt(eip - 1):
+                    break
+                if not self._wait_for_event(max_cycles):
+                    break
+                if self.pic.pending():
+                    self._inject(record=False)
+        return self._end
+
+    def _paging_on(self) -> bool:
+        return bool(self.uc.reg_read(UC_X86_REG_CR0) & 0x80000000)
+
+    def _interrupt_window(self, max_instructions: int | None) -> bool:
+        """IF=0 with an interrupt pending: step until the guest opens the window. False when the run ends."""
+        while self._end is None:
+            if max_instructions is not None and self.clock.icount >= max_instructions:
+                self._end = RunEnd("budget", f"instruction budget of {max_instructions} reached")
+                return False
+            eip, halted = self._step()
+            if self._end is not None:
+                return False
+            if halted:
+                if not self._halt(eip):
+                    return False
+                continue
+            if self.m.interrupts_enabled():
+                ebp = self.uc.reg_read(UC_X86_REG_EBP)
+                self._exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, ebp)
+                return True
+        return False

@@ -1,0 +1,200 @@
+"""X86Machine: one 32-bit x86 CPU and its RAM in Unicorn, entered as a multiboot loader leaves it.
+
+What the machine does and Unicorn does not: exact instruction counting per slice (see _uc.py),
+delivery of interrupts and exceptions through the guest IDT (Intel SDM vol. 3A, 6.12: push EFLAGS, CS,
+EIP and an error code where the vector has one, clear IF for interrupt gates, clear TF/NT/RF), and
+virtual-to-physical translation for the 32-bit two-level page tables (4 KiB pages and 4 MiB PSE pages)
+so that the IDT, the stack and frame pointers can be followed when the guest turns paging on.
+
+The boot state follows the Multiboot Specification 0.6.96, section 3.2: protected mode, flat 4 GiB code
+and data segments, paging off, IF clear, EAX = 0x2BADB002, EBX = physical address of the multiboot
+information structure.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc, UcError
+from unicorn.x86_const import (
+    UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
+    UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI, UC_X86_REG_EDX, UC_X86_REG_EFLAGS,
+    UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+    UC_X86_REG_GS, UC_X86_REG_IDTR, UC_X86_REG_SS,
+)
+
+from ._uc import ExceptionStateReset, InstructionCounter
+from .loader import MULTIBOOT_BOOTLOADER_MAGIC, Image
+
+GDT_ADDRESS = 0x800
+MBI_ADDRESS = 0x900
+BOOT_STACK = 0x7000
+LOW_MEMORY_KIB = 639
+IF_FLAG = 1 << 9
+#: Vectors whose exceptions push an error code (SDM vol. 3A, table 6-1).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+
+GPRS = (UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EBX, UC_X86_REG_ESP, UC_X86_REG_EBP,
+        UC_X86_REG_ESI, UC_X86_REG_EDI, UC_X86_REG_EIP, UC_X86_REG_EFLAGS)
+
+
+class GuestCrash(Exception):
+    """The guest did something a real CPU would reset on (triple fault, fetch from nowhere)."""
+
+    def __init__(self, cause: str, address: int | None = None):
+        super().__init__(cause)
+        self.cause = cause
+        self.address = address
+
+
+@dataclass
+class SliceEnd:
+    executed: int        # instructions executed in the slice
+    exhausted: bool      # the count ran out (or a hook asked to stop after an instruction)
+    error: UcError | None
+
+
+class X86Machine:
+    def __init__(self, ram_size: int = 64 << 20):
+        if ram_size < (2 << 20) or ram_size % 4096:
+            raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
+        self.ram_size = ram_size
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.mem_map(0, ram_size)
+        self.counter = InstructionCounter(self.uc)
+        self.reset_exception_state = ExceptionStateReset(self.uc)
+
+    # memory ------------------------------------------------------------------------------------
+    def load(self, image: Image) -> None:
+        for seg in image.segments:
+            end = seg.address + seg.memsize
+            if seg.address < 0x1000 or end > self.ram_size:
+                raise GuestCrash(f"segment 0x{seg.address:x}-0x{end:x} lies outside guest RAM "
+                                 f"(0x1000-0x{self.ram_size:x})", seg.address)
+            self.uc.mem_write(seg.address, seg.data)
+            if seg.memsize > len(seg.data):
+                self.uc.mem_write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))
+
+    def in_ram(self, address: int, size: int = 1) -> bool:
+        return 0 <= address and address + size <= self.ram_size
+
+    def translate(self, vaddr: int) -> int | None:
+        """Physical address for a linear address under the guest's current page tables."""
+        cr0 = self.uc.reg_read(UC_X86_REG_CR0)
+        vaddr &= 0xFFFFFFFF
+        if not cr0 & 0x80000000:
+            return vaddr
+        cr3 = self.uc.reg_read(UC_X86_REG_CR3) & 0xFFFFF000
+        pde_addr = cr3 + ((vaddr >> 22) << 2)
+        if not self.in_ram(pde_addr, 4):
+            return None
+        pde = struct.unpack("<I", self.uc.mem_read(pde_addr, 4))[0]
+        if not pde & 1:
+            return None
+        if pde & 0x80 and self.uc.reg_read(UC_X86_REG_CR4) & 0x10:
+            return (pde & 0xFFC00000) | (vaddr & 0x3FFFFF)
+        pte_addr = (pde & 0xFFFFF000) + (((vaddr >> 12) & 0x3FF) << 2)
+        if not self.in_ram(pte_addr, 4):
+            return None
+        pte = struct.unpack("<I", self.uc.mem_read(pte_addr, 4))[0]
+        if not pte & 1:
+            return None
+        return (pte & 0xFFFFF000) | (vaddr & 0xFFF)
+
+    def read_virtual(self, vaddr: int, size: int) -> bytes | None:
+        out = bytearray()
+        while size > 0:
+            paddr = self.translate(vaddr)
+            chunk = min(size, 0x1000 - (vaddr & 0xFFF))
+            if paddr is None or not self.in_ram(paddr, chunk):
+                return None
+            out += self.uc.mem_read(paddr, chunk)
+            vaddr += chunk
+            size -= chunk
+        return bytes(out)
+
+    def write_virtual(self, vaddr: int, data: bytes) -> bool:
+        while data:
+            paddr = self.translate(vaddr)
+            chunk = min(len(data), 0x1000 - (vaddr & 0xFFF))
+            if paddr is None or not self.in_ram(paddr, chunk):
+                return False
+            self.uc.mem_write(paddr, data[:chunk])
+            vaddr += chunk
+            data = data[chunk:]
+        return True
+
+    # boot ----------------------------------------------------------------------------------------
+    def boot_multiboot(self, entry: int) -> None:
+        uc = self.uc
+        # null, flat code (0x08), flat data (0x10): what GRUB leaves
+        uc.mem_write(GDT_ADDRESS, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
+        uc.reg_write(UC_X86_REG_GDTR, (0, GDT_ADDRESS, 23, 0))
+        uc.reg_write(UC_X86_REG_CS, 0x08)
+        for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_SS, UC_X86_REG_FS, UC_X86_REG_GS):
+            uc.reg_write(reg, 0x10)
+        mem_upper = (self.ram_size - (1 << 20)) // 1024
+        # flags bit 0: mem_lower/mem_upper valid
+        uc.mem_write(MBI_ADDRESS, struct.pack("<III", 1, LOW_MEMORY_KIB, mem_upper) + bytes(104))
+        uc.reg_write(UC_X86_REG_EAX, MULTIBOOT_BOOTLOADER_MAGIC)
+        uc.reg_write(UC_X86_REG_EBX, MBI_ADDRESS)
+        uc.reg_write(UC_X86_REG_ESP, BOOT_STACK)
+        uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(UC_X86_REG_EIP, entry)
+
+    # execution -----------------------------------------------------------------------------------
+    def eip(self) -> int:
+        return self.uc.reg_read(UC_X86_REG_EIP)
+
+    def interrupts_enabled(self) -> bool:
+        return bool(self.uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG)
+
+    def run_slice(self, count: int) -> SliceEnd:
+        """Run at most `count` instructions from the current EIP."""
+        start = self.uc.reg_read(UC_X86_REG_EIP)
+        error = None
+        try:
+            self.uc.emu_start(start, 0xFFFFFFFF, 0, count)
+        except UcError as e:
+            error = e
+        raw = self.counter.raw()
+        limit = self.counter.limit()
+        return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, error=error)
+
+    def deliver(self, vector: int, return_eip: int, error_code: int | None = None) -> None:
+        """Enter the guest's handler for `vector` through its IDT (ring 0 only)."""
+        uc = self.uc
+        _, idt_base, idt_limit, _ = uc.reg_read(UC_X86_REG_IDTR)
+        if vector * 8 + 7 > idt_limit:
+            raise GuestCrash(f"vector {vector} is beyond the IDT limit ({idt_limit})", return_eip)
+        gate = self.read_virtual(idt_base + vector * 8, 8)
+        if gate is None:
+            raise GuestCrash(f"IDT entry for vector {vector} is not in guest memory", return_eip)
+        off_lo, selector, _, type_attr, off_hi = struct.unpack("<HHBBH", gate)
+        gate_type = type_attr & 0x1F
+        if not type_attr & 0x80 or gate_type not in (0x0E, 0x0F):
+            raise GuestCrash(f"no present interrupt/trap gate for vector {vector}", return_eip)
+        if uc.reg_read(UC_X86_REG_CS) & 3:
+            raise GuestCrash("interrupt while in ring 3: privilege switches are not modeled", return_eip)
+        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
+        cs = uc.reg_read(UC_X86_REG_CS)
+        esp = uc.reg_read(UC_X86_REG_ESP)
+        frame = struct.pack("<III", return_eip & 0xFFFFFFFF, cs, eflags)
+        if error_code is not None:
+            frame = struct.pack("<I", error_code & 0xFFFFFFFF) + frame
+        esp = (esp - len(frame)) & 0xFFFFFFFF
+        if not self.write_virtual(esp, frame):
+            raise GuestCrash(f"stack at 0x{esp:x} is not writable while delivering vector {vector}", return_eip)
+        eflags &= ~((1 << 8) | (1 << 14) | (1 << 16))  # TF, NT, RF
+        if gate_type == 0x0E:
+            eflags &= ~IF_FLAG
+        uc.reg_write(UC_X86_REG_ESP, esp)
+        uc.reg_write(UC_X86_REG_EFLAGS, eflags)
+        if selector != cs:
+            uc.reg_write(UC_X86_REG_CS, selector)
+        uc.reg_write(UC_X86_REG_EIP, off_lo | (off_hi << 16))
+        self.reset_exception_state()
+
+    def registers(self) -> dict[str, int]:
+        names = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags")
+        return dict(zip(names, self.uc.reg_read_batch(list(GPRS))))

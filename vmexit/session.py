@@ -1,0 +1,95 @@
+"""One run: wire an Image, the machine, the devices, the KVM model and the recorder; return a Trace.
+
+The device table is here, explicit: every run has the same devices at the same ports.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from . import __version__
+from .clock import Clock
+from .costs import Profile
+from .devices.debugexit import DebugExit
+from .devices.ide import Disk, IDEDisk
+from .devices.pic import PIC8259
+from .devices.pit import PIT8254
+from .devices.pmtimer import PMTimer
+from .devices.uart import UART16550
+from .exits import ExitRecorder
+from .hypervisors.kvm import KVM, RunEnd
+from .loader import Image
+from .machine import GuestCrash, X86Machine
+from .trace import Trace
+
+
+@dataclass
+class RunOptions:
+    ram_size: int = 64 << 20
+    max_instructions: int | None = None
+    max_seconds: float | None = None
+    disk: str | None = None
+    disk_writable: bool = False
+    disk_size: int = 16 << 20
+    echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
+
+    def recorded(self) -> dict:
+        d = asdict(self)
+        d.pop("echo")
+        return d
+
+
+def run(image: Image, profile: Profile, options: RunOptions,
+        progress: Callable[[int, int], None] | None = None) -> Trace:
+    """Run the guest to its end (or budget) and return the trace; Ctrl-C ends it as 'interrupted'."""
+    clock = Clock(profile.freq_hz, *profile.cpi)
+    machine = X86Machine(options.ram_size)
+    recorder = ExitRecorder()
+    disk = Disk(options.disk, options.disk_size, options.disk_writable)
+    pic = PIC8259()
+    vm: KVM | None = None
+
+    def guest_exit(value: int) -> None:
+        vm.guest_exit(value)
+
+    pit = PIT8254(clock.now, clock.freq_hz, lambda: pic.raise_irq(0))
+    uart = UART16550(options.echo)
+    ide = IDEDisk(disk, lambda: pic.raise_irq(14))
+    devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, DebugExit(guest_exit)]
+    end: RunEnd
+    try:
+        machine.load(image)
+    except GuestCrash as crash:
+        end = RunEnd("crashed", crash.cause, address=crash.address)
+    else:
+        machine.boot_multiboot(image.entry)
+        vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic)
+        max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
+        try:
+            end = vm.run(options.max_instructions, max_cycles, progress)
+        except KeyboardInterrupt:
+            end = RunEnd("interrupted", "interrupted by the user (Ctrl-C)")
+    disk.flush()
+    cycles = clock.now()
+    meta = {
+        "vmexit_version": __version__,
+        "guest": image.name,
+        "guest_kind": image.kind,
+        "guest_sha256": image.sha256,
+        "constants": image.constants,
+        "options": options.recorded(),
+        "profile": profile.name,
+        "freq_hz": clock.freq_hz,
+        "cpi": [clock.cpi_num, clock.cpi_den],
+        "instructions": clock.icount,
+        "cycles": cycles,
+        "virtual_seconds": cycles / clock.freq_hz,
+        "status": end.status,
+        "detail": end.detail,
+        "guest_value": end.guest_value,
+        "end_address": end.address,
+        "console": uart.output.decode("latin-1"),
+        "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
+                "sectors_written": ide.sectors_written},
+    }
+    return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))
