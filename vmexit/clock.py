@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class Clock:
-    __slots__ = ("freq_hz", "cpi_num", "cpi_den", "icount", "extra")
+    __slots__ = ("freq_hz", "cpi_num", "cpi_den", "icount", "extra", "idle")
 
     def __init__(self, freq_hz: int, cpi_num: int = 1, cpi_den: int = 1):
         if freq_hz <= 0 or cpi_num <= 0 or cpi_den <= 0:
@@ -19,6 +19,7 @@ class Clock:
         self.cpi_den = int(cpi_den)
         self.icount = 0   # instructions retired before the current slice
         self.extra = 0    # exit costs + idle cycles so far
+        self.idle = 0     # the idle part of extra (HLT waiting for an event)
 
     def cycles_at(self, icount: int) -> int:
         return icount * self.cpi_num // self.cpi_den + self.extra
@@ -26,13 +27,17 @@ class Clock:
     def now(self) -> int:
         return self.cycles_at(self.icount)
 
-    def instructions_until(self, cycles: int, icount: int) -> int:
-        """Smallest n >= 1 such that cycles_at(icount + n) >= cycles."""
+    def icount_when(self, cycles: int) -> int:
+        """The smallest instruction count, not below the current one, at which cycles_at() >= cycles."""
         need = cycles - self.extra
-        if need <= 0:
-            return 1
-        n = -(-need * self.cpi_den // self.cpi_num) - icount
-        return max(n, 1)
+        k = 0 if need <= 0 else -(-need * self.cpi_den // self.cpi_num)
+        return max(k, self.icount)
+
+    def idle_until(self, cycles: int) -> None:
+        """HLT: time jumps to `cycles` without executing anything."""
+        gap = max(cycles - self.now(), 0)
+        self.extra += gap
+        self.idle += gap
 
     def seconds(self, cycles: int) -> float:
         return cycles / self.freq_hz

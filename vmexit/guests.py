@@ -23,7 +23,7 @@ SOURCE_SUFFIXES = (".S", ".s", ".asm")
 def guests_dir() -> Path:
     """guests/ of a checkout, or the copy installed inside the package."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "guests", here.parent / "guests"):
+    for candidate in (here / "_guests", here.parent / "guests"):
         if (candidate / GUESTS["timer"][0]).is_file():
             return candidate
     raise FileNotFoundError("bundled guest sources not found (broken installation?)")

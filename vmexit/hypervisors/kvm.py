@@ -157,7 +157,7 @@ class KVM:
             return
         due = self._next_due()
         if due is not None:
-            k = self._icount_when(due)
+            k = self.clock.icount_when(due)
             self.m.counter.set_limit(min(k - self._slice_base, self.m.counter.limit()))
 
     def _string_kind(self, eip: int) -> tuple[Direction, bool] | None:
@@ -349,12 +349,6 @@ class KVM:
                 due = t
         return due
 
-    def _icount_when(self, cycles: int) -> int:
-        c = self.clock
-        need = cycles - c.extra
-        k = 0 if need <= 0 else -(-need * c.cpi_den // c.cpi_num)
-        return max(k, c.icount)
-
     def _advance_devices(self) -> None:
         now = self.clock.now()
         for dev in self.timed:
@@ -409,10 +403,10 @@ class KVM:
             self._end = RunEnd("halted", "HLT with no interrupt source armed: the guest sleeps forever")
             return False
         if max_cycles is not None and due > max_cycles:
-            self.clock.extra += max(max_cycles - self.clock.now(), 0)
+            self.clock.idle_until(max_cycles)
             self._end = RunEnd("budget", "virtual time budget reached while halted")
             return False
-        self.clock.extra += due - self.clock.now()
+        self.clock.idle_until(due)
         self._advance_devices()
         return True
 
@@ -446,9 +440,9 @@ class KVM:
             limit = 1 << 62
             due = self._next_due()
             if due is not None:
-                limit = self._icount_when(due) - clock.icount
+                limit = self.clock.icount_when(due) - clock.icount
             if max_cycles is not None:
-                limit = min(limit, self._icount_when(max_cycles) - clock.icount)
+                limit = min(limit, self.clock.icount_when(max_cycles) - clock.icount)
             if max_instructions is not None:
                 limit = min(limit, max_instructions - clock.icount)
             limit = max(limit, 1)

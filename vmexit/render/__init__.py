@@ -1,0 +1,36 @@
+"""Renderers: Report -> str. One module per format, listed in one explicit table."""
+from __future__ import annotations
+
+from . import csv, json, markdown, text
+
+RENDERERS = {
+    "text": text.render,
+    "markdown": markdown.render,
+    "csv": csv.render,
+    "json": json.render,
+}
+
+
+def cell(kind: str, value, row: dict | None = None) -> str:
+    """One value formatted for humans (text and markdown share this)."""
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{int(value):,}" if isinstance(value, (int, float)) else str(value)
+    if kind == "seconds":
+        return f"{value:.6f}"
+    if kind == "pct":
+        return f"{value:.2f}%"
+    if kind == "us":
+        return f"{value:.2f}us"
+    if kind == "us_pm":
+        spread = (row or {}).get("stddev_pct", 0.0)
+        return f"{value:.2f}us ( +-{spread:6.2f}% )"
+    return str(value)
+
+
+def totals_line(report) -> str:
+    t = report.totals
+    return (f"Total: {t['exits']:,} exits, {t['time_s']:.6f} s modeled exit time, "
+            f"{t['instructions']:,} instructions, {t['virtual_seconds']:.6f} s virtual; "
+            f"{t['status']}: {t['detail']}")

@@ -1,0 +1,308 @@
+# ide.S -- a polled ATA disk driver whose request path follows Linux 2.6.27's drivers/ide:
+# __ide_do_rw_disk() loads the LBA48 taskfile with 11 successive outb (ide_tf_load(): hob_feature,
+# hob_nsect, hob_lbal, hob_lbam, hob_lbah, feature, nsect, lbal, lbam, lbah, then device/select -- the
+# KVM paper's code segment 1), ide_execute_command() writes the command, ide_wait_stat() polls the
+# status register for DRQ, ide_pio_sector() moves the 512 bytes with rep outsw / rep insw, and the
+# completion is checked with one more status read (interrupts are off: nIEN is set at init).
+#
+# The guest writes SECTORS sectors with a pattern, one per request, reads them back, compares, prints
+# "ide: ok" or "ide: MISMATCH", and exits with status 0 or 1.
+# Exits by construction (tests/test_guests.py): 15 per request -- 11 taskfile outb, 1 command outb,
+# 1 DRQ status read, 1 string I/O exit (512 bytes fit one 1,024-byte KVM string-PIO exit), 1
+# completion status read -- and 2 x SECTORS requests.
+.include "lib/boot.S"
+
+.ifndef SECTORS
+.set SECTORS, 16
+.endif
+.ifndef LBA_BASE
+.set LBA_BASE, 0
+.endif
+
+.set IDE_DATA, 0x1f0
+.set IDE_FEATURE, 0x1f1
+.set IDE_NSECT, 0x1f2
+.set IDE_LBAL, 0x1f3
+.set IDE_LBAM, 0x1f4
+.set IDE_LBAH, 0x1f5
+.set IDE_SELECT, 0x1f6
+.set IDE_STATUS, 0x1f7
+.set IDE_COMMAND, 0x1f7
+.set IDE_CONTROL, 0x3f6
+.set ATA_NIEN, 0x02
+.set SELECT_LBA_MASTER, 0xe0            # drive->select.all: obsolete bits, LBA, master
+.set SELECT_MASTER, 0xa0
+.set ATA_CMD_ID_ATA, 0xec
+.set ATA_CMD_READ_EXT, 0x24
+.set ATA_CMD_WRITE_EXT, 0x34
+.set ATA_DRQ, 0x08
+.set ATA_ERR, 0x01
+.set ATA_BUSY, 0x80
+.set SECTOR_WORDS, 256
+
+# start_kernel(): identify the disk, write and read back SECTORS sectors; returns 0 when all match.
+start_kernel:
+    push ebp
+    mov ebp, esp
+    push ebx
+    call early_serial_init
+    mov eax, msg_start
+    push eax
+    call early_printk
+    add esp, 4
+    call ide_init
+    xor ebx, ebx
+.Lstart_write:
+    cmp ebx, SECTORS
+    jae .Lstart_read
+    push ebx
+    call fill_pattern
+    add esp, 4
+    mov eax, 1
+    push eax                            # write
+    mov eax, write_buf
+    push eax
+    lea eax, [ebx + LBA_BASE]
+    push eax
+    call ide_do_request
+    add esp, 12
+    inc ebx
+    jmp .Lstart_write
+.Lstart_read:
+    xor ebx, ebx
+.Lstart_read_next:
+    cmp ebx, SECTORS
+    jae .Lstart_done
+    xor eax, eax
+    push eax                            # read
+    mov eax, read_buf
+    push eax
+    lea eax, [ebx + LBA_BASE]
+    push eax
+    call ide_do_request
+    add esp, 12
+    push ebx
+    call check_pattern
+    add esp, 4
+    add dword ptr [mismatches], eax
+    inc ebx
+    jmp .Lstart_read_next
+.Lstart_done:
+    mov eax, msg_ok
+    cmp dword ptr [mismatches], 0
+    je .Lstart_print
+    mov eax, msg_bad
+.Lstart_print:
+    push eax
+    call early_printk
+    add esp, 4
+    xor eax, eax
+    cmp dword ptr [mismatches], 0
+    setne al
+    pop ebx
+    pop ebp
+    ret
+
+# ide_init(): interrupts off at the drive (nIEN), then IDENTIFY DEVICE into read_buf.
+ide_init:
+    push ebp
+    mov ebp, esp
+    push edi
+    mov dx, IDE_CONTROL
+    mov al, ATA_NIEN
+    out dx, al
+    mov dx, IDE_SELECT
+    mov al, SELECT_MASTER
+    out dx, al
+    mov eax, ATA_CMD_ID_ATA
+    push eax
+    call ide_execute_command
+    add esp, 4
+    call ide_wait_stat
+    mov edi, read_buf
+    mov ecx, SECTOR_WORDS
+    mov dx, IDE_DATA
+    rep insw
+    pop edi
+    pop ebp
+    ret
+
+# ide_do_request(lba, buf, write): one single-sector request, as the block layer hands it over.
+ide_do_request:
+    push ebp
+    mov ebp, esp
+    push dword ptr [ebp + 16]
+    push dword ptr [ebp + 8]
+    call __ide_do_rw_disk
+    add esp, 8
+    call ide_wait_stat
+    push dword ptr [ebp + 16]
+    push dword ptr [ebp + 12]
+    call ide_pio_sector
+    add esp, 8
+    call ide_wait_not_busy
+    pop ebp
+    ret
+
+# __ide_do_rw_disk(lba, write): the LBA48 taskfile in 11 outb (ide_tf_load order), then the command.
+__ide_do_rw_disk:
+    push ebp
+    mov ebp, esp
+    push ebx
+    mov ebx, [ebp + 8]                  # lba
+    mov dx, IDE_FEATURE
+    xor al, al
+    out dx, al                          # hob_feature
+    mov dx, IDE_NSECT
+    out dx, al                          # hob_nsect
+    mov dx, IDE_LBAL
+    mov eax, ebx
+    shr eax, 24
+    out dx, al                          # hob_lbal = lba >> 24
+    mov dx, IDE_LBAM
+    xor al, al
+    out dx, al                          # hob_lbam = lba >> 32
+    mov dx, IDE_LBAH
+    out dx, al                          # hob_lbah = lba >> 40
+    mov dx, IDE_FEATURE
+    out dx, al                          # feature
+    mov dx, IDE_NSECT
+    mov al, 1
+    out dx, al                          # nsect = 1
+    mov dx, IDE_LBAL
+    mov eax, ebx
+    out dx, al                          # lbal
+    mov dx, IDE_LBAM
+    shr eax, 8
+    out dx, al                          # lbam
+    mov dx, IDE_LBAH
+    shr eax, 8
+    out dx, al                          # lbah
+    mov dx, IDE_SELECT
+    mov al, SELECT_LBA_MASTER
+    out dx, al                          # device: LBA, master
+    mov eax, ATA_CMD_READ_EXT
+    cmp dword ptr [ebp + 12], 0
+    je .Lrw_disk_cmd
+    mov eax, ATA_CMD_WRITE_EXT
+.Lrw_disk_cmd:
+    push eax
+    call ide_execute_command
+    add esp, 4
+    pop ebx
+    pop ebp
+    ret
+
+# ide_execute_command(cmd): write the command register.
+ide_execute_command:
+    push ebp
+    mov ebp, esp
+    mov dx, IDE_COMMAND
+    mov eax, [ebp + 8]
+    out dx, al
+    pop ebp
+    ret
+
+# ide_wait_stat(): poll the status register until DRQ (or ERR).
+ide_wait_stat:
+    push ebp
+    mov ebp, esp
+    mov dx, IDE_STATUS
+.Lwait_stat_poll:
+    in al, dx
+    test al, ATA_ERR
+    jnz .Lwait_stat_done
+    test al, ATA_DRQ
+    jz .Lwait_stat_poll
+.Lwait_stat_done:
+    pop ebp
+    ret
+
+# ide_wait_not_busy(): one status read after the transfer: BSY clear and no error ends the request.
+ide_wait_not_busy:
+    push ebp
+    mov ebp, esp
+    mov dx, IDE_STATUS
+.Lwait_not_busy_poll:
+    in al, dx
+    test al, ATA_BUSY
+    jnz .Lwait_not_busy_poll
+    pop ebp
+    ret
+
+# ide_pio_sector(buf, write): 256 words through the data port.
+ide_pio_sector:
+    push ebp
+    mov ebp, esp
+    push esi
+    push edi
+    mov ecx, SECTOR_WORDS
+    mov dx, IDE_DATA
+    cmp dword ptr [ebp + 12], 0
+    je .Lpio_sector_in
+    mov esi, [ebp + 8]
+    rep outsw
+    jmp .Lpio_sector_done
+.Lpio_sector_in:
+    mov edi, [ebp + 8]
+    rep insw
+.Lpio_sector_done:
+    pop edi
+    pop esi
+    pop ebp
+    ret
+
+# fill_pattern(n): write_buf[i] = n * 0x01000193 + i, for the 128 dwords of a sector.
+fill_pattern:
+    push ebp
+    mov ebp, esp
+    mov eax, [ebp + 8]
+    imul eax, eax, 0x01000193
+    xor ecx, ecx
+.Lfill_next:
+    mov dword ptr [write_buf + ecx * 4], eax
+    inc eax
+    inc ecx
+    cmp ecx, 128
+    jb .Lfill_next
+    pop ebp
+    ret
+
+# check_pattern(n): the number of dwords of read_buf that differ from sector n's pattern.
+check_pattern:
+    push ebp
+    mov ebp, esp
+    push ebx
+    mov eax, [ebp + 8]
+    imul eax, eax, 0x01000193
+    xor ecx, ecx
+    xor edx, edx
+.Lcheck_next:
+    mov ebx, dword ptr [read_buf + ecx * 4]
+    cmp ebx, eax
+    je .Lcheck_same
+    inc edx
+.Lcheck_same:
+    inc eax
+    inc ecx
+    cmp ecx, 128
+    jb .Lcheck_next
+    mov eax, edx
+    pop ebx
+    pop ebp
+    ret
+
+msg_start:
+    .asciz "ide: start\n"
+msg_ok:
+    .asciz "ide: ok\n"
+msg_bad:
+    .asciz "ide: MISMATCH\n"
+.align 4
+mismatches:
+    .long 0
+.align 16
+write_buf:
+    .fill 512, 1, 0
+read_buf:
+    .fill 512, 1, 0

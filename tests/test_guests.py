@@ -1,0 +1,128 @@
+"""The bundled guests: exit counts derived from their code, determinism, and the committed ELF files."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vmexit import guests, session
+from vmexit.costs import load_profile
+from vmexit.exits import Direction, ExitReason, Place
+
+from .conftest import count
+
+ROOT = Path(__file__).resolve().parent.parent
+# early_serial_init: 8 outb + 1 inb; every console byte: 1 LSR inb + 1 THR outb; the final outb 0xf4.
+SERIAL_INIT = 9
+
+
+def _ports(trace, direction):
+    io = trace.exits[(trace.exits["reason"] == ExitReason.IO_INSTRUCTION) & (trace.exits["direction"] == direction)]
+    ports, counts = np.unique(io["qualifier"], return_counts=True)
+    return dict(zip(ports.tolist(), counts.tolist()))
+
+
+def test_timer_counts_by_construction(timer_trace):
+    ticks = 20
+    t = timer_trace
+    assert t.meta["status"] == "exited" and t.meta["guest_value"] == 0
+    assert t.meta["console"] == "timer: start\ntimer: done\n"
+    chars = len(t.meta["console"])
+    outs, ins = _ports(t, Direction.OUT), _ports(t, Direction.IN)
+    # 8259A: init_8259A writes 0x21 five times and 0xa1 five times, 0x20 and 0xa0 once (ICW1);
+    # per tick: inb 0x21 + outb 0x21 + outb 0x20 (mask_and_ack), outb 0x20 + inb 0x20 (timer_ack), outb 0x21 (unmask)
+    assert ins[0x21] == ticks and ins[0x20] == ticks
+    assert outs[0x21] == 5 + 2 * ticks and outs[0x20] == 1 + 2 * ticks
+    assert outs[0xA1] == 5 and outs[0xA0] == 1
+    assert outs[0x43] == 1 and outs[0x40] == 2          # mode byte, LATCH low and high
+    assert ins[0x3FD] == chars and outs[0x3F8] == chars + 1  # + the divisor latch low byte
+    assert outs[0xF4] == 1
+    ext = count(t, ExitReason.EXTERNAL_INTERRUPT)
+    hlt = count(t, ExitReason.HLT)
+    # Every tick is taken once: while running (EXTERNAL_INTERRUPT) or out of one HLT.
+    assert ext + hlt == ticks
+    # do_work is 4M instructions = 1.41 ticks of 2.83M cycles: each idle-loop pass sees one tick
+    # while working and is woken by the next one while halted.
+    assert ext == hlt == ticks // 2
+    assert count(t, ExitReason.INTERRUPT_WINDOW) == 0
+    assert np.all(t.exits["qualifier"][t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT] == 0x20)
+    # The PIC's exits are handled in the kernel, the UART's in user space.
+    pic = t.exits[np.isin(t.exits["qualifier"], [0x20, 0x21]) & (t.exits["reason"] == ExitReason.IO_INSTRUCTION)]
+    assert np.all(pic["place"] == Place.KERNEL)
+    uart = t.exits[(t.exits["qualifier"] == 0x3F8) & (t.exits["reason"] == ExitReason.IO_INSTRUCTION)]
+    assert np.all(uart["place"] == Place.USER)
+
+
+def test_timer_exit_sites_and_callers(timer_trace):
+    t = timer_trace
+    sym = {v: k for k, v in t.symbols.items()}
+    io = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x20)
+                 & (t.exits["direction"] == Direction.IN)]
+    # the timer_ack inb sits in timer_interrupt, called from do_IRQ
+    funcs = {max(a for a in sym if a <= rip) for rip in io["rip"].tolist()}
+    assert {sym[a] for a in funcs} == {"timer_interrupt"}
+    callers = {max(a for a in sym if a <= c) for c in io["caller"].tolist()}
+    assert {sym[a] for a in callers} == {"do_IRQ"}
+
+
+def test_ide_counts_by_construction(ide_trace):
+    t = ide_trace
+    sectors = 16
+    requests = 2 * sectors
+    assert t.meta["status"] == "exited" and t.meta["guest_value"] == 0
+    assert t.meta["console"] == "ide: start\nide: ok\n"
+    chars = len(t.meta["console"])
+    rw = t.symbols["__ide_do_rw_disk"]
+    end = min(a for a in t.symbols.values() if a > rw)
+    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    taskfile = io[(io["rip"] >= rw) & (io["rip"] < end)]
+    # 11 successive outb per request, at exactly 11 addresses, each hit once per request
+    sites, hits = np.unique(taskfile["rip"], return_counts=True)
+    assert len(sites) == 11 and set(hits.tolist()) == {requests}
+    assert [int(p) for p in taskfile["qualifier"][:11]] == [0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5,
+                                                           0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F6]
+    # 15 exits per request, + ide_init (5), serial init, console bytes, the final outb
+    assert len(io) == 15 * requests + 5 + SERIAL_INIT + 2 * chars + 1
+    # each 512-byte rep insw/outsw is one string-PIO exit (KVM moves up to 1 KiB per exit)
+    data = io[io["qualifier"] == 0x1F0]
+    assert len(data) == requests + 1 and set(data["size"].tolist()) == {512}
+    assert t.meta["ide"] == {"commands": requests + 1, "sectors_read": sectors + 0, "sectors_written": sectors}
+
+
+def test_ide_sectors_constant():
+    t = session.run(guests.resolve("ide", {"SECTORS": 5}), load_profile(None), session.RunOptions())
+    assert t.meta["console"].endswith("ide: ok\n")
+    rw = t.symbols["__ide_do_rw_disk"]
+    end = min(a for a in t.symbols.values() if a > rw)
+    io = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["rip"] >= rw) & (t.exits["rip"] < end)]
+    assert len(io) == 11 * 2 * 5
+
+
+def test_timer_hz_constant():
+    t = session.run(guests.resolve("timer", {"HZ": 100, "TICKS": 4}), load_profile(None), session.RunOptions())
+    outs = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x40)]
+    latch = (1193182 + 50) // 100
+    assert [int(v) for v in outs["value"]] == [latch & 0xFF, latch >> 8]
+    # 10 ms ticks are far longer than do_work: every tick comes out of HLT
+    assert count(t, ExitReason.HLT) == 4 and count(t, ExitReason.EXTERNAL_INTERRUPT) == 0
+
+
+def test_same_guest_same_trace_bytes():
+    for name in ("timer", "ide"):
+        a = session.run(guests.resolve(name), load_profile(None), session.RunOptions()).to_bytes()
+        b = session.run(guests.resolve(name), load_profile(None), session.RunOptions()).to_bytes()
+        assert a == b, name
+
+
+def test_committed_elf_files_are_fresh():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_guests.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_committed_elf_is_what_runs():
+    for name in guests.GUESTS:
+        image = guests.resolve(name)
+        assert (guests.guests_dir() / f"{name}.elf").read_bytes() == image.elf

@@ -1,0 +1,257 @@
+"""The `vmexit` command: parse arguments, call the layers, pick a renderer from the table.
+
+Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
+off), 2 bad input or usage, 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
+user, 1 an internal error (a bug: please report it; --debug shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, analysis
+from .asm import AsmError
+from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
+from .devices.ide import DiskError
+from .guests import GUESTS, guests_dir, resolve
+from .loader import LoadError
+from .render import RENDERERS
+from .trace import TraceError, load as load_trace, write_atomic
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
+                     "interrupted": EXIT_INTERRUPTED}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
+
+
+def _define(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"-D takes NAME=VALUE, got {text!r}")
+    try:
+        return name, int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-D {name}: {value!r} is not an integer") from None
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
+                   help="group exits by function (default), address, caller, reason, port or mmio")
+    p.add_argument("--top", type=int, default=10, help="rows to show (0: all; default 10)")
+    p.add_argument("--callers", action="store_true", help="add the most frequent caller of each row")
+    p.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    p.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vmexit", description="Trace and cost the VM exits of an x86 guest.")
+    p.add_argument("--version", action="version", version=f"vmexit {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("guests", help="list the bundled guests")
+    sub.add_parser("profiles", help="list the bundled cost profiles")
+
+    r = sub.add_parser("run", help="run a guest and report its exits")
+    r.add_argument("guest", help="bundled guest name, assembly source, multiboot ELF32 or flat binary")
+    r.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE",
+                   help="assembler constant for a guest source (repeatable)")
+    r.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")
+    r.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
+    r.add_argument("--memory", type=_size, default=64 << 20, help="guest RAM (default 64M)")
+    r.add_argument("--max-instructions", type=_int, metavar="N", help="stop after N guest instructions")
+    r.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of virtual time")
+    r.add_argument("--disk", metavar="IMG", help="IDE disk image (used as a copy unless --disk-writable)")
+    r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to IMG")
+    r.add_argument("--console", action="store_true", help="echo the guest's serial output to stderr")
+    r.add_argument("--symbols", metavar="MAP.json", help="symbol map {name: address} for a flat binary")
+    r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
+    r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _report_options(r)
+
+    rep = sub.add_parser("report", help="report on a saved trace")
+    rep.add_argument("trace", help="trace file written by `vmexit run -o`")
+    rep.add_argument("--profile", help="re-price the trace under another cost profile")
+    _report_options(rep)
+
+    b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
+    b.add_argument("guest", help="bundled guest name or assembly source")
+    b.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE")
+    b.add_argument("-o", "--output", required=True, metavar="FILE.elf")
+    return p
+
+
+def _emit(text: str, path: str | None) -> None:
+    if path:
+        try:
+            write_atomic(Path(path), text.encode())
+        except OSError as e:
+            raise UsageError(f"cannot write report {path}: {e.strerror or e}") from None
+    else:
+        sys.stdout.write(text)
+
+
+def _render(trace, args, profile=None) -> str:
+    top = None if args.top == 0 else args.top
+    rep = analysis.report(trace, args.by, top, args.callers, profile)
+    return RENDERERS[args.format](rep)
+
+
+def cmd_guests(args) -> int:
+    width = max(len(n) for n in GUESTS)
+    for name, (source, description) in GUESTS.items():
+        print(f"{name.ljust(width)}  {description}  [{guests_dir() / source}]")
+    return EXIT_OK
+
+
+def cmd_profiles(args) -> int:
+    for name in PROFILES:
+        prof = load_profile(name)
+        print(f"{name}: {prof.description} ({prof.freq_hz / 1e9:.2f} GHz)")
+        for key, cycles in prof.costs.items():
+            print(f"  {key:28s} {cycles:>7,} cycles  {prof.sources[key]}")
+    return EXIT_OK
+
+
+class _Progress:
+    """A progress bar on a terminal (host time only paces the display; results never see it)."""
+
+    def __init__(self, enabled: bool, budget: int | None):
+        self._bar = None
+        self._last = 0.0
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        self._bar = Progress(TextColumn("[bold]running"), BarColumn(), TextColumn("{task.description}"),
+                             TimeElapsedColumn(), transient=True)
+        self._task = self._bar.add_task("", total=budget)
+        self._bar.start()
+
+    def __call__(self, icount: int, cycles: int) -> None:
+        if self._bar is None:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        self._bar.update(self._task, completed=icount, description=f"{icount:,} instructions")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def cmd_run(args) -> int:
+    from .session import RunOptions, run
+    profile = load_profile(args.profile)
+    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
+    if args.output:
+        out_dir = Path(args.output).resolve().parent
+        if not out_dir.is_dir():
+            raise UsageError(f"cannot write trace {args.output}: directory {out_dir} does not exist")
+    echo = None
+    if args.console:
+        def echo(data: bytes) -> None:
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
+    options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
+                         max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
+                         echo=echo)
+    show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
+    progress = _Progress(show, args.max_instructions)
+    try:
+        trace = run(image, profile, options, progress)
+    finally:
+        progress.close()
+    saved = ""
+    if args.output:
+        try:
+            trace.save(args.output)
+            saved = f"; trace saved to {args.output}"
+        except OSError as e:
+            print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_USAGE
+    _emit(_render(trace, args), args.report_file)
+    status = trace.meta["status"]
+    code = STATUS_EXIT_CODES.get(status, EXIT_INTERNAL)
+    if code != EXIT_OK:
+        where = trace.meta.get("end_address")
+        at = f" at 0x{where:x}" if where is not None else ""
+        print(f"vmexit: {status}: {trace.meta['detail']}{at}{saved}", file=sys.stderr)
+    return code
+
+
+def cmd_report(args) -> int:
+    trace = load_trace(args.trace)
+    profile = load_profile(args.profile) if args.profile else None
+    _emit(_render(trace, args, profile), args.report_file)
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    image = resolve(args.guest, dict(args.defines))
+    elf = getattr(image, "elf", None)
+    if elf is None:
+        raise UsageError(f"{args.guest}: not an assembly source")
+    try:
+        write_atomic(Path(args.output), elf)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
+    print(f"{args.output}: {len(elf)} bytes, entry 0x{image.entry:x}, {len(image.symbols)} symbols")
+    return EXIT_OK
+
+
+COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
+            "build": cmd_build}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, LoadError, AsmError, ProfileError, TraceError, DiskError) as e:
+        print(f"vmexit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vmexit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug: one line for users, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"vmexit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
