@@ -100,6 +100,9 @@ class PIC8259:
         if self.slave.pending_irq() is not None:
             self.master.irr |= 1 << 2
 
+    def vector_of(self, irq: int) -> int:
+        return self.slave.base + irq - 8 if irq >= 8 else self.master.base + irq
+
     def pending(self) -> bool:
         return self.master.pending_irq() is not None
 

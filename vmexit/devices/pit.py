@@ -33,6 +33,7 @@ class _Channel:
 class PIT8254:
     name = "pit"
     ports = PORTS
+    irq = 0
 
     def __init__(self, now: Callable[[], int], freq_hz: int, irq0: Callable[[], None]):
         self._now = now
@@ -129,9 +130,13 @@ class PIT8254:
             return None
         return ch.start + self._cycles_for((ch.fired + 1) * ch.reload)
 
-    def advance(self, now: int) -> None:
+    def advance(self, now: int) -> int:
+        """Raise IRQ0 for every period that ended by `now`; returns how many."""
+        fired = 0
         due = self.next_event()
         while due is not None and due <= now:
             self.channels[0].fired += 1
             self._irq0()
+            fired += 1
             due = self.next_event()
+        return fired

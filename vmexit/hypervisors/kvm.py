@@ -24,11 +24,12 @@ addresses; MSR instructions in code the guest generates at run time execute with
 """
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
 from unicorn.x86_const import (
     UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CS, UC_X86_REG_EAX,
@@ -60,6 +61,27 @@ HYPERCALLS: dict[int, tuple[str, Callable[[tuple[int, int, int, int]], int]]] = 
     5: ("KVM_HC_KICK_CPU", lambda args: 0),
     11: ("KVM_HC_SCHED_YIELD", lambda args: 0),
 }
+
+#: MSRs the vCPU has, with their reset values (Intel SDM vol. 4; KVM's msrs_to_save / emulated_msrs).
+#: Any other index raises #GP in the guest, as KVM does with ignore_msrs=0. TSC (0x10) reads the
+#: virtual clock. 0x11/0x12 and 0x4b564d00-0x4b564dff are KVM's paravirtual clock MSRs.
+MSRS: dict[int, int] = {
+    0x10: 0,                      # IA32_TIME_STAMP_COUNTER
+    0x11: 0, 0x12: 0,             # MSR_KVM_WALL_CLOCK, MSR_KVM_SYSTEM_TIME (old numbers)
+    0x17: 0,                      # IA32_PLATFORM_ID
+    0x1B: 0xFEE00900,             # IA32_APIC_BASE: BSP, enabled, base 0xfee00000
+    0x3A: 0x1,                    # IA32_FEATURE_CONTROL: locked, VMX off
+    0x8B: 0,                      # IA32_BIOS_SIGN_ID
+    0xFE: 0x508,                  # IA32_MTRRCAP: 8 variable ranges, fixed ranges, WC
+    0x174: 0, 0x175: 0, 0x176: 0,  # IA32_SYSENTER_CS / ESP / EIP
+    0x1A0: 0x1,                   # IA32_MISC_ENABLE: fast strings
+    0x277: 0x0007040600070406,    # IA32_PAT reset value
+    0x2FF: 0,                     # IA32_MTRR_DEF_TYPE
+    0xC0000080: 0,                # IA32_EFER
+}
+MSRS.update({0x200 + i: 0 for i in range(16)})                 # variable-range MTRRs
+MSRS.update({m: 0 for m in (0x250, 0x258, 0x259) + tuple(range(0x268, 0x270))})  # fixed MTRRs
+READ_ONLY_MSRS = frozenset({0x17, 0xFE})
 
 #: String I/O opcodes: ins (6c/6d) and outs (6e/6f).
 _STRING_IO = {0x6C: Direction.IN, 0x6D: Direction.IN, 0x6E: Direction.OUT, 0x6F: Direction.OUT}
@@ -99,13 +121,16 @@ class KVM:
                 self._places[p] = DEVICE_PLACES.get(dev.name, Place.USER)
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
-        self.msrs: dict[int, int] = {0x1B: 0xFEE00900, 0x1A0: 0x1, 0x277: 0x0007040600070406, 0xC0000080: 0}
+        self.msrs: dict[int, int] = dict(MSRS)
         self.msrs.update(msr_init or {})
         self._slice_base = 0
         self._end: RunEnd | None = None
         self._string_io: dict[int, tuple[Direction, bool] | None] = {}
         self._str_state = (-1, -1, 0)  # (eip, next icount, bytes in the current exit)
         self._caller_paging = False
+        self._window_hook = None
+        self._window_stepping = False
+        self._if_setter_index: dict[tuple[int, int], int] = {}
         self._install(image)
 
     # setup -----------------------------------------------------------------------------------------
@@ -232,7 +257,7 @@ class KVM:
             return 0x80000000, 0, 0, 0
         return 0, 0, 0, 0
 
-    def _on_invalid(self, uc):
+    def _on_invalid(self, uc, _data):
         eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
         raw = self.m.read_virtual(eip, 3)
         if raw in (b"\x0f\x01\xc1", b"\x0f\x01\xd9"):  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
@@ -262,7 +287,7 @@ class KVM:
         ecx, eax, edx, ebp = uc.reg_read_batch([UC_X86_REG_ECX, UC_X86_REG_EAX, UC_X86_REG_EDX, UC_X86_REG_EBP])
         value = (edx << 32) | eax
         self._exit(ExitReason.MSR_WRITE, Place.KERNEL, Direction.OUT, address, ecx, 8, value, ebp)
-        if ecx not in self.msrs and not 0x4B564D00 <= ecx <= 0x4B564DFF:
+        if (ecx not in self.msrs or ecx in READ_ONLY_MSRS) and not 0x4B564D00 <= ecx <= 0x4B564DFF:
             self._exception(13, address, 0, ebp, recorded=True)
             return
         if ecx != 0x10:
@@ -349,18 +374,24 @@ class KVM:
                 due = t
         return due
 
-    def _advance_devices(self) -> None:
+    def _advance_devices(self, running: bool) -> None:
+        """Fire every device event that is due. An event that fires while the guest runs is a host
+        interrupt arriving in guest mode: an EXTERNAL_INTERRUPT exit at the current EIP."""
         now = self.clock.now()
         for dev in self.timed:
-            dev.advance(now)
+            fired = dev.advance(now)
+            if fired and running:
+                eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+                vector = self.pic.vector_of(dev.irq)
+                for _ in range(fired):
+                    self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
 
-    def _inject(self, record: bool) -> None:
+    def _inject(self) -> None:
+        """Deliver the PIC's highest-priority interrupt through the guest IDT (no exit of its own)."""
         vector = self.pic.acknowledge()
         if vector is None:
             return
-        eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
-        if record:
-            self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
+        eip = self.m.eip()
         try:
             self.m.deliver(vector, eip)
         except GuestCrash as crash:
@@ -395,7 +426,6 @@ class KVM:
 
     def _wait_for_event(self, max_cycles: int | None) -> bool:
         """Idle until the next device event (virtual time jumps). False when nothing will ever come."""
-        self._advance_devices()
         if self.pic.pending():
             return True
         due = self._next_due()
@@ -407,87 +437,131 @@ class KVM:
             self._end = RunEnd("budget", "virtual time budget reached while halted")
             return False
         self.clock.idle_until(due)
-        self._advance_devices()
+        self._advance_devices(running=False)
         return True
 
+    # interrupt windows ---------------------------------------------------------------------------
+    # While an interrupt is pending with IF=0, a block hook (installed only then) finds the next
+    # instruction that can set IF (sti, popf, iret) and ends the slice just before it; that one
+    # instruction is then single-stepped and IF checked. Adding or removing a block hook needs a
+    # translation-cache flush (cached blocks were generated without the hook), so it stays armed for
+    # the whole window.
+    _IF_SETTERS = frozenset({0xFB, 0x9D, 0xCF})
+
+    def _arm_window(self) -> None:
+        if self._window_hook is None:
+            self.uc.ctl_flush_tb()
+            self._window_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._on_window_block)
+
+    def _disarm_window(self) -> None:
+        if self._window_hook is not None:
+            self.uc.hook_del(self._window_hook)
+            self._window_hook = None
+            self.uc.ctl_flush_tb()
+
+    def _on_window_block(self, uc, address, size, _data):
+        if self._window_stepping:
+            return
+        key = (address, size)
+        index = self._if_setter_index.get(key)
+        if index is None:
+            index = -1
+            code = self.m.read_virtual(address, size) or b""
+            for i, (_, _, mnemonic, _) in enumerate(_disasm().disasm_lite(code, address)):
+                if mnemonic in ("sti", "popf", "popfd", "iret", "iretd"):
+                    index = i
+                    break
+            self._if_setter_index[key] = index
+        if index >= 0:
+            self.m.counter.set_limit(self.m.counter.executed() + index)
+
+    def _open_window(self) -> bool:
+        """EIP may be at an IF-setting instruction: step it; True if it opened the window."""
+        raw = self.m.read_virtual(self.m.eip(), 2) or b""
+        opcode = raw[1] if raw[:1] == b"\x66" and len(raw) > 1 else (raw[0] if raw else 0)
+        if opcode not in self._IF_SETTERS:
+            return False
+        self._window_stepping = True
+        try:
+            eip, halted = self._step()
+        finally:
+            self._window_stepping = False
+        if self._end is not None or not self.m.interrupts_enabled():
+            return False
+        ebp = self.uc.reg_read(UC_X86_REG_EBP)
+        self._exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, ebp)
+        return True
+
+    # the run loop ----------------------------------------------------------------------------------
     def run(self, max_instructions: int | None = None, max_cycles: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> RunEnd:
-        uc = self.uc
         clock = self.clock
-        while self._end is None:
-            self._advance_devices()
-            if self._end is not None:
-                break
-            if max_instructions is not None and clock.icount >= max_instructions:
-                self._end = RunEnd("budget", f"instruction budget of {max_instructions} reached")
-                break
-            if max_cycles is not None and clock.now() >= max_cycles:
-                self._end = RunEnd("budget", "virtual time budget reached")
-                break
-            if self.pic.pending():
-                if self.m.interrupts_enabled():
-                    if self.m.read_virtual(self.m.eip() - 1, 1) == b"\xfb":
-                        _, halted = self._step()  # sti shadow: one more instruction first
-                        if halted and not self._halt(self.m.eip() - 1):
-                            break
-                        continue
-                    self._inject(record=True)
-                    continue
-                if not self._interrupt_window(max_instructions):
+        try:
+            while self._end is None:
+                self._advance_devices(running=True)
+                if self._end is not None:
                     break
-                continue
-            # run until the next event or budget
-            limit = 1 << 62
-            due = self._next_due()
-            if due is not None:
-                limit = self.clock.icount_when(due) - clock.icount
-            if max_cycles is not None:
-                limit = min(limit, self.clock.icount_when(max_cycles) - clock.icount)
-            if max_instructions is not None:
-                limit = min(limit, max_instructions - clock.icount)
-            limit = max(limit, 1)
-            self._caller_paging = self._paging_on()
-            self._slice_base = clock.icount
-            end = self.m.run_slice(limit)
-            clock.icount = self._slice_base + end.executed
-            if progress is not None:
-                progress(clock.icount, clock.now())
-            if end.error is not None:
-                self._unicorn_error(end.error)
-                break
-            if self._end is not None:
-                break
-            if not end.exhausted:
+                if max_instructions is not None and clock.icount >= max_instructions:
+                    self._end = RunEnd("budget", f"instruction budget of {max_instructions} reached")
+                    break
+                if max_cycles is not None and clock.now() >= max_cycles:
+                    self._end = RunEnd("budget", "virtual time budget reached")
+                    break
+                if self.pic.pending():
+                    if self.m.interrupts_enabled():
+                        self._disarm_window()
+                        if self.m.read_virtual(self.m.eip() - 1, 1) == b"\xfb":
+                            # STI shadow: the instruction after sti runs before the interrupt
+                            _, halted = self._step()
+                            if halted and (not self._halt(self.m.eip() - 1)):
+                                break
+                            continue
+                        self._inject()
+                        continue
+                    self._arm_window()
+                    if self._open_window():
+                        continue
+                    if self._end is not None:
+                        break
+                else:
+                    self._disarm_window()
+                limit = 1 << 62
+                due = self._next_due()
+                if due is not None:
+                    limit = clock.icount_when(due) - clock.icount
+                if max_cycles is not None:
+                    limit = min(limit, clock.icount_when(max_cycles) - clock.icount)
+                if max_instructions is not None:
+                    limit = min(limit, max_instructions - clock.icount)
+                self._caller_paging = self._paging_on()
+                self._slice_base = clock.icount
+                end = self.m.run_slice(max(limit, 1))
+                clock.icount = self._slice_base + end.executed
+                if progress is not None:
+                    progress(clock.icount, clock.now())
+                if end.error is not None:
+                    self._unicorn_error(end.error)
+                    break
+                if self._end is not None or end.exhausted:
+                    continue
                 eip = self.m.eip()
                 if self.m.read_virtual(eip - 1, 1) != b"\xf4":
                     self._crash(f"emulation stopped unexpectedly at 0x{eip:x}", eip)
                     break
-                if not self._halt(eip - 1):
-                    break
-                if not self._wait_for_event(max_cycles):
+                if not self._halt(eip - 1) or not self._wait_for_event(max_cycles):
                     break
                 if self.pic.pending():
-                    self._inject(record=False)
+                    self._disarm_window()
+                    self._inject()
+        finally:
+            self._disarm_window()
         return self._end
 
     def _paging_on(self) -> bool:
         return bool(self.uc.reg_read(UC_X86_REG_CR0) & 0x80000000)
 
-    def _interrupt_window(self, max_instructions: int | None) -> bool:
-        """IF=0 with an interrupt pending: step until the guest opens the window. False when the run ends."""
-        while self._end is None:
-            if max_instructions is not None and self.clock.icount >= max_instructions:
-                self._end = RunEnd("budget", f"instruction budget of {max_instructions} reached")
-                return False
-            eip, halted = self._step()
-            if self._end is not None:
-                return False
-            if halted:
-                if not self._halt(eip):
-                    return False
-                continue
-            if self.m.interrupts_enabled():
-                ebp = self.uc.reg_read(UC_X86_REG_EBP)
-                self._exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, ebp)
-                return True
-        return False
+
+@functools.lru_cache(maxsize=1)
+def _disasm():
+    from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+    return Cs(CS_ARCH_X86, CS_MODE_32)
