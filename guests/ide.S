@@ -6,7 +6,7 @@
 # completion is checked with one more status read (interrupts are off: nIEN is set at init).
 #
 # The guest writes SECTORS sectors with a pattern, one per request, reads them back, compares, prints
-# "ide: ok" or "ide: MISMATCH", and exits with status 0 or 1.
+# "ide: ok" or "ide: MISMATCH", and exits with status 0 or 1 (2 when no drive answers).
 # Exits by construction (tests/test_guests.py): 15 per request -- 11 taskfile outb, 1 command outb,
 # 1 DRQ status read, 1 string I/O exit (512 bytes fit one 1,024-byte KVM string-PIO exit), 1
 # completion status read -- and 2 x SECTORS requests.
@@ -51,6 +51,17 @@ start_kernel:
     call early_printk
     add esp, 4
     call ide_init
+    test eax, eax
+    jz .Lstart_have_disk
+    mov eax, msg_nodisk
+    push eax
+    call early_printk
+    add esp, 4
+    mov eax, 2
+    pop ebx
+    pop ebp
+    ret
+.Lstart_have_disk:
     xor ebx, ebx
 .Lstart_write:
     cmp ebx, SECTORS
@@ -103,7 +114,9 @@ start_kernel:
     pop ebp
     ret
 
-# ide_init(): interrupts off at the drive (nIEN), then IDENTIFY DEVICE into read_buf.
+# ide_init(): interrupts off at the drive (nIEN), select the master, check that a drive answers
+# (an absent drive reads 0x00 or 0xff, as ide_probe's status check sees it), then IDENTIFY DEVICE
+# into read_buf. Returns 0, or 1 when there is no drive.
 ide_init:
     push ebp
     mov ebp, esp
@@ -114,6 +127,12 @@ ide_init:
     mov dx, IDE_SELECT
     mov al, SELECT_MASTER
     out dx, al
+    mov dx, IDE_STATUS
+    in al, dx
+    cmp al, 0xff
+    je .Lide_init_absent
+    test al, al
+    jz .Lide_init_absent
     mov eax, ATA_CMD_ID_ATA
     push eax
     call ide_execute_command
@@ -123,6 +142,12 @@ ide_init:
     mov ecx, SECTOR_WORDS
     mov dx, IDE_DATA
     rep insw
+    xor eax, eax
+    pop edi
+    pop ebp
+    ret
+.Lide_init_absent:
+    mov eax, 1
     pop edi
     pop ebp
     ret
@@ -298,6 +323,8 @@ msg_ok:
     .asciz "ide: ok\n"
 msg_bad:
     .asciz "ide: MISMATCH\n"
+msg_nodisk:
+    .asciz "ide: no disk\n"
 .align 4
 mismatches:
     .long 0

@@ -83,8 +83,8 @@ def test_ide_counts_by_construction(ide_trace):
     assert len(sites) == 11 and set(hits.tolist()) == {requests}
     assert [int(p) for p in taskfile["qualifier"][:11]] == [0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5,
                                                            0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F6]
-    # 15 exits per request, + ide_init (5), serial init, console bytes, the final outb
-    assert len(io) == 15 * requests + 5 + SERIAL_INIT + 2 * chars + 1
+    # 15 exits per request, + ide_init (6), serial init, console bytes, the final outb
+    assert len(io) == 15 * requests + 6 + SERIAL_INIT + 2 * chars + 1
     # each 512-byte rep insw/outsw is one string-PIO exit (KVM moves up to 1 KiB per exit)
     data = io[io["qualifier"] == 0x1F0]
     assert len(data) == requests + 1 and set(data["size"].tolist()) == {512}

@@ -1,0 +1,84 @@
+"""IDE PIO disk: LBA28/LBA48 taskfiles, IDENTIFY, data transfer, errors, and the user's image."""
+import pytest
+
+from vmexit.devices.ide import Disk, DiskError, IDEDisk
+
+
+def make(**kw):
+    irqs = []
+    return IDEDisk(Disk(**kw), lambda: irqs.append(1)), irqs
+
+
+def lba48(ide, lba, count, cmd):
+    for reg, hi, lo in ((0x1F1, 0, 0), (0x1F2, count >> 8, count & 0xFF), (0x1F3, lba >> 24 & 0xFF, lba & 0xFF),
+                        (0x1F4, 0, lba >> 8 & 0xFF), (0x1F5, 0, lba >> 16 & 0xFF)):
+        ide.write(reg, 1, hi)
+    for reg, hi, lo in ((0x1F1, 0, 0), (0x1F2, 0, count & 0xFF), (0x1F3, 0, lba & 0xFF),
+                        (0x1F4, 0, lba >> 8 & 0xFF), (0x1F5, 0, lba >> 16 & 0xFF)):
+        ide.write(reg, 1, lo)
+    ide.write(0x1F6, 1, 0xE0)
+    ide.write(0x1F7, 1, cmd)
+
+
+def test_identify():
+    ide, irqs = make(size=1 << 20)
+    ide.write(0x1F6, 1, 0xA0)
+    ide.write(0x1F7, 1, 0xEC)
+    assert ide.read(0x1F7, 1) & 0x08
+    words = [ide.read(0x1F0, 2) for _ in range(256)]
+    assert words[60] | (words[61] << 16) == 2048 and words[83] & 0x400
+    assert ide.read(0x1F7, 1) == 0x50 and irqs == [1]
+
+
+def test_write_then_read_lba48_and_lba28():
+    ide, irqs = make(size=1 << 20)
+    ide.write(0x3F6, 1, 0x02)  # nIEN
+    lba48(ide, 300, 2, 0x34)
+    for i in range(512):
+        ide.write(0x1F0, 2, i)
+    assert ide.disk.overlay.keys() == {300, 301}
+    lba48(ide, 301, 1, 0x24)
+    assert [ide.read(0x1F0, 2) for _ in range(3)] == [256, 257, 258]
+    # LBA28 read of the same sector, 32-bit data port
+    ide.write(0x1F2, 1, 1)
+    ide.write(0x1F3, 1, 301 & 0xFF)
+    ide.write(0x1F4, 1, 301 >> 8)
+    ide.write(0x1F5, 1, 0)
+    ide.write(0x1F6, 1, 0xE0)
+    ide.write(0x1F7, 1, 0x20)
+    assert ide.read(0x1F0, 4) == 256 | (257 << 16)
+    assert irqs == []  # nIEN
+
+
+def test_past_the_end_and_unknown_command():
+    ide, _ = make(size=4096)
+    lba48(ide, 8, 1, 0x24)
+    assert ide.read(0x1F7, 1) & 0x01 and ide.read(0x1F1, 1) == 0x10
+    ide.write(0x1F7, 1, 0x99)
+    assert ide.read(0x1F1, 1) == 0x04
+
+
+def test_slave_is_absent():
+    ide, _ = make()
+    ide.write(0x1F6, 1, 0xB0)
+    assert ide.read(0x1F7, 1) == 0
+
+
+def test_image_is_a_copy_unless_writable(tmp_path):
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\x11" * 2048)
+    disk = Disk(img)
+    disk.write(1, b"\x22" * 512)
+    assert disk.read(1) == b"\x22" * 512 and disk.flush() == 0
+    assert img.read_bytes() == b"\x11" * 2048
+    disk = Disk(img, writable=True)
+    disk.write(1, b"\x22" * 512)
+    assert disk.flush() == 1
+    assert img.read_bytes() == b"\x11" * 512 + b"\x22" * 512 + b"\x11" * 1024
+    with pytest.raises(DiskError, match="no such"):
+        Disk(tmp_path / "missing.img")
+    img.chmod(0o444)
+    import os
+    if os.geteuid() != 0:
+        with pytest.raises(DiskError, match="read-only"):
+            Disk(img, writable=True)

@@ -1,0 +1,61 @@
+"""Every renderer x every report, checked against golden files (pytest --update-golden rewrites them)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from vmexit import analysis
+from vmexit.render import RENDERERS
+
+from ..test_analysis import synthetic
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+EXT = {"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}
+CASES = [("function", False), ("function", True), ("address", False), ("caller", False), ("reason", False),
+         ("port", False), ("mmio", False)]
+
+
+@pytest.mark.parametrize("fmt", list(RENDERERS))
+@pytest.mark.parametrize("by,callers", CASES)
+def test_golden(fmt, by, callers, update_golden):
+    out = RENDERERS[fmt](analysis.report(synthetic(), by, callers=callers))
+    path = GOLDEN / f"{by}{'-callers' if callers else ''}.{EXT[fmt]}"
+    if update_golden:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(out)
+    assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
+    assert out == path.read_text()
+
+
+@pytest.mark.parametrize("by,callers", CASES)
+def test_json_contract(by, callers):
+    doc = json.loads(RENDERERS["json"](analysis.report(synthetic(), by, callers=callers)))
+    assert doc["by"] == by and isinstance(doc["rows"], list)
+    assert {"exits", "time_s", "instructions", "virtual_seconds", "status"} <= doc["totals"].keys()
+    required = {
+        "function": {"address", "function", "count", "time_s", "time_pct"},
+        "address": {"address", "function", "count", "time_s", "time_pct"},
+        "caller": {"caller", "count", "time_s", "time_pct"},
+        "reason": {"reason", "count", "count_pct", "time_pct", "min_us", "max_us", "avg_us"},
+        "port": {"port", "direction", "count", "time_pct"},
+        "mmio": {"address", "direction", "count", "time_pct"},
+    }[by]
+    if callers:
+        required |= {"caller", "caller_address"}
+    for row in doc["rows"]:
+        assert required <= row.keys()
+        for key in ("address", "port", "caller_address"):
+            if key in row and row[key] != "-":
+                assert row[key].startswith("0x")
+        if "direction" in row:
+            assert row["direction"] in ({"in", "out"} if by == "port" else {"read", "write"})
+
+
+def test_csv_parses_back():
+    text = RENDERERS["csv"](analysis.report(synthetic(), "address"))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [int(r["count"]) for r in rows] == [5, 3, 2, 2]

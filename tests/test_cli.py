@@ -1,0 +1,124 @@
+"""The vmexit command: what users type, exit codes, one-line errors, traces kept on every ending."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vmexit.asm import build_guest
+from vmexit.cli import EXIT_BUDGET, EXIT_CRASH, EXIT_OK, EXIT_USAGE, main
+from vmexit.trace import load
+
+from .conftest import PRELUDE
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_guest(tmp_path, body, name="g.elf"):
+    path = tmp_path / name
+    path.write_bytes(build_guest(PRELUDE + body))
+    return path
+
+
+def test_guests_lists_bundled(capsys):
+    code, out, _ = run_cli(capsys, "guests")
+    assert code == EXIT_OK
+    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide"]
+
+
+def test_run_ide_save_and_report(capsys, tmp_path):
+    trace = tmp_path / "ide.npz"
+    code, out, err = run_cli(capsys, "run", "ide", "-o", str(trace), "--by", "reason")
+    assert code == EXIT_OK and err == ""
+    assert out.startswith("Analyze events for all VMs, all VCPUs")
+    assert "IO_INSTRUCTION" in out and "Total Samples:" in out
+    code, out, _ = run_cli(capsys, "report", str(trace), "--by", "function", "--top", "3", "--format", "markdown")
+    assert code == EXIT_OK and out.startswith("### Hot functions (ide)")
+    assert "| 1 | " in out and "__ide_do_rw_disk" in out
+    code, out, _ = run_cli(capsys, "report", str(trace), "--profile", "kvm-skylake", "--format", "json")
+    assert json.loads(out)["totals"]["profile"] == "kvm-skylake"
+
+
+def test_defines_change_the_guest(capsys):
+    code, out, _ = run_cli(capsys, "run", "ide", "-D", "SECTORS=2", "--by", "port", "--format", "json", "--top", "0")
+    rows = {r["key"]: r["count"] for r in json.loads(out)["rows"]}
+    assert code == EXIT_OK and rows["0x1f6:POUT"] == 4 + 1
+
+
+def test_budget_exit_code_keeps_trace(capsys, tmp_path):
+    trace = tmp_path / "t.npz"
+    code, _, err = run_cli(capsys, "run", "timer", "--max-instructions", "100000", "-o", str(trace))
+    assert code == EXIT_BUDGET and "budget" in err and "trace saved" in err
+    assert load(trace).meta["status"] == "budget" and load(trace).meta["instructions"] == 100000
+
+
+def test_crash_exit_code_keeps_trace(capsys, tmp_path):
+    guest = write_guest(tmp_path, "    out 0x80, al\n    xor ecx, ecx\n    div ecx\n")
+    trace = tmp_path / "t.npz"
+    code, _, err = run_cli(capsys, "run", str(guest), "-o", str(trace))
+    assert code == EXIT_CRASH and "triple fault" in err and " at 0x" in err
+    t = load(trace)
+    assert t.meta["status"] == "crashed" and len(t.exits) == 2
+
+
+def test_halt_with_interrupts_off_is_a_clean_end(capsys, tmp_path):
+    guest = write_guest(tmp_path, "    cli\n    hlt\n")
+    code, out, err = run_cli(capsys, "run", str(guest))
+    assert code == EXIT_OK and "halted" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "no-such-guest"], "unknown guest"),
+    (["run", "/nonexistent/g.elf"], "no such guest file"),
+    (["run", "ide", "--profile", "nope"], "unknown cost profile"),
+    (["report", "/nonexistent/t.npz"], "no such trace"),
+    (["run", "ide", "-o", "/nonexistent/dir/t.npz"], "does not exist"),
+    (["run", "ide", "--disk", "/nonexistent/disk.img"], "no such disk image"),
+])
+def test_bad_input_one_line(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("vmexit: error:")
+
+
+def test_bad_guest_files(capsys, tmp_path):
+    (tmp_path / "empty.elf").write_bytes(b"")
+    (tmp_path / "text.elf").write_text("hello")
+    good = build_guest(PRELUDE + "    hlt\n")
+    (tmp_path / "cut.elf").write_bytes(good[:60])
+    (tmp_path / "nomb.elf").write_bytes(build_guest("_start: hlt\n"))
+    for name, message in (("empty.elf", "empty"), ("text.elf", "--symbols"), ("cut.elf", ""),
+                          ("nomb.elf", "multiboot")):
+        code, _, err = run_cli(capsys, "run", str(tmp_path / name))
+        assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_disk_image_is_not_modified(capsys, tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(1 << 20))
+    code, out, _ = run_cli(capsys, "run", "ide", "--disk", str(disk))
+    assert code == EXIT_OK and disk.read_bytes() == bytes(1 << 20)
+    code, out, _ = run_cli(capsys, "run", "ide", "--disk", str(disk), "--disk-writable")
+    assert code == EXIT_OK and disk.read_bytes() != bytes(1 << 20)
+
+
+def test_no_traceback_reaches_the_user(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04garbage")
+    r = subprocess.run([sys.executable, "-m", "vmexit", "report", str(tmp_path / "bad.npz")],
+                       capture_output=True, text=True)
+    assert r.returncode == EXIT_USAGE and "Traceback" not in r.stderr
+    assert r.stderr.startswith("vmexit: error:")
+
+
+def test_build_writes_a_bootable_elf(capsys, tmp_path):
+    out_file = tmp_path / "ide64.elf"
+    code, out, _ = run_cli(capsys, "build", "ide", "-D", "SECTORS=64", "-o", str(out_file))
+    assert code == EXIT_OK and out_file.read_bytes()[:4] == b"\x7fELF"
+    code, out, _ = run_cli(capsys, "run", str(out_file), "--by", "reason", "--format", "json")
+    assert json.loads(out)["totals"]["status"] == "exited"
