@@ -16,6 +16,7 @@ from .devices.pic import PIC8259
 from .devices.pit import PIT8254
 from .devices.pmtimer import PMTimer
 from .devices.uart import UART16550
+from .devices.unassigned import UnassignedMMIO
 from .exits import ExitRecorder
 from .hypervisors.kvm import KVM, RunEnd
 from .loader import Image
@@ -63,7 +64,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         end = RunEnd("crashed", crash.cause, address=crash.address)
     else:
         machine.boot_multiboot(image.entry)
-        vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic)
+        vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic, [UnassignedMMIO()])
         max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
         try:
             end = vm.run(options.max_instructions, max_cycles, progress)

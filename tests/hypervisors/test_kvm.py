@@ -339,3 +339,74 @@ def test_virtual_time_budget():
     t = run_inline("spin:\n    jmp spin\n", max_seconds=0.001)
     assert t.meta["status"] == "budget"
     assert t.meta["instructions"] == 2830000  # CPI 1 at 2.83 GHz, no exits
+
+
+def test_mmio_exits_at_the_accessing_instruction():
+    t = run_inline("""
+    mov eax, 5
+apic_write:
+    mov dword ptr [0xfee000b0], eax
+hpet_read:
+    mov ebx, dword ptr [0xfed00000]
+    mov eax, ebx
+    out 0x80, eax
+""" + EXIT)
+    apic = t.exits[t.exits["reason"] == ExitReason.APIC_ACCESS]
+    assert apic["rip"].tolist() == [t.symbols["apic_write"]]
+    assert apic["qualifier"].tolist() == [0xFEE000B0] and apic["direction"].tolist() == [Direction.OUT]
+    assert apic["value"].tolist() == [5] and apic["place"].tolist() == [Place.KERNEL]
+    ept = t.exits[t.exits["reason"] == ExitReason.EPT_VIOLATION]
+    assert ept["rip"].tolist() == [t.symbols["hpet_read"]] and ept["qualifier"].tolist() == [0xFED00000]
+    out = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x80)]
+    assert out["value"].tolist() == [0xFFFFFFFF]  # nothing behind it: all ones
+
+
+def test_interrupt_window_at_iret():
+    # a fake interrupt frame with IF set, returned to with iret while IRQ0 is pending
+    t = run_inline(IDT_SETUP + PIT_1000HZ + """
+    mov ecx, 2000000
+.Lspin:
+    dec ecx
+    jnz .Lspin
+    pushfd
+    or dword ptr [esp], 0x200
+    push 8
+    mov eax, back
+    push eax
+window:
+    iretd
+back:
+    nop
+""" + EXIT + EOI_HANDLER + IDT_DATA)
+    w = t.exits[t.exits["reason"] == ExitReason.INTERRUPT_WINDOW]
+    assert w["rip"].tolist() == [t.symbols["window"]]
+
+
+def test_four_kib_pages_for_idt_and_stack():
+    # paging with a 4 KiB page table; the IDT is reached through it when IRQ0 is delivered
+    t = run_inline(IDT_SETUP + """
+    # page table at 0x31000 identity-maps the first 4 MiB with 4 KiB pages
+    mov edi, 0x31000
+    xor ecx, ecx
+.Lpt:
+    mov eax, ecx
+    shl eax, 12
+    or eax, 3
+    mov dword ptr [edi + ecx * 4], eax
+    inc ecx
+    cmp ecx, 1024
+    jb .Lpt
+    mov dword ptr [0x30000], 0x31003
+    mov eax, 0x30000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+""" + PIT_1000HZ + """
+    sti
+.Lwait:
+    cmp dword ptr [ticks], 2
+    jb .Lwait
+""" + EXIT + EOI_HANDLER + IDT_DATA)
+    assert t.meta["status"] == "exited"
+    assert count(t, ExitReason.EXTERNAL_INTERRUPT) == 2

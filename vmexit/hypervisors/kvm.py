@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
 from unicorn.x86_const import (
     UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CS, UC_X86_REG_EAX,
@@ -50,7 +50,10 @@ DEVICE_PLACES: dict[str, Place] = {
     "pmtimer": Place.USER,
     "ide": Place.USER,
     "debugexit": Place.USER,
+    "unassigned": Place.USER,
 }
+#: The LAPIC page: accesses to it exit as APIC_ACCESS (handled in KVM), other MMIO as EPT_VIOLATION.
+APIC_PAGE = 0xFEE00000
 
 KVM_ENOSYS = 1000
 STRING_PIO_CHUNK = 1024
@@ -105,7 +108,7 @@ class KVM:
 
     def __init__(self, machine: X86Machine, image: Image, clock: Clock, profile: Profile,
                  recorder: ExitRecorder, port_devices: list, timed_devices: list, pic,
-                 msr_init: dict[int, int] | None = None):
+                 mmio_devices: list = (), msr_init: dict[int, int] | None = None):
         self.m = machine
         self.uc = machine.uc
         self.clock = clock
@@ -132,6 +135,8 @@ class KVM:
         self._window_stepping = False
         self._if_setter_index: dict[tuple[int, int], int] = {}
         self._install(image)
+        for dev in mmio_devices:
+            self._install_mmio(dev)
 
     # setup -----------------------------------------------------------------------------------------
     def _install(self, image: Image) -> None:
@@ -150,6 +155,37 @@ class KVM:
                     addr = seg.address + at
                     uc.hook_add(UC_HOOK_CODE, cb, None, addr, addr)
                     at = seg.data.find(opcode, at + 1)
+
+    def _install_mmio(self, dev) -> None:
+        """Map an MMIO device. A (no-op) memory hook on its range makes Unicorn keep EIP exact in the
+        MMIO callbacks, so exits get the address of the accessing instruction."""
+        base = dev.base
+        is_apic = base <= APIC_PAGE < base + dev.size
+
+        def reason_place(addr: int) -> tuple[int, int]:
+            if is_apic and APIC_PAGE <= addr < APIC_PAGE + 0x1000:
+                return ExitReason.APIC_ACCESS, Place.KERNEL
+            return ExitReason.EPT_VIOLATION, DEVICE_PLACES.get(dev.name, Place.USER)
+
+        def on_read(uc, offset, size, _data):
+            self._now_icount()
+            value = dev.read(offset, size)
+            reason, place = reason_place(base + offset)
+            eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+            self._exit(reason, place, Direction.IN, eip, base + offset, size, value, ebp)
+            self._reschedule()
+            return value
+
+        def on_write(uc, offset, size, value, _data):
+            reason, place = reason_place(base + offset)
+            eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+            self._exit(reason, place, Direction.OUT, eip, base + offset, size, value, ebp)
+            dev.write(offset, size, value)
+            self._reschedule()
+
+        self.uc.mmio_map(base, dev.size, on_read, None, on_write, None)
+        self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + dev.size - 1)
+        self._mmio_keep = getattr(self, "_mmio_keep", []) + [on_read, on_write]
 
     # the exit path ----------------------------------------------------------------------------------
     def _now_icount(self) -> int:
@@ -559,6 +595,10 @@ class KVM:
 
     def _paging_on(self) -> bool:
         return bool(self.uc.reg_read(UC_X86_REG_CR0) & 0x80000000)
+
+
+def _no_op(*_args) -> None:
+    return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,22 @@
+"""Unassigned MMIO: the chipset window 0xfec00000-0xfeffffff (IOAPIC, HPET, LAPIC on a PC) with no
+device behind it. Reads return all ones and writes are dropped, as QEMU's unassigned_mem_ops do; every
+access is still an exit, so a guest probing for an APIC or HPET shows up in the reports.
+"""
+from __future__ import annotations
+
+CHIPSET_BASE = 0xFEC00000
+CHIPSET_SIZE = 0x00400000
+
+
+class UnassignedMMIO:
+    name = "unassigned"
+
+    def __init__(self, base: int = CHIPSET_BASE, size: int = CHIPSET_SIZE):
+        self.base = base
+        self.size = size
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
