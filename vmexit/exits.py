@@ -59,29 +59,54 @@ EXIT_DTYPE = np.dtype([
 
 
 class ExitRecorder:
-    """Append-only buffer of exit records, grown by doubling; rows are written field by field."""
+    """Append-only exit records. Rows arrive as tuples (cheap on the exit path) and are packed into
+    EXIT_DTYPE chunks every CHUNK rows, so memory stays at the packed size (64 B a row)."""
 
-    def __init__(self, capacity: int = 1 << 14):
-        self._rows = np.zeros(capacity, dtype=EXIT_DTYPE)
-        self.count = 0
+    CHUNK = 1 << 16
+    FIELDS = EXIT_DTYPE.names[1:]  # seq is the row number, filled in when packed
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._packed = 0
+        self._rows: list[tuple] = []
+
+    @property
+    def count(self) -> int:
+        return self._packed + len(self._rows)
 
     def append(self, icount: int, cycles: int, rip: int, reason: int, place: int, direction: int,
                qualifier: int, size: int, value: int, cost: int, caller: int) -> None:
-        n = self.count
-        if n == len(self._rows):
-            grown = np.zeros(2 * n, dtype=EXIT_DTYPE)
-            grown[:n] = self._rows
-            self._rows = grown
-        self._rows[n] = (n, icount, cycles, rip & 0xFFFFFFFF, reason, place, direction,
-                         qualifier & 0xFFFFFFFF, size, value & 0xFFFFFFFFFFFFFFFF, cost, caller & 0xFFFFFFFF)
-        self.count = n + 1
+        rows = self._rows
+        rows.append((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller))
+        if len(rows) >= self.CHUNK:
+            self._pack()
 
     def add_size(self, size: int) -> None:
         """Grow the last exit's size (further elements of a rep string I/O exit)."""
-        self._rows[self.count - 1]["size"] += size
+        if not self._rows:
+            self._chunks[-1][-1]["size"] += size
+            return
+        last = list(self._rows[-1])
+        last[7] += size
+        self._rows[-1] = tuple(last)
+
+    def _pack(self) -> None:
+        if not self._rows:
+            return
+        chunk = np.zeros(len(self._rows), dtype=EXIT_DTYPE)
+        columns = list(zip(*self._rows))
+        chunk["seq"] = np.arange(self._packed, self._packed + len(self._rows), dtype=np.uint64)
+        for name, values in zip(self.FIELDS, columns):
+            chunk[name] = np.array(values, dtype=np.uint64).astype(EXIT_DTYPE[name], copy=False)
+        self._chunks.append(chunk)
+        self._packed += len(self._rows)
+        self._rows = []
 
     def records(self) -> np.ndarray:
-        return self._rows[: self.count].copy()
+        self._pack()
+        if not self._chunks:
+            return np.zeros(0, dtype=EXIT_DTYPE)
+        return np.concatenate(self._chunks)
 
 
 def reason_name(code: int) -> str:

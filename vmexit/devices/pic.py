@@ -31,9 +31,10 @@ class _Chip:
         return None
 
     def pending_irq(self) -> int | None:
-        req = self.highest(self.irr & ~self.imr)
-        if req is None:
+        bits = self.irr & ~self.imr
+        if not bits:
             return None
+        req = self.highest(bits)
         served = self.highest(self.isr)
         if served is not None and served <= req:
             return None

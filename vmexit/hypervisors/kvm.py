@@ -40,6 +40,7 @@ from ..clock import Clock
 from ..costs import Profile
 from ..exits import Direction, ExitReason, ExitRecorder, Place
 from ..loader import Image
+from .._uc import MemoryReader, RegisterReader, RegisterWriter
 from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
 
 #: Where KVM-76 handles each device (see module docstring).
@@ -134,6 +135,11 @@ class KVM:
         self._window_hook = None
         self._window_stepping = False
         self._if_setter_index: dict[tuple[int, int], int] = {}
+        self._eip_ebp = RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
+        self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
+                                                        UC_X86_REG_EDX, UC_X86_REG_ESI])
+        self._hypercall_return = RegisterWriter(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EIP])
+        self._mem = MemoryReader(self.uc)
         self._install(image)
         for dev in mmio_devices:
             self._install_mmio(dev)
@@ -171,14 +177,14 @@ class KVM:
             self._now_icount()
             value = dev.read(offset, size)
             reason, place = reason_place(base + offset)
-            eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+            eip, ebp = self._eip_ebp()
             self._exit(reason, place, Direction.IN, eip, base + offset, size, value, ebp)
             self._reschedule()
             return value
 
         def on_write(uc, offset, size, value, _data):
             reason, place = reason_place(base + offset)
-            eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+            eip, ebp = self._eip_ebp()
             self._exit(reason, place, Direction.OUT, eip, base + offset, size, value, ebp)
             dev.write(offset, size, value)
             self._reschedule()
@@ -199,9 +205,7 @@ class KVM:
         if self._caller_paging:
             raw = self.m.read_virtual(ebp + 4, 4)
             return struct.unpack("<I", raw)[0] if raw else 0
-        if ebp + 8 > self.m.ram_size:
-            return 0
-        return struct.unpack("<I", self.uc.mem_read(ebp + 4, 4))[0]
+        return self._mem.u32(ebp + 4) or 0
 
     def _exit(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
               value: int, ebp: int) -> None:
@@ -238,7 +242,7 @@ class KVM:
 
     def _port_exit(self, port: int, size: int, value: int, direction: Direction) -> bool:
         """Record an I/O exit unless this is a further element of a rep string exit; True if recorded."""
-        eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+        eip, ebp = self._eip_ebp()
         kind = self._string_kind(eip)
         if kind is not None and kind[1]:
             icount = self._now_icount()
@@ -294,16 +298,14 @@ class KVM:
         return 0, 0, 0, 0
 
     def _on_invalid(self, uc, _data):
-        eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
-        raw = self.m.read_virtual(eip, 3)
+        eip, ebp = self._eip_ebp()
+        raw = self.m.read_virtual(eip, 3) if self._caller_paging else self._mem.bytes3(eip)
         if raw in (b"\x0f\x01\xc1", b"\x0f\x01\xd9"):  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
-            nr, b, c, d, si = uc.reg_read_batch([UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
-                                                 UC_X86_REG_EDX, UC_X86_REG_ESI])
+            nr, b, c, d, si = self._hypercall_args()
             entry = HYPERCALLS.get(nr)
-            result = entry[1]((b, c, d, si)) if entry else -KVM_ENOSYS
+            result = (entry[1]((b, c, d, si)) if entry else -KVM_ENOSYS) & 0xFFFFFFFF
             self._exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, nr, 0, result, ebp)
-            uc.reg_write(UC_X86_REG_EAX, result & 0xFFFFFFFF)
-            uc.reg_write(UC_X86_REG_EIP, eip + 3)
+            self._hypercall_return(result, eip + 3)
             self._reschedule()
             return True
         return self._exception(6, eip, None, ebp)  # #UD
