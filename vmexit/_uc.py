@@ -113,6 +113,24 @@ class InstructionCounter:
         self._count.value = max(n, self._counter.value)
 
 
+def add_insn_hook(uc: Uc, insn: int, cfunctype, fn) -> int:
+    """An instruction hook without the binding's two Python layers per call. Like the binding, an
+    exception in `fn` is kept on the Uc and re-raised by emu_start after stopping the emulation."""
+    from unicorn import UC_HOOK_INSN
+
+    def wrapper(_handle, *args):
+        try:
+            return fn(*args)
+        except BaseException as e:
+            if uc._hook_exception is None:
+                uc._hook_exception = e
+            uc.emu_stop()
+            return 0
+
+    fptr = ctypes.cast(cfunctype(wrapper), cfunctype)
+    return uc._Uc__do_hook_add(UC_HOOK_INSN, fptr, 1, 0, ctypes.c_int(insn))
+
+
 class RegisterReader:
     """Batch reads of a fixed register list straight through libunicorn (the binding's reg_read_batch
     spends most of its time in Python bookkeeping: ~9 us against ~1 us here)."""
@@ -131,7 +149,7 @@ class RegisterReader:
     def __call__(self) -> list[int]:
         if self._fn(self._uch, self._ids, self._ptrs, self._count):
             raise RuntimeError("uc_reg_read_batch failed")
-        return [v.value & 0xFFFFFFFF for v in self._vals]
+        return [v.value for v in self._vals]
 
 
 class RegisterWriter:

@@ -77,21 +77,43 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
     }
 
 
-def _group(keys: np.ndarray, weights: np.ndarray):
-    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=weights, minlength=len(uniq))
-    return uniq, inverse, counts, sums
+DENSE_RANGE = 1 << 24
 
 
-def _top_callers(site_idx: np.ndarray, callers: np.ndarray, n_sites: int):
-    """Most frequent caller address per site (ties: the lowest address)."""
-    pairs = np.stack([site_idx.astype(np.uint64), callers.astype(np.uint64)], axis=1)
-    upairs, pcounts = np.unique(pairs, axis=0, return_counts=True)
-    order = np.lexsort((upairs[:, 1], -pcounts, upairs[:, 0]))
-    first_sites, first = np.unique(upairs[order, 0], return_index=True)
-    best = np.zeros(n_sites, dtype=np.uint64)
-    best[first_sites.astype(np.int64)] = upairs[order[first], 1]
+def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique keys, inverse, counts) of non-negative integer keys. A bincount over the key range when
+    it is small (exit addresses of one image, symbol indices, reasons), else np.unique (a sort)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if len(keys) == 0:
+        return keys, keys, keys
+    lo = int(keys.min())
+    span = int(keys.max()) - lo + 1
+    if span > DENSE_RANGE:
+        return np.unique(keys, return_inverse=True, return_counts=True)
+    shifted = keys - lo
+    full = np.bincount(shifted, minlength=span)
+    present = np.flatnonzero(full)
+    remap = np.zeros(span, dtype=np.int64)
+    remap[present] = np.arange(len(present))
+    return present + lo, remap[shifted], full[present]
+
+
+def _best_per_group(group_of_pair: np.ndarray, value_of_pair: np.ndarray, count_of_pair: np.ndarray,
+                    n_groups: int) -> np.ndarray:
+    """For each group, the value of its most frequent pair (ties: the lowest value)."""
+    order = np.lexsort((value_of_pair, -count_of_pair, group_of_pair))
+    groups, first = np.unique(group_of_pair[order], return_index=True)
+    best = np.zeros(n_groups, dtype=np.int64)
+    best[groups] = value_of_pair[order[first]]
     return best
+
+
+def _most_frequent(inverse: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """The most frequent value of `values` within each group of `inverse`."""
+    v_uniq, v_inv, _ = _group(values)
+    pair_uniq, _, pair_counts = _group(inverse * max(len(v_uniq), 1) + v_inv)
+    n_values = max(len(v_uniq), 1)
+    return _best_per_group(pair_uniq // n_values, v_uniq[pair_uniq % n_values], pair_counts, n_groups)
 
 
 def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pricing) -> Report:
@@ -102,22 +124,18 @@ def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pr
     ex = trace.exits
     run_seconds = pricing.run_seconds or 1.0
     rows: list[dict] = []
+    rip = ex["rip"].astype(np.int64)
     if by == "caller":
         key = symtab.index(ex["caller"])
     elif by == "function":
-        key = symtab.index(ex["rip"])
+        key = symtab.index(rip)
     else:
-        key = ex["rip"].astype(np.int64)
-    uniq, inverse, counts, sums = _group(key, cost)
-    # hottest exit address of each group (function/caller rows show where the exits come from)
-    site_uniq, site_inv, site_counts = np.unique(
-        np.stack([inverse.astype(np.int64), ex["rip"].astype(np.int64)], axis=1), axis=0,
-        return_inverse=True, return_counts=True)
-    order = np.lexsort((site_uniq[:, 1], -site_counts, site_uniq[:, 0]))
-    grp_first, first_at = np.unique(site_uniq[order, 0], return_index=True)
-    top_rip = np.zeros(len(uniq), dtype=np.int64)
-    top_rip[grp_first] = site_uniq[order[first_at], 1]
-    best_callers = _top_callers(inverse, ex["caller"], len(uniq)) if callers else None
+        key = rip
+    uniq, inverse, counts = _group(key)
+    sums = np.bincount(inverse, weights=cost, minlength=len(uniq))
+    # the hottest exit address of each group: function and caller rows show where their exits come from
+    top_rip = _most_frequent(inverse, len(uniq), rip) if len(uniq) else uniq
+    best_callers = _most_frequent(inverse, len(uniq), ex["caller"].astype(np.int64)) if callers else None
     rank = np.lexsort((uniq, -counts))
     if top is not None:
         rank = rank[:top]
@@ -151,12 +169,9 @@ def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pr
 
 
 def _stat_rows(labels: list[int], inverse: np.ndarray, us: np.ndarray, n: int) -> list[dict]:
-    """One perf-kvm-stat row per group; the per-group work is over groups, the grouping is numpy."""
+    """One perf-kvm-stat row per group: counts and sums by bincount, order statistics per group."""
     counts = np.bincount(inverse, minlength=n)
     sums = np.bincount(inverse, weights=us, minlength=n)
-    order = np.argsort(inverse, kind="stable")
-    sorted_us = us[order]
-    starts = np.searchsorted(inverse[order], np.arange(n), side="left")
     total_n = max(int(counts.sum()), 1)
     total_us = float(us.sum()) or 1.0
     rows = []
@@ -164,18 +179,19 @@ def _stat_rows(labels: list[int], inverse: np.ndarray, us: np.ndarray, n: int) -
         c = int(counts[g])
         if c == 0:
             continue
-        vals = np.sort(sorted_us[starts[g]:starts[g] + c])
-        mean = float(vals.mean())
+        vals = us[inverse == g]
+        mean = float(sums[g]) / c
+        p50, p95 = np.percentile(vals, [50, 95])
         rows.append({
             "count": c,
             "count_pct": 100.0 * c / total_n,
             "time_pct": 100.0 * float(sums[g]) / total_us,
-            "min_us": float(vals[0]),
-            "max_us": float(vals[-1]),
+            "min_us": float(vals.min()),
+            "max_us": float(vals.max()),
             "avg_us": mean,
             "stddev_pct": float(100.0 * vals.std() / mean) if mean else 0.0,
-            "p50_us": float(np.percentile(vals, 50)),
-            "p95_us": float(np.percentile(vals, 95)),
+            "p50_us": float(p50),
+            "p95_us": float(p95),
             "_label": labels[g],
         })
     return rows
@@ -191,8 +207,8 @@ def _stat_report(trace: Trace, by: str, title: str, label_key: str, label_header
                  select: np.ndarray, keys: np.ndarray, pricing: Pricing) -> Report:
     """perf-kvm-stat rows for the selected exits grouped by integer keys (row["_label"] = the key)."""
     us = pricing.costs[select] * 1e6 / pricing.freq
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    rows = _stat_rows([int(k) for k in uniq], inverse.astype(np.int64), us, len(uniq))
+    uniq, inverse, _ = _group(keys)
+    rows = _stat_rows([int(k) for k in uniq], inverse, us, len(uniq))
     totals = _totals(trace, pricing)
     totals["selected_exits"] = int(select.sum())
     footer = f"Total Samples:{int(select.sum())}, Total events handled time:{us.sum():.2f}us."

@@ -31,6 +31,7 @@ from typing import Callable
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC
 from unicorn.x86_const import (
     UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CS, UC_X86_REG_EAX,
     UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EIP, UC_X86_REG_ESI,
@@ -40,7 +41,7 @@ from ..clock import Clock
 from ..costs import Profile
 from ..exits import Direction, ExitReason, ExitRecorder, Place
 from ..loader import Image
-from .._uc import MemoryReader, RegisterReader, RegisterWriter
+from .._uc import MemoryReader, RegisterReader, RegisterWriter, add_insn_hook
 from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
 
 #: Where KVM-76 handles each device (see module docstring).
@@ -86,6 +87,8 @@ MSRS: dict[int, int] = {
 MSRS.update({0x200 + i: 0 for i in range(16)})                 # variable-range MTRRs
 MSRS.update({m: 0 for m in (0x250, 0x258, 0x259) + tuple(range(0x268, 0x270))})  # fixed MTRRs
 READ_ONLY_MSRS = frozenset({0x17, 0xFE})
+
+_UNSEEN = object()
 
 #: String I/O opcodes: ins (6c/6d) and outs (6e/6f).
 _STRING_IO = {0x6C: Direction.IN, 0x6D: Direction.IN, 0x6E: Direction.OUT, 0x6F: Direction.OUT}
@@ -136,6 +139,8 @@ class KVM:
         self._window_stepping = False
         self._if_setter_index: dict[tuple[int, int], int] = {}
         self._eip_ebp = RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
+        self._counter = machine.counter
+        self._io_costs = [[profile.cost(ExitReason.IO_INSTRUCTION, p, d) for d in Direction] for p in Place]
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
                                                         UC_X86_REG_EDX, UC_X86_REG_ESI])
         self._hypercall_return = RegisterWriter(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EIP])
@@ -147,8 +152,8 @@ class KVM:
     # setup -----------------------------------------------------------------------------------------
     def _install(self, image: Image) -> None:
         uc = self.uc
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        add_insn_hook(uc, UC_X86_INS_IN, HOOK_INSN_IN_CFUNC, self._on_in)
+        add_insn_hook(uc, UC_X86_INS_OUT, HOOK_INSN_OUT_CFUNC, self._on_out)
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
@@ -226,8 +231,6 @@ class KVM:
             self.m.counter.set_limit(min(k - self._slice_base, self.m.counter.limit()))
 
     def _string_kind(self, eip: int) -> tuple[Direction, bool] | None:
-        if eip in self._string_io:
-            return self._string_io[eip]
         raw = self.m.read_virtual(eip, 8) or b""
         kind, rep = None, False
         for b in raw:
@@ -240,30 +243,43 @@ class KVM:
         self._string_io[eip] = kind
         return kind
 
-    def _port_exit(self, port: int, size: int, value: int, direction: Direction) -> bool:
-        """Record an I/O exit unless this is a further element of a rep string exit; True if recorded."""
+    def _port_exit(self, port: int, size: int, value: int, direction: int) -> bool:
+        """Record an I/O exit unless this is a further element of a rep string exit; True if recorded.
+        This is the hottest path of all: everything is inlined and read once."""
         eip, ebp = self._eip_ebp()
-        kind = self._string_kind(eip)
+        icount = self._slice_base + self._counter.executed()
+        clock = self.clock
+        clock.icount = icount
+        kind = self._string_io.get(eip, _UNSEEN)
+        if kind is _UNSEEN:
+            kind = self._string_kind(eip)
         if kind is not None and kind[1]:
-            icount = self._now_icount()
             last_eip, next_icount, used = self._str_state
             if eip == last_eip and icount == next_icount and used + size <= STRING_PIO_CHUNK:
                 self._str_state = (eip, icount + 1, used + size)
                 self.rec.add_size(size)
                 return False
             self._str_state = (eip, icount + 1, size)
-        self._exit(ExitReason.IO_INSTRUCTION, self._places[port], direction, eip, port, size, value, ebp)
+        place = self._places[port]
+        cost = self._io_costs[place][direction]
+        if ebp:
+            caller = (self._mem.u32(ebp + 4) or 0) if not self._caller_paging else self._caller(ebp)
+        else:
+            caller = 0
+        self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, eip,
+                        ExitReason.IO_INSTRUCTION, place, direction, port, size, value, cost, caller)
+        clock.extra += cost
         return True
 
-    def _on_in(self, uc, port, size, _data):
-        self._now_icount()  # the device reads the clock
+    def _on_in(self, port, size, _key):
+        self.clock.icount = self._slice_base + self._counter.executed()  # the device reads the clock
         dev = self._ports[port]
         value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
         if self._port_exit(port, size, value, Direction.IN):
             self._reschedule()
         return value
 
-    def _on_out(self, uc, port, size, value, _data):
+    def _on_out(self, port, size, value, _key):
         value &= (1 << (8 * size)) - 1
         recorded = self._port_exit(port, size, value, Direction.OUT)
         dev = self._ports[port]
