@@ -173,28 +173,6 @@ class RegisterWriter:
             raise RuntimeError("uc_reg_write_batch failed")
 
 
-class MemoryReader:
-    """Reads a little-endian dword of guest-physical memory straight through libunicorn."""
-
-    __slots__ = ("_fn", "_uch", "_buf")
-
-    def __init__(self, uc: Uc):
-        from unicorn.unicorn_py3.unicorn import uclib
-        self._fn = uclib.uc_mem_read
-        self._uch = uc._uch
-        self._buf = ctypes.create_string_buffer(4)
-
-    def u32(self, address: int) -> int | None:
-        if self._fn(self._uch, address, self._buf, 4):
-            return None
-        return int.from_bytes(self._buf.raw, "little")
-
-    def bytes3(self, address: int) -> bytes | None:
-        if self._fn(self._uch, address, self._buf, 3):
-            return None
-        return self._buf.raw[:3]
-
-
 class ExceptionStateReset:
     """Resets old_exception to -1 (what QEMU does after delivering an exception)."""
 

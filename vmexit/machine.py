@@ -12,10 +12,12 @@ information structure.
 """
 from __future__ import annotations
 
+import ctypes
+import mmap
 import struct
 from dataclasses import dataclass
 
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc, UcError
 from unicorn.x86_const import (
     UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
     UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI, UC_X86_REG_EDX, UC_X86_REG_EFLAGS,
@@ -60,7 +62,11 @@ class X86Machine:
             raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
         self.ram_size = ram_size
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map(0, ram_size)
+        # Guest RAM is our own anonymous mapping handed to Unicorn, so that the exit path can read
+        # guest memory (frame pointers, instruction bytes) without a call through the binding.
+        self.ram = mmap.mmap(-1, ram_size)
+        self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ctypes.addressof(self._ram_anchor))
         self.counter = InstructionCounter(self.uc)
         self.reset_exception_state = ExceptionStateReset(self.uc)
 
@@ -75,6 +81,12 @@ class X86Machine:
             if seg.memsize > len(seg.data):
                 self.uc.mem_write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))
 
+    def u32(self, paddr: int) -> int | None:
+        """A dword of guest-physical RAM, or None outside RAM."""
+        if 0 <= paddr <= self.ram_size - 4:
+            return int.from_bytes(self.ram[paddr:paddr + 4], "little")
+        return None
+
     def in_ram(self, address: int, size: int = 1) -> bool:
         return 0 <= address and address + size <= self.ram_size
 
@@ -88,7 +100,7 @@ class X86Machine:
         pde_addr = cr3 + ((vaddr >> 22) << 2)
         if not self.in_ram(pde_addr, 4):
             return None
-        pde = struct.unpack("<I", self.uc.mem_read(pde_addr, 4))[0]
+        pde = struct.unpack_from("<I", self.ram, pde_addr)[0]
         if not pde & 1:
             return None
         if pde & 0x80 and self.uc.reg_read(UC_X86_REG_CR4) & 0x10:
@@ -96,7 +108,7 @@ class X86Machine:
         pte_addr = (pde & 0xFFFFF000) + (((vaddr >> 12) & 0x3FF) << 2)
         if not self.in_ram(pte_addr, 4):
             return None
-        pte = struct.unpack("<I", self.uc.mem_read(pte_addr, 4))[0]
+        pte = struct.unpack_from("<I", self.ram, pte_addr)[0]
         if not pte & 1:
             return None
         return (pte & 0xFFFFF000) | (vaddr & 0xFFF)
@@ -108,7 +120,7 @@ class X86Machine:
             chunk = min(size, 0x1000 - (vaddr & 0xFFF))
             if paddr is None or not self.in_ram(paddr, chunk):
                 return None
-            out += self.uc.mem_read(paddr, chunk)
+            out += self.ram[paddr:paddr + chunk]
             vaddr += chunk
             size -= chunk
         return bytes(out)

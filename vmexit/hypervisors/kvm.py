@@ -41,7 +41,7 @@ from ..clock import Clock
 from ..costs import Profile
 from ..exits import Direction, ExitReason, ExitRecorder, Place
 from ..loader import Image
-from .._uc import MemoryReader, RegisterReader, RegisterWriter, add_insn_hook
+from .._uc import RegisterReader, RegisterWriter, add_insn_hook
 from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
 
 #: Where KVM-76 handles each device (see module docstring).
@@ -144,7 +144,7 @@ class KVM:
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
                                                         UC_X86_REG_EDX, UC_X86_REG_ESI])
         self._hypercall_return = RegisterWriter(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EIP])
-        self._mem = MemoryReader(self.uc)
+        self._ram = machine.ram
         self._install(image)
         for dev in mmio_devices:
             self._install_mmio(dev)
@@ -210,7 +210,8 @@ class KVM:
         if self._caller_paging:
             raw = self.m.read_virtual(ebp + 4, 4)
             return struct.unpack("<I", raw)[0] if raw else 0
-        return self._mem.u32(ebp + 4) or 0
+        ram = self._ram
+        return int.from_bytes(ram[ebp + 4:ebp + 8], "little") if ebp + 8 <= len(ram) else 0
 
     def _exit(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
               value: int, ebp: int) -> None:
@@ -262,10 +263,7 @@ class KVM:
             self._str_state = (eip, icount + 1, size)
         place = self._places[port]
         cost = self._io_costs[place][direction]
-        if ebp:
-            caller = (self._mem.u32(ebp + 4) or 0) if not self._caller_paging else self._caller(ebp)
-        else:
-            caller = 0
+        caller = self._caller(ebp) if ebp else 0
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, eip,
                         ExitReason.IO_INSTRUCTION, place, direction, port, size, value, cost, caller)
         clock.extra += cost
@@ -315,7 +313,7 @@ class KVM:
 
     def _on_invalid(self, uc, _data):
         eip, ebp = self._eip_ebp()
-        raw = self.m.read_virtual(eip, 3) if self._caller_paging else self._mem.bytes3(eip)
+        raw = self.m.read_virtual(eip, 3) if self._caller_paging else self._ram[eip:eip + 3]
         if raw in (b"\x0f\x01\xc1", b"\x0f\x01\xd9"):  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
             nr, b, c, d, si = self._hypercall_args()
             entry = HYPERCALLS.get(nr)
