@@ -173,6 +173,114 @@ class RegisterWriter:
             raise RuntimeError("uc_reg_write_batch failed")
 
 
+_PATTERNS = {"eax": 0x0EA0EA0E, "ebp": 0x5EB0A11F, "eip": 0x1AB2C3D4}
+_ENV_HINT: list[tuple[int, int]] = []  # (offset of a pointer in uc_struct, env delta) found before
+
+
+def _readable_ranges() -> list[tuple[int, int]] | None:
+    try:
+        with open("/proc/self/maps") as f:
+            out = []
+            for line in f:
+                fields = line.split()
+                if fields[1].startswith("r"):
+                    lo, hi = fields[0].split("-")
+                    out.append((int(lo, 16), int(hi, 16)))
+            return out
+    except OSError:
+        return None
+
+
+class CpuState:
+    """EIP and EBP read straight from the live CPUX86State (~0.1 us against ~1.2 us for a batch read
+    through libunicorn). The state is found by writing marker values into registers and looking for
+    them behind the pointers in uc_struct (only in mapped memory, per /proc/self/maps), then checked
+    with a second set of values. `locate` returns None where that fails; callers then use
+    RegisterReader, which gives the same numbers."""
+
+    __slots__ = ("_eip", "_ebp")
+
+    def __init__(self, eip_address: int, ebp_address: int):
+        self._eip = ctypes.c_uint32.from_address(eip_address)
+        self._ebp = ctypes.c_uint32.from_address(ebp_address)
+
+    def __call__(self) -> tuple[int, int]:
+        return self._eip.value, self._ebp.value
+
+    @classmethod
+    def locate(cls, uc: Uc) -> "CpuState | None":
+        from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EIP
+        regs = {"eax": UC_X86_REG_EAX, "ebp": UC_X86_REG_EBP, "eip": UC_X86_REG_EIP}
+        saved = {k: uc.reg_read(r) for k, r in regs.items()}
+        try:
+            for k, r in regs.items():
+                uc.reg_write(r, _PATTERNS[k])
+            ctx = bytes(uc.context_save())
+            offs = {}
+            for k, v in _PATTERNS.items():
+                at = ctx.find(struct.pack("<Q", v))
+                if at < 0 or at % 4:
+                    return None
+                offs[k] = at - ctx.find(struct.pack("<Q", _PATTERNS["eax"]))
+            base = _handle_address(uc)
+            candidates = []
+            for ptr_off, delta in _ENV_HINT:
+                candidates.append((ptr_off, delta))
+            env = None
+            for ptr_off, delta in candidates:
+                p = ctypes.c_uint64.from_address(base + ptr_off).value
+                if cls._verify(uc, p + delta, offs, regs):
+                    env = p + delta
+                    break
+            if env is None:
+                env = cls._scan(uc, base, offs, regs)
+            if env is None:
+                return None
+            return cls(env + offs["eip"], env + offs["ebp"])
+        finally:
+            for k, r in regs.items():
+                uc.reg_write(r, saved[k])
+
+    @staticmethod
+    def _verify(uc: Uc, env: int, offs: dict, regs: dict) -> bool:
+        ranges = _readable_ranges()
+        if ranges is None or not any(lo <= env and env + 256 <= hi for lo, hi in ranges):
+            return False
+        for shift in (0, 0x01010101):
+            for k, r in regs.items():
+                uc.reg_write(r, (_PATTERNS[k] + shift) & 0xFFFFFFFF)
+            for k in regs:
+                if ctypes.c_uint32.from_address(env + offs[k]).value != (_PATTERNS[k] + shift) & 0xFFFFFFFF:
+                    return False
+        return True
+
+    @classmethod
+    def _scan(cls, uc: Uc, base: int, offs: dict, regs: dict) -> int | None:
+        ranges = _readable_ranges()
+        if ranges is None:
+            return None
+        struct_bytes = ctypes.string_at(base, 4096)
+        window = 0x40000
+        marker = struct.pack("<Q", _PATTERNS["ebp"])
+        for ptr_off in range(0, 4096, 8):
+            p = struct.unpack_from("<Q", struct_bytes, ptr_off)[0]
+            if p < 0x10000 or not any(lo <= p and p + window <= hi for lo, hi in ranges):
+                continue
+            blob = ctypes.string_at(p, window)
+            at = blob.find(marker)
+            while at >= 0:
+                env = p + at - offs["ebp"]
+                if cls._verify(uc, env, offs, regs):
+                    _ENV_HINT.append((ptr_off, env - p))
+                    for k, r in regs.items():
+                        uc.reg_write(r, _PATTERNS[k])
+                    return env
+                for k, r in regs.items():
+                    uc.reg_write(r, _PATTERNS[k])
+                at = blob.find(marker, at + 1)
+        return None
+
+
 class ExceptionStateReset:
     """Resets old_exception to -1 (what QEMU does after delivering an exception)."""
 

@@ -410,3 +410,13 @@ def test_four_kib_pages_for_idt_and_stack():
 """ + EXIT + EOI_HANDLER + IDT_DATA)
     assert t.meta["status"] == "exited"
     assert count(t, ExitReason.EXTERNAL_INTERRUPT) == 2
+
+
+@pytest.mark.parametrize("guest", ["timer", "ide"])
+def test_fast_register_path_gives_identical_traces(guest, monkeypatch):
+    from vmexit import _uc, guests, session
+    from vmexit.costs import load_profile
+    fast = session.run(guests.resolve(guest), load_profile(None), session.RunOptions()).to_bytes()
+    monkeypatch.setattr(_uc.CpuState, "locate", classmethod(lambda cls, uc: None))
+    slow = session.run(guests.resolve(guest), load_profile(None), session.RunOptions()).to_bytes()
+    assert fast == slow

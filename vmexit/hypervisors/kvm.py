@@ -41,7 +41,7 @@ from ..clock import Clock
 from ..costs import Profile
 from ..exits import Direction, ExitReason, ExitRecorder, Place
 from ..loader import Image
-from .._uc import RegisterReader, RegisterWriter, add_insn_hook
+from .._uc import CpuState, RegisterReader, RegisterWriter, add_insn_hook
 from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
 
 #: Where KVM-76 handles each device (see module docstring).
@@ -138,7 +138,9 @@ class KVM:
         self._window_hook = None
         self._window_stepping = False
         self._if_setter_index: dict[tuple[int, int], int] = {}
-        self._eip_ebp = RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
+        # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
+        # libunicorn; both give the same numbers (tests/hypervisors/test_kvm.py checks the traces).
+        self._eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
         self._counter = machine.counter
         self._io_costs = [[profile.cost(ExitReason.IO_INSTRUCTION, p, d) for d in Direction] for p in Place]
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
