@@ -85,13 +85,16 @@ def old_exception_offset() -> int:
 class InstructionCounter:
     """Exact instruction counting for one Uc running in count mode."""
 
-    __slots__ = ("_counter", "_count")
+    __slots__ = ("_counter", "_count", "current")
 
     def __init__(self, uc: Uc):
         counter_off, count_off = counter_offsets()
         base = _handle_address(uc)
         self._counter = ctypes.c_uint64.from_address(base + counter_off)
         self._count = ctypes.c_uint64.from_address(base + count_off)
+        #: Inside a hook the counter never exceeds the limit, so `current.value` is the number of
+        #: instructions started in this slice, the hooked one included (the exit path reads this).
+        self.current = self._counter
 
     def executed(self) -> int:
         """Instructions started in the current slice (the current one included, inside a hook)."""

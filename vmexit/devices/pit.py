@@ -41,6 +41,8 @@ class PIT8254:
         self._irq0 = irq0
         self.channels = [_Channel(), _Channel(), _Channel()]
         self.loads = 0  # how many times the guest loaded channel 0 (optimizations watch this)
+        self._next_key: tuple | None = None
+        self._next = 0
 
     # time conversion -------------------------------------------------------------------------
     def _ticks(self, cycles: int) -> int:
@@ -128,7 +130,11 @@ class PIT8254:
         ch = self.channels[0]
         if ch.start is None or (ch.mode == 0 and ch.fired):
             return None
-        return ch.start + self._cycles_for((ch.fired + 1) * ch.reload)
+        key = (ch.start, ch.fired, ch.reload)
+        if self._next_key != key:  # cached: this is asked after every exit
+            self._next_key = key
+            self._next = ch.start + self._cycles_for((ch.fired + 1) * ch.reload)
+        return self._next
 
     def advance(self, now: int) -> int:
         """Raise IRQ0 for every period that ended by `now`; returns how many."""

@@ -142,6 +142,7 @@ class KVM:
         # libunicorn; both give the same numbers (tests/hypervisors/test_kvm.py checks the traces).
         self._eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
         self._counter = machine.counter
+        self._current = machine.counter.current
         self._io_costs = [[profile.cost(ExitReason.IO_INSTRUCTION, p, d) for d in Direction] for p in Place]
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
                                                         UC_X86_REG_EDX, UC_X86_REG_ESI])
@@ -226,12 +227,13 @@ class KVM:
     def _reschedule(self) -> None:
         """After an exit inside a slice: end the slice where the next event is now due."""
         if self._end is not None or self.pic.pending():
-            self.m.counter.stop_after_current()
+            self._counter.stop_after_current()
             return
         due = self._next_due()
         if due is not None:
             k = self.clock.icount_when(due)
-            self.m.counter.set_limit(min(k - self._slice_base, self.m.counter.limit()))
+            counter = self._counter
+            counter.set_limit(min(k - self._slice_base, counter.limit()))
 
     def _string_kind(self, eip: int) -> tuple[Direction, bool] | None:
         raw = self.m.read_virtual(eip, 8) or b""
@@ -246,13 +248,10 @@ class KVM:
         self._string_io[eip] = kind
         return kind
 
-    def _port_exit(self, port: int, size: int, value: int, direction: int) -> bool:
+    def _port_exit(self, icount: int, port: int, size: int, value: int, direction: int) -> bool:
         """Record an I/O exit unless this is a further element of a rep string exit; True if recorded.
-        This is the hottest path of all: everything is inlined and read once."""
+        The hottest path of all: everything is read once, into locals."""
         eip, ebp = self._eip_ebp()
-        icount = self._slice_base + self._counter.executed()
-        clock = self.clock
-        clock.icount = icount
         kind = self._string_io.get(eip, _UNSEEN)
         if kind is _UNSEEN:
             kind = self._string_kind(eip)
@@ -263,25 +262,29 @@ class KVM:
                 self.rec.add_size(size)
                 return False
             self._str_state = (eip, icount + 1, size)
+        clock = self.clock
         place = self._places[port]
         cost = self._io_costs[place][direction]
-        caller = self._caller(ebp) if ebp else 0
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, eip,
-                        ExitReason.IO_INSTRUCTION, place, direction, port, size, value, cost, caller)
+                        ExitReason.IO_INSTRUCTION, place, direction, port, size, value, cost,
+                        self._caller(ebp) if ebp else 0)
         clock.extra += cost
         return True
 
     def _on_in(self, port, size, _key):
-        self.clock.icount = self._slice_base + self._counter.executed()  # the device reads the clock
+        icount = self._slice_base + self._current.value
+        self.clock.icount = icount  # the device reads the clock
         dev = self._ports[port]
         value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
-        if self._port_exit(port, size, value, Direction.IN):
+        if self._port_exit(icount, port, size, value, Direction.IN):
             self._reschedule()
         return value
 
     def _on_out(self, port, size, value, _key):
+        icount = self._slice_base + self._current.value
+        self.clock.icount = icount
         value &= (1 << (8 * size)) - 1
-        recorded = self._port_exit(port, size, value, Direction.OUT)
+        recorded = self._port_exit(icount, port, size, value, Direction.OUT)
         dev = self._ports[port]
         if dev is not None:
             dev.write(port, size, value)
