@@ -226,34 +226,31 @@ def by_reason(trace: Trace, pricing: Pricing) -> Report:
     return report
 
 
-def by_port(trace: Trace, pricing: Pricing) -> Report:
+def _access_report(trace: Trace, pricing: Pricing, by: str, reasons: tuple, header: str, where: str,
+                   words: tuple[str, str], marks: tuple[str, str]) -> Report:
+    """perf kvm stat --event=ioport / mmio: one row per (qualifier, direction), keyed `0x1f7:PIN`."""
     ex = trace.exits
-    select = ex["reason"] == ExitReason.IO_INSTRUCTION
+    select = np.isin(ex["reason"], reasons)
     keys = (ex["qualifier"][select].astype(np.int64) << 2) | ex["direction"][select].astype(np.int64)
-    report = _stat_report(trace, "port", "Analyze events for all VMs, all VCPUs (ioport)", "key",
-                          "IO Port Access", select, keys, pricing)
+    report = _stat_report(trace, by, f"Analyze events for all VMs, all VCPUs ({by if by == 'mmio' else 'ioport'})",
+                          "key", header, select, keys, pricing)
     for row in report.rows:
         k = int(row.pop("_label"))
-        port, d = k >> 2, k & 3
-        row["port"] = f"0x{port:x}"
-        row["direction"] = "in" if d == Direction.IN else "out"
-        row["key"] = f"0x{port:x}:{'PIN' if d == Direction.IN else 'POUT'}"
+        value, is_in = k >> 2, (k & 3) == Direction.IN
+        row[where] = f"0x{value:x}"
+        row["direction"] = words[0] if is_in else words[1]
+        row["key"] = f"0x{value:x}:{marks[0] if is_in else marks[1]}"
     return report
+
+
+def by_port(trace: Trace, pricing: Pricing) -> Report:
+    return _access_report(trace, pricing, "port", (ExitReason.IO_INSTRUCTION,), "IO Port Access", "port",
+                          ("in", "out"), ("PIN", "POUT"))
 
 
 def by_mmio(trace: Trace, pricing: Pricing) -> Report:
-    ex = trace.exits
-    select = (ex["reason"] == ExitReason.EPT_VIOLATION) | (ex["reason"] == ExitReason.APIC_ACCESS)
-    keys = (ex["qualifier"][select].astype(np.int64) << 2) | ex["direction"][select].astype(np.int64)
-    report = _stat_report(trace, "mmio", "Analyze events for all VMs, all VCPUs (mmio)", "key",
-                          "MMIO Access", select, keys, pricing)
-    for row in report.rows:
-        k = int(row.pop("_label"))
-        addr, d = k >> 2, k & 3
-        row["address"] = f"0x{addr:x}"
-        row["direction"] = "read" if d == Direction.IN else "write"
-        row["key"] = f"0x{addr:x}:{'R' if d == Direction.IN else 'W'}"
-    return report
+    return _access_report(trace, pricing, "mmio", (ExitReason.EPT_VIOLATION, ExitReason.APIC_ACCESS),
+                          "MMIO Access", "address", ("read", "write"), ("R", "W"))
 
 
 def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
