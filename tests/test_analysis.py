@@ -22,7 +22,7 @@ def synthetic() -> Trace:
         (1, 0x1210, ExitReason.EPT_VIOLATION, Place.USER, Direction.IN, 0xFED00000, 10, [0]),
     )
     rows = []
-    for n, rip, reason, place, direction, qual, cost, callers in spec:
+    for _n, rip, reason, place, direction, qual, cost, callers in spec:
         for c in callers:
             rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c))
     exits = np.array(rows, dtype=EXIT_DTYPE)

@@ -10,12 +10,13 @@ def make(**kw):
 
 
 def lba48(ide, lba, count, cmd):
-    for reg, hi, lo in ((0x1F1, 0, 0), (0x1F2, count >> 8, count & 0xFF), (0x1F3, lba >> 24 & 0xFF, lba & 0xFF),
-                        (0x1F4, 0, lba >> 8 & 0xFF), (0x1F5, 0, lba >> 16 & 0xFF)):
-        ide.write(reg, 1, hi)
-    for reg, hi, lo in ((0x1F1, 0, 0), (0x1F2, 0, count & 0xFF), (0x1F3, 0, lba & 0xFF),
-                        (0x1F4, 0, lba >> 8 & 0xFF), (0x1F5, 0, lba >> 16 & 0xFF)):
-        ide.write(reg, 1, lo)
+    """ide_tf_load order: the HOB bytes first, then the low bytes, then device and command."""
+    regs = (0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5)
+    hob = (0, count >> 8, lba >> 24 & 0xFF, 0, 0)
+    low = (0, count & 0xFF, lba & 0xFF, lba >> 8 & 0xFF, lba >> 16 & 0xFF)
+    for values in (hob, low):
+        for reg, value in zip(regs, values):
+            ide.write(reg, 1, value)
     ide.write(0x1F6, 1, 0xE0)
     ide.write(0x1F7, 1, cmd)
 

@@ -438,7 +438,7 @@ class KVM:
         for dev in self.timed:
             fired = dev.advance(now)
             if fired and running:
-                eip, ebp = self.uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
+                eip, ebp = self._eip_ebp()
                 vector = self.pic.vector_of(dev.irq)
                 for _ in range(fired):
                     self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
