@@ -122,3 +122,14 @@ def test_build_writes_a_bootable_elf(capsys, tmp_path):
     assert code == EXIT_OK and out_file.read_bytes()[:4] == b"\x7fELF"
     code, out, _ = run_cli(capsys, "run", str(out_file), "--by", "reason", "--format", "json")
     assert json.loads(out)["totals"]["status"] == "exited"
+
+
+def test_segment_outside_ram_is_bad_input(capsys, tmp_path):
+    from vmexit.asm import assemble, build_elf
+    code, syms = assemble(PRELUDE + "    hlt\n", base=0x100000)
+    path = tmp_path / "big.elf"
+    path.write_bytes(build_elf(code, syms, syms["_start"], bss=200 << 20))
+    code, _, err = run_cli(capsys, "run", str(path))
+    assert code == EXIT_USAGE and "outside guest RAM" in err
+    code, _, err = run_cli(capsys, "run", str(path), "--memory", "256M")
+    assert code == EXIT_OK

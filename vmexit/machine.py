@@ -26,7 +26,7 @@ from unicorn.x86_const import (
 )
 
 from ._uc import ExceptionStateReset, InstructionCounter
-from .loader import MULTIBOOT_BOOTLOADER_MAGIC, Image
+from .loader import MULTIBOOT_BOOTLOADER_MAGIC, Image, LoadError
 
 GDT_ADDRESS = 0x800
 MBI_ADDRESS = 0x900
@@ -75,8 +75,8 @@ class X86Machine:
         for seg in image.segments:
             end = seg.address + seg.memsize
             if seg.address < 0x1000 or end > self.ram_size:
-                raise GuestCrash(f"segment 0x{seg.address:x}-0x{end:x} lies outside guest RAM "
-                                 f"(0x1000-0x{self.ram_size:x})", seg.address)
+                raise LoadError(f"{image.name}: segment 0x{seg.address:x}-0x{end:x} lies outside guest RAM "
+                                f"(0x1000-0x{self.ram_size:x}; see --memory)")
             self.uc.mem_write(seg.address, seg.data)
             if seg.memsize > len(seg.data):
                 self.uc.mem_write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))

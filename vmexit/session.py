@@ -20,7 +20,7 @@ from .devices.unassigned import UnassignedMMIO
 from .exits import ExitRecorder
 from .hypervisors.kvm import KVM, RunEnd
 from .loader import Image
-from .machine import GuestCrash, X86Machine
+from .machine import X86Machine
 from .trace import Trace
 
 
@@ -50,26 +50,21 @@ def run(image: Image, profile: Profile, options: RunOptions,
     pic = PIC8259()
     vm: KVM | None = None
 
-    def guest_exit(value: int) -> None:
+    def guest_exit(value: int) -> None:  # the debug-exit device is built before the VM it ends
         vm.guest_exit(value)
 
     pit = PIT8254(clock.now, clock.freq_hz, lambda: pic.raise_irq(0))
     uart = UART16550(options.echo)
     ide = IDEDisk(disk, lambda: pic.raise_irq(14))
     devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, DebugExit(guest_exit)]
-    end: RunEnd
+    machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
+    machine.boot_multiboot(image.entry)
+    vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic, [UnassignedMMIO()])
+    max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
-        machine.load(image)
-    except GuestCrash as crash:
-        end = RunEnd("crashed", crash.cause, address=crash.address)
-    else:
-        machine.boot_multiboot(image.entry)
-        vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic, [UnassignedMMIO()])
-        max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
-        try:
-            end = vm.run(options.max_instructions, max_cycles, progress)
-        except KeyboardInterrupt:
-            end = RunEnd("interrupted", "interrupted by the user (Ctrl-C)")
+        end = vm.run(options.max_instructions, max_cycles, progress)
+    except KeyboardInterrupt:
+        end = RunEnd("interrupted", "interrupted by the user (Ctrl-C)")
     disk.flush()
     cycles = clock.now()
     meta = {
