@@ -98,3 +98,53 @@ def test_empty_trace():
     for by in analysis.BY_CHOICES:
         rep = analysis.report(t, by)
         assert rep.rows == [] and rep.totals["exits"] == 0
+
+
+def _after() -> Trace:
+    """The synthetic run after a change: the 0x1020 site coalesced away, one more VMCALL."""
+    t = synthetic()
+    keep = t.exits["rip"] != 0x1020
+    exits = t.exits[keep].copy()
+    extra = exits[exits["reason"] == ExitReason.VMCALL][:1].copy()
+    exits = np.concatenate([exits, extra])
+    exits["seq"] = np.arange(len(exits))
+    meta = dict(t.meta, instructions=100)
+    return Trace(exits, meta, dict(t.symbols))
+
+
+def test_compare_same_image_by_address():
+    before, after = synthetic(), _after()
+    before.meta["guest_sha256"] = after.meta["guest_sha256"] = "same"
+    rep = analysis.compare(before, after, "address")
+    rows = {r["key"]: (r["before"], r["after"], r["delta"], r["ratio"]) for r in rep.rows}
+    assert rows == {
+        "0x00001010 f": (5, 5, 0, 1.0),
+        "0x00001020 f": (3, 0, -3, 0.0),
+        "0x00001110 g": (2, 3, 1, 1.5),
+        "0x00001210 h": (2, 2, 0, 1.0),
+    }
+    assert rep.totals["matched_by"] == "address"
+    assert rep.totals["before"]["exits"] == 12 and rep.totals["after"]["exits"] == 10
+    assert rep.totals["after"]["instructions"] == 100
+
+
+def test_compare_different_images_match_by_function():
+    before, after = synthetic(), _after()
+    before.meta["guest_sha256"], after.meta["guest_sha256"] = "a", "b"
+    # the after image is laid out differently: every symbol moved by 0x100
+    after.symbols = {k: v + 0x100 for k, v in after.symbols.items()}
+    after.exits["rip"] += 0x100
+    rep = analysis.compare(before, after, "address")
+    assert rep.totals["matched_by"] == "function name"
+    assert {r["key"]: (r["before"], r["after"]) for r in rep.rows} == {"f": (8, 5), "g": (2, 3), "h": (2, 2)}
+
+
+def test_compare_by_reason_and_port():
+    rep = analysis.compare(synthetic(), _after(), "reason")
+    assert {r["key"]: r["delta"] for r in rep.rows} == {"IO_INSTRUCTION": -3, "VMCALL": 1, "APIC_ACCESS": 0,
+                                                        "EPT_VIOLATION": 0}
+    rep = analysis.compare(synthetic(), _after(), "port")
+    assert [(r["key"], r["before"], r["after"], r["ratio"]) for r in rep.rows] == [
+        ("0x1f7:PIN", 5, 5, 1.0), ("0x1f0:POUT", 3, 0, 0.0)]
+    with pytest.raises(ValueError):
+        analysis.compare(synthetic(), _after(), "mmio")

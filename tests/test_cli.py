@@ -133,3 +133,15 @@ def test_segment_outside_ram_is_bad_input(capsys, tmp_path):
     assert code == EXIT_USAGE and "outside guest RAM" in err
     code, _, err = run_cli(capsys, "run", str(path), "--memory", "256M")
     assert code == EXIT_OK
+
+
+def test_compare_two_runs(capsys, tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert run_cli(capsys, "run", "ide", "-o", str(a))[0] == EXIT_OK
+    assert run_cli(capsys, "run", "ide", "-D", "SECTORS=4", "-o", str(b))[0] == EXIT_OK
+    code, out, _ = run_cli(capsys, "compare", str(a), str(b), "--format", "json")
+    doc = json.loads(out)
+    rows = {r["key"]: r for r in doc["rows"]}
+    # 11 taskfile outb per request: 32 requests before, 8 after
+    assert code == EXIT_OK and rows["__ide_do_rw_disk"]["before"] == 352 and rows["__ide_do_rw_disk"]["after"] == 88
+    assert doc["totals"]["matched_by"] == "function name"

@@ -253,6 +253,70 @@ def by_mmio(trace: Trace, pricing: Pricing) -> Report:
                           "MMIO Access", "address", ("read", "write"), ("R", "W"))
 
 
+COMPARE_CHOICES = ("function", "address", "reason", "port")
+
+
+def _keyed_counts(trace: Trace, by: str, same_image: bool) -> dict[str, tuple[int, float]]:
+    """{row key: (exits, modeled seconds)} for one side of a comparison."""
+    ex = trace.exits
+    cost = ex["cost"].astype(np.float64) / trace.freq_hz
+    if by == "reason":
+        ints = ex["reason"].astype(np.int64)
+        label = lambda k: reason_name(k)  # noqa: E731
+        select = slice(None)
+    elif by == "port":
+        select = ex["reason"] == ExitReason.IO_INSTRUCTION
+        ints = (ex["qualifier"][select].astype(np.int64) << 2) | ex["direction"][select].astype(np.int64)
+        label = lambda k: f"0x{k >> 2:x}:{'PIN' if (k & 3) == Direction.IN else 'POUT'}"  # noqa: E731
+    elif by == "address" and same_image:
+        ints = ex["rip"].astype(np.int64)
+        symtab = SymbolTable(trace.symbols)
+        label = lambda k: f"0x{k:08x} {symtab.name(k)}"  # noqa: E731
+        select = slice(None)
+    else:  # function, or address across different images: match by function name
+        symtab = SymbolTable(trace.symbols)
+        ints = symtab.index(ex["rip"])
+        label = lambda k: str(symtab.names[k])  # noqa: E731
+        select = slice(None)
+    uniq, inverse, counts = _group(ints)
+    sums = np.bincount(inverse, weights=cost[select], minlength=len(uniq))
+    return {label(int(k)): (int(c), float(t)) for k, c, t in zip(uniq, counts, sums)}
+
+
+def compare(before: Trace, after: Trace, by: str = "function", top: int | None = None) -> Report:
+    """The KVM paper's Table 4: exits per site before and after a change, with delta and ratio.
+    Rows are matched by address when both traces come from the same image, by function name otherwise."""
+    if by not in COMPARE_CHOICES:
+        raise ValueError(f"unknown comparison {by!r} (choose from {', '.join(COMPARE_CHOICES)})")
+    same_image = before.meta.get("guest_sha256") == after.meta.get("guest_sha256")
+    b = _keyed_counts(before, by, same_image)
+    a = _keyed_counts(after, by, same_image)
+    keys = sorted(set(b) | set(a), key=lambda k: (-b.get(k, (0, 0))[0], -a.get(k, (0, 0))[0], k))
+    rows = []
+    for key in keys[:top] if top is not None else keys:
+        nb, tb = b.get(key, (0, 0.0))
+        na, ta = a.get(key, (0, 0.0))
+        rows.append({"key": key, "before": nb, "after": na, "delta": na - nb,
+                     "ratio": (na / nb) if nb else None, "time_before_s": tb, "time_after_s": ta})
+    matched = "address" if (by == "address" and same_image) else ("function name" if by in ("function", "address") else by)
+
+    def side(t: Trace) -> dict:
+        m = t.meta
+        return {"guest": m.get("guest"), "exits": int(len(t.exits)),
+                "time_s": float(t.exits["cost"].astype(np.float64).sum() / t.freq_hz),
+                "instructions": int(m.get("instructions", 0)), "virtual_seconds": float(m.get("virtual_seconds", 0.0)),
+                "status": m.get("status")}
+
+    totals = {"before": side(before), "after": side(after), "matched_by": matched}
+    columns = [Column("key", {"port": "IO Port Access", "reason": "VM-EXIT"}.get(by, "site"), "str"),
+               Column("before", "before", "int"), Column("after", "after", "int"),
+               Column("delta", "delta", "signed"), Column("ratio", "ratio", "ratio"),
+               Column("time_before_s", "time before s", "seconds"), Column("time_after_s", "time after s", "seconds")]
+    title = (f"Exits before and after ({before.meta.get('guest', '?')} -> {after.meta.get('guest', '?')}, "
+             f"by {by}, matched by {matched})")
+    return Report(by=f"compare-{by}", title=title, columns=columns, rows=rows, totals=totals)
+
+
 def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
            profile=None) -> Report:
     """The report `by` for a trace, priced by its own costs or re-priced by `profile`."""

@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", help="re-price the trace under another cost profile")
     _report_options(rep)
 
+    c = sub.add_parser("compare", help="exits per site before and after a change (the paper's Table 4)")
+    c.add_argument("before", help="trace of the run before")
+    c.add_argument("after", help="trace of the run after")
+    c.add_argument("--by", choices=analysis.COMPARE_CHOICES, default="function")
+    c.add_argument("--top", type=int, default=0, help="rows to show (0: all, the default)")
+    c.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
+
     b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
     b.add_argument("guest", help="bundled guest name or assembly source")
     b.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE")
@@ -212,6 +220,13 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args) -> int:
+    before, after = load_trace(args.before), load_trace(args.after)
+    rep = analysis.compare(before, after, args.by, None if args.top == 0 else args.top)
+    _emit(RENDERERS[args.format](rep), args.report_file)
+    return EXIT_OK
+
+
 def cmd_build(args) -> int:
     image = resolve(args.guest, dict(args.defines))
     elf = getattr(image, "elf", None)
@@ -226,7 +241,7 @@ def cmd_build(args) -> int:
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "build": cmd_build}
+            "compare": cmd_compare, "build": cmd_build}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pytest
 from vmexit import analysis
 from vmexit.render import RENDERERS
 
-from ..test_analysis import synthetic
+from ..test_analysis import _after, synthetic
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 EXT = {"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}
@@ -59,3 +59,24 @@ def test_csv_parses_back():
     text = RENDERERS["csv"](analysis.report(synthetic(), "address"))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["count"]) for r in rows] == [5, 3, 2, 2]
+
+
+@pytest.mark.parametrize("fmt", list(RENDERERS))
+@pytest.mark.parametrize("by", ["function", "address", "reason", "port"])
+def test_compare_golden(fmt, by, update_golden):
+    before, after = synthetic(), _after()
+    before.meta["guest_sha256"] = after.meta["guest_sha256"] = "same"
+    out = RENDERERS[fmt](analysis.compare(before, after, by))
+    path = GOLDEN / f"compare-{by}.{EXT[fmt]}"
+    if update_golden:
+        path.write_text(out)
+    assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
+    assert out == path.read_text()
+
+
+def test_compare_json_contract():
+    doc = json.loads(RENDERERS["json"](analysis.compare(synthetic(), _after(), "function")))
+    assert doc["by"] == "compare-function"
+    for row in doc["rows"]:
+        assert {"key", "before", "after", "delta", "ratio"} <= row.keys()
+    assert {"before", "after", "matched_by"} <= doc["totals"].keys()

@@ -23,6 +23,10 @@ def cell(kind: str, value, row: dict | None = None) -> str:
         return f"{value:.2f}%"
     if kind == "us":
         return f"{value:.2f}us"
+    if kind == "signed":
+        return f"{int(value):+,}"
+    if kind == "ratio":
+        return f"{value:.3f}"
     if kind == "us_pm":
         spread = (row or {}).get("stddev_pct", 0.0)
         return f"{value:.2f}us ( +-{spread:6.2f}% )"
@@ -31,6 +35,14 @@ def cell(kind: str, value, row: dict | None = None) -> str:
 
 def totals_line(report) -> str:
     t = report.totals
+    if "before" in t:
+        b, a = t["before"], t["after"]
+
+        def change(key: str, fmt: str) -> str:
+            ratio = f" ({a[key] / b[key]:.3f}x)" if b[key] else ""
+            return f"{key} {format(b[key], fmt)} -> {format(a[key], fmt)}{ratio}"
+        return ("Total: " + ", ".join([change("exits", ","), change("time_s", ".6f"), change("instructions", ","),
+                                       change("virtual_seconds", ".6f")]))
     return (f"Total: {t['exits']:,} exits, {t['time_s']:.6f} s modeled exit time, "
             f"{t['instructions']:,} instructions, {t['virtual_seconds']:.6f} s virtual; "
             f"{t['status']}: {t['detail']}")
