@@ -12,11 +12,14 @@ from .clock import Clock
 from .costs import Profile
 from .devices.debugexit import DebugExit
 from .devices.ide import Disk, IDEDisk
+from .devices.ioapic import IOAPIC
+from .devices.irq import InterruptRouter
+from .devices.lapic import LocalAPIC
 from .devices.pic import PIC8259
 from .devices.pit import PIT8254
 from .devices.pmtimer import PMTimer
 from .devices.uart import UART16550
-from .devices.unassigned import UnassignedMMIO
+from .devices.unassigned import unassigned_gaps
 from .exits import ExitRecorder
 from .hypervisors.kvm import KVM, RunEnd
 from .loader import Image
@@ -53,13 +56,18 @@ def run(image: Image, profile: Profile, options: RunOptions,
     def guest_exit(value: int) -> None:  # the debug-exit device is built before the VM it ends
         vm.guest_exit(value)
 
-    pit = PIT8254(clock.now, clock.freq_hz, lambda: pic.raise_irq(0))
+    lapic = LocalAPIC(clock.now, clock.freq_hz, on_eoi=lambda vector: ioapic.eoi(vector))
+    ioapic = IOAPIC(deliver=lapic.accept)
+    irqs = InterruptRouter(pic, lapic, ioapic)
+    pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0))
     uart = UART16550(options.echo)
-    ide = IDEDisk(disk, lambda: pic.raise_irq(14))
-    devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, DebugExit(guest_exit)]
+    ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
+    port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, DebugExit(guest_exit)]
+    mmio_devices = [ioapic, lapic]
+    mmio_devices += unassigned_gaps(mmio_devices)
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
-    vm = KVM(machine, image, clock, profile, recorder, devices, [pit], pic, [UnassignedMMIO()])
+    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic], irqs, mmio_devices)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)
@@ -88,5 +96,6 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "console": uart.output.decode("latin-1"),
         "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
                 "sectors_written": ide.sectors_written},
+        "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))

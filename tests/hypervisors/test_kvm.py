@@ -420,3 +420,71 @@ def test_fast_register_path_gives_identical_traces(guest, monkeypatch):
     monkeypatch.setattr(_uc.CpuState, "locate", classmethod(lambda cls, uc: None))
     slow = session.run(guests.resolve(guest), load_profile(None), session.RunOptions()).to_bytes()
     assert fast == slow
+
+
+def test_lapic_timer_interrupts_and_eoi_exits():
+    # Enable the LAPIC, periodic timer on vector 0x40 every 100,000 bus cycles (100 us = 283,000
+    # cycles at 2.83 GHz), wait for 4 ticks; the handler EOIs through the LAPIC: one APIC_ACCESS each.
+    t = run_inline(IDT_SETUP + """
+    mov dword ptr [0xfee000f0], 0x1ff
+    mov dword ptr [0xfee003e0], 0xb
+    mov dword ptr [0xfee00320], 0x20040
+    mov dword ptr [0xfee00380], 100000
+    sti
+.Lwait:
+    cmp dword ptr [ticks], 4
+    jb .Lwait
+    cli
+""" + EXIT + """
+handler:
+    inc dword ptr [ticks]
+eoi:
+    mov dword ptr [0xfee000b0], 0
+    iretd
+.align 4
+ticks:
+    .long 0
+""" + IDT_DATA)
+    assert t.meta["status"] == "exited"
+    ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
+    assert len(ext) == 4 and set(ext["qualifier"].tolist()) == {0x40}
+    eoi = t.exits[(t.exits["reason"] == ExitReason.APIC_ACCESS) & (t.exits["rip"] == t.symbols["eoi"])]
+    assert len(eoi) == 4 and set(eoi["qualifier"].tolist()) == {0xFEE000B0}
+    # periods are exact: 100,000 bus cycles at 1 GHz = 283,000 CPU cycles
+    assert np.all(np.diff(ext["cycles"].astype(np.int64)) == 283000)
+
+
+def test_pit_through_the_ioapic():
+    # PIC fully masked; the PIT's IRQ0 reaches I/O APIC pin 2, routed to vector 0x31 (edge)
+    t = run_inline(IDT_SETUP + """
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+    mov dword ptr [0xfee000f0], 0x1ff
+    mov dword ptr [0xfec00000], 0x14
+    mov dword ptr [0xfec00010], 0x31
+    mov al, 0x34
+    out 0x43, al
+    mov al, 0xa9
+    out 0x40, al
+    mov al, 0x04
+    out 0x40, al
+    sti
+.Lwait:
+    cmp dword ptr [ticks], 2
+    jb .Lwait
+    cli
+""" + EXIT + """
+handler:
+    inc dword ptr [ticks]
+    mov dword ptr [0xfee000b0], 0
+    iretd
+.align 4
+ticks:
+    .long 0
+""" + IDT_DATA)
+    assert t.meta["status"] == "exited"
+    ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
+    assert ext["qualifier"].tolist() == [0x31, 0x31]
+    ioapic = t.exits[(t.exits["reason"] == ExitReason.EPT_VIOLATION) & (t.exits["place"] == Place.KERNEL)]
+    assert ioapic["qualifier"].tolist() == [0xFEC00000, 0xFEC00010]

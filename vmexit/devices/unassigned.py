@@ -20,3 +20,15 @@ class UnassignedMMIO:
 
     def write(self, offset: int, size: int, value: int) -> None:
         pass
+
+
+def unassigned_gaps(devices: list, base: int = CHIPSET_BASE, size: int = CHIPSET_SIZE) -> list[UnassignedMMIO]:
+    """Unassigned regions covering the chipset window around the modeled MMIO devices."""
+    gaps, at = [], base
+    for dev in sorted(devices, key=lambda d: d.base):
+        if dev.base > at:
+            gaps.append(UnassignedMMIO(at, dev.base - at))
+        at = max(at, dev.base + dev.size)
+    if at < base + size:
+        gaps.append(UnassignedMMIO(at, base + size - at))
+    return gaps

@@ -53,6 +53,8 @@ DEVICE_PLACES: dict[str, Place] = {
     "ide": Place.USER,
     "debugexit": Place.USER,
     "unassigned": Place.USER,
+    "lapic": Place.KERNEL,
+    "ioapic": Place.KERNEL,
 }
 #: The LAPIC page: accesses to it exit as APIC_ACCESS (handled in KVM), other MMIO as EPT_VIOLATION.
 APIC_PAGE = 0xFEE00000
@@ -439,7 +441,7 @@ class KVM:
             fired = dev.advance(now)
             if fired and running:
                 eip, ebp = self._eip_ebp()
-                vector = self.pic.vector_of(dev.irq)
+                vector = dev.timer_vector() if hasattr(dev, "timer_vector") else self.pic.vector_of(dev.irq)
                 for _ in range(fired):
                     self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
 
