@@ -193,8 +193,9 @@ class IDEDisk:
     def _data_read(self, size: int) -> int:
         if not self.status & ST_DRQ or self.writing:
             return (1 << (8 * size)) - 1
-        value = int.from_bytes(self.buffer[self.pos:self.pos + size], "little")
-        self.pos += size
+        take = min(size, SECTOR - self.pos)  # an access straddling the sector end gets the rest only
+        value = int.from_bytes(self.buffer[self.pos:self.pos + take], "little")
+        self.pos += take
         if self.pos >= SECTOR:
             self.remaining -= 1
             if self.remaining > 0:
@@ -207,8 +208,9 @@ class IDEDisk:
     def _data_write(self, size: int, value: int) -> None:
         if not self.status & ST_DRQ or not self.writing:
             return
-        self.buffer[self.pos:self.pos + size] = value.to_bytes(size, "little")
-        self.pos += size
+        take = min(size, SECTOR - self.pos)
+        self.buffer[self.pos:self.pos + take] = value.to_bytes(size, "little")[:take]
+        self.pos += take
         if self.pos >= SECTOR:
             self.disk.write(self.lba, self.buffer)
             self.sectors_written += 1
