@@ -29,7 +29,7 @@ def write_guest(tmp_path, body, name="g.elf"):
 def test_guests_lists_bundled(capsys):
     code, out, _ = run_cli(capsys, "guests")
     assert code == EXIT_OK
-    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide"]
+    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide", "specjbb"]
 
 
 def test_run_ide_save_and_report(capsys, tmp_path):
@@ -145,3 +145,28 @@ def test_compare_two_runs(capsys, tmp_path):
     # 11 taskfile outb per request: 32 requests before, 8 after
     assert code == EXIT_OK and rows["__ide_do_rw_disk"]["before"] == 352 and rows["__ide_do_rw_disk"]["after"] == 88
     assert doc["totals"]["matched_by"] == "function name"
+
+
+def test_ctrl_c_keeps_the_trace(capsys, tmp_path, monkeypatch):
+    from vmexit.devices import uart
+    calls = []
+
+    def interrupted(self, port, size, value):
+        calls.append(port)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(uart.UART16550, "write", interrupted)
+    trace = tmp_path / "t.npz"
+    code, _, err = run_cli(capsys, "run", "ide", "-o", str(trace))
+    assert code == 130 and "interrupted" in err and "trace saved" in err
+    t = load(trace)
+    assert t.meta["status"] == "interrupted" and len(t.exits) >= 19
+
+
+def test_huge_bss_is_refused_without_allocating(capsys, tmp_path):
+    from vmexit.asm import assemble, build_elf
+    code, syms = assemble(PRELUDE + "    hlt\n", base=0x100000)
+    path = tmp_path / "huge.elf"
+    path.write_bytes(build_elf(code, syms, syms["_start"], bss=0xFFF00000))
+    code, _, err = run_cli(capsys, "run", str(path))
+    assert code == EXIT_USAGE and "outside guest RAM" in err

@@ -126,3 +126,34 @@ def test_committed_elf_is_what_runs():
     for name in guests.GUESTS:
         image = guests.resolve(name)
         assert (guests.guests_dir() / f"{name}.elf").read_bytes() == image.elf
+
+
+def test_specjbb_timer_paths_by_construction():
+    t = session.run(guests.resolve("specjbb"), load_profile(None), session.RunOptions())
+    assert t.meta["status"] == "exited" and t.meta["console"] == "specjbb: start\nspecjbb: done\n"
+    sym = t.symbols
+
+    def in_function(name):
+        start = sym[name]
+        end = min(a for a in sym.values() if a > start)
+        return (t.exits["rip"] >= start) & (t.exits["rip"] < end)
+
+    jiffies = 20
+    apic = t.exits["reason"] == ExitReason.APIC_ACCESS
+    # every PIT tick: one EOI in ack_ioapic_irq and the timer_ack pair in timer_interrupt
+    assert int((apic & in_function("ack_ioapic_irq")).sum()) == jiffies
+    io = t.exits["reason"] == ExitReason.IO_INSTRUCTION
+    assert int((io & in_function("timer_interrupt")).sum()) == 2 * jiffies
+    # every LAPIC tick that was taken: one EOI in smp_apic_timer_interrupt
+    local_ticks = t.meta["lapic"]["timer_interrupts"]
+    eois = int((apic & in_function("smp_apic_timer_interrupt")).sum())
+    # every timer event fired while the guest ran: one EXTERNAL_INTERRUPT (a last LAPIC tick may fire
+    # after the final cli and never be taken)
+    assert count(t, ExitReason.EXTERNAL_INTERRUPT) == jiffies + local_ticks
+    assert eois in (local_ticks, local_ticks - 1)
+    ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
+    assert set(ext["qualifier"].tolist()) == {0x31, 0xEF}
+    # setup: TPR write, SVR read and write, two I/O APIC register pairs, three LAPIC timer writes
+    assert int((t.exits["reason"] == ExitReason.EPT_VIOLATION).sum()) == 4
+    assert int((apic & in_function("setup_local_APIC")).sum()) == 3
+    assert int((apic & in_function("setup_APIC_timer")).sum()) == 3

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 not insta
 
 
 @pytest.mark.parametrize("name", list(guests.GUESTS))
-def test_boots_in_qemu_like_in_vmexit(name, tmp_path, timer_trace, ide_trace):
-    trace = {"timer": timer_trace, "ide": ide_trace}[name]
+def test_boots_in_qemu_like_in_vmexit(name, tmp_path):
+    from vmexit import session
+    from vmexit.costs import load_profile
+    trace = session.run(guests.resolve(name), load_profile(None), session.RunOptions())
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(16 << 20))
     serial = tmp_path / "serial.txt"

@@ -488,3 +488,20 @@ ticks:
     assert ext["qualifier"].tolist() == [0x31, 0x31]
     ioapic = t.exits[(t.exits["reason"] == ExitReason.EPT_VIOLATION) & (t.exits["place"] == Place.KERNEL)]
     assert ioapic["qualifier"].tolist() == [0xFEC00000, 0xFEC00010]
+
+
+def test_self_modifying_code():
+    # patch the immediate of a later `mov al, 1` to 7 before running it
+    t = run_inline("""
+    mov byte ptr [patched + 1], 7
+patched:
+    mov al, 1
+    out 0x80, al
+""" + EXIT)
+    out = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x80)]
+    assert out["value"].tolist() == [7]
+
+
+def test_runaway_loop_with_interrupts_off_hits_the_budget():
+    t = run_inline("    cli\nspin:\n    jmp spin\n", max_instructions=100000)
+    assert t.meta["status"] == "budget" and t.meta["instructions"] == 100000
