@@ -170,3 +170,15 @@ def test_huge_bss_is_refused_without_allocating(capsys, tmp_path):
     path.write_bytes(build_elf(code, syms, syms["_start"], bss=0xFFF00000))
     code, _, err = run_cli(capsys, "run", str(path))
     assert code == EXIT_USAGE and "outside guest RAM" in err
+
+
+def test_paper_beside_ours(capsys):
+    code, out, _ = run_cli(capsys, "run", "specjbb", "--paper", "--format", "json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and doc["by"] == "paper"
+    paper_rows = [r for r in doc["rows"] if r["paper_rank"] is not None]
+    assert [r["function"] for r in paper_rows] == ["ack_ioapic_irq", "__do_softirq", "timer_interrupt",
+                                                   "smp_apic_timer_interrupt", "timer_interrupt"]
+    assert paper_rows[0]["paper_exits"] == 607251 and paper_rows[0]["count"] == 20
+    code, _, err = run_cli(capsys, "run", "ide", "--paper")
+    assert code == EXIT_USAGE and "no table" in err

@@ -11,7 +11,9 @@ Time is modeled cost: the trace's own costs, or a profile's prices when a report
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -315,6 +317,49 @@ def compare(before: Trace, after: Trace, by: str = "function", top: int | None =
     title = (f"Exits before and after ({before.meta.get('guest', '?')} -> {after.meta.get('guest', '?')}, "
              f"by {by}, matched by {matched})")
     return Report(by=f"compare-{by}", title=title, columns=columns, rows=rows, totals=totals)
+
+
+PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
+
+
+def paper_table_for(guest: str) -> dict | None:
+    """The KVM paper's table whose workload this guest models, if any."""
+    doc = json.loads(PAPER_DATA.read_text(encoding="utf-8"))
+    for table in doc["tables"].values():
+        if guest in table["guests"]:
+            return dict(table, source=doc["source"])
+    return None
+
+
+def beside_paper(trace: Trace, table: dict) -> Report:
+    """Ours beside the paper: one row per function the paper lists (its rows keep their rank),
+    with our exits, time share and rank for that function; then our other top functions."""
+    ours = hot_sites(trace, "function", None, "caller" in table["rows"][0], Pricing.of(trace))
+    by_function = {r["function"]: r for r in ours.rows}
+    rows, seen = [], set()
+    for p in table["rows"]:
+        mine = by_function.get(p["function"], {})
+        seen.add(p["function"])
+        row = {"paper_rank": p["rank"], "function": p["function"], "paper_address": p["address"],
+               "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"),
+               "rank": mine.get("rank"), "count": mine.get("count"), "time_pct": mine.get("time_pct")}
+        if "caller" in p:
+            row.update(paper_caller=p["caller"], caller=mine.get("caller"))
+        rows.append(row)
+    for mine in ours.rows[:5]:
+        if mine["function"] not in seen:
+            rows.append({"paper_rank": None, "function": mine["function"], "paper_address": None,
+                         "paper_exits": None, "paper_time_pct": None, "rank": mine["rank"],
+                         "count": mine["count"], "time_pct": mine["time_pct"]})
+    columns = [Column("paper_rank", "paper #", "int"), Column("function", "function", "str"),
+               Column("paper_exits", "paper exits", "int"), Column("paper_time_pct", "paper %", "pct"),
+               Column("rank", "our #", "int"), Column("count", "our exits", "int"),
+               Column("time_pct", "our % of run", "pct")]
+    if "caller" in table["rows"][0]:
+        columns[2:4] = [Column("paper_caller", "paper caller", "str")]
+        columns.append(Column("caller", "our caller", "str"))
+    return Report(by="paper", title=f"{table['title']} beside {trace.meta.get('guest', '?')}",
+                  columns=columns, rows=rows, totals=_totals(trace, Pricing.of(trace)))
 
 
 def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,

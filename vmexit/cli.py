@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--paper", action="store_true",
+                   help="print ours beside the KVM paper's table for this workload (specjbb, timer: Table 1)")
     _report_options(r)
 
     rep = sub.add_parser("report", help="report on a saved trace")
@@ -190,6 +192,9 @@ def cmd_run(args) -> int:
                          max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
                          echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
+    paper = analysis.paper_table_for(image.name) if args.paper else None
+    if args.paper and paper is None:
+        raise UsageError(f"the KVM paper has no table for guest {image.name!r}")
     progress = _Progress(show, args.max_instructions)
     try:
         trace = run(image, profile, options, progress)
@@ -203,7 +208,10 @@ def cmd_run(args) -> int:
         except OSError as e:
             print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
             return EXIT_USAGE
-    _emit(_render(trace, args), args.report_file)
+    if paper is not None:
+        _emit(RENDERERS[args.format](analysis.beside_paper(trace, paper)), args.report_file)
+    else:
+        _emit(_render(trace, args), args.report_file)
     status = trace.meta["status"]
     code = STATUS_EXIT_CODES.get(status, EXIT_INTERNAL)
     if code != EXIT_OK:
