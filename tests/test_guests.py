@@ -110,7 +110,7 @@ def test_timer_hz_constant():
 
 
 def test_same_guest_same_trace_bytes():
-    for name in ("timer", "ide"):
+    for name in guests.GUESTS:
         a = session.run(guests.resolve(name), load_profile(None), session.RunOptions()).to_bytes()
         b = session.run(guests.resolve(name), load_profile(None), session.RunOptions()).to_bytes()
         assert a == b, name
