@@ -25,9 +25,12 @@ class InterruptRouter:
             self.ioapic.raise_pin(ISA_TO_IOAPIC.get(irq, irq))
 
     def pending(self) -> bool:
-        if self.lapic is not None and self.lapic.pending_vector() is not None:
+        # asked after every exit: the common case (nothing requested anywhere) returns at once
+        lapic = self.lapic
+        if lapic is not None and lapic.irr and lapic.pending_vector() is not None:
             return True
-        return self.pic.pending()
+        master = self.pic.master
+        return bool(master.irr & ~master.imr) and self.pic.pending()
 
     def acknowledge(self) -> int | None:
         if self.lapic is not None:

@@ -73,7 +73,7 @@ class LocalAPIC:
         return self.tpr if (self.tpr >> 4) >= (isrv >> 4) else isrv & 0xF0
 
     def pending_vector(self) -> int | None:
-        if not self.enabled or not self.irr:
+        if not self.irr or not self.svr & 0x100:
             return None
         vector = self.irr.bit_length() - 1
         return vector if (vector >> 4) > (self._ppr() >> 4) else None

@@ -124,10 +124,13 @@ class KVM:
         self.timed = timed_devices
         self._ports: list = [None] * 0x10000
         self._places = bytearray([Place.USER]) * 0x10000
+        self._timer_ports = [False] * 0x10000
         for dev in port_devices:
             for p in dev.ports:
                 self._ports[p] = dev
                 self._places[p] = DEVICE_PLACES.get(dev.name, Place.USER)
+                self._timer_ports[p] = dev in timed_devices
+        self._due: int | None = None  # next device event, cached for the current slice
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
         self.msrs: dict[int, int] = dict(MSRS)
@@ -197,8 +200,9 @@ class KVM:
             eip, ebp = self._eip_ebp()
             self._exit(reason, place, Direction.OUT, eip, base + offset, size, value, ebp)
             dev.write(offset, size, value)
-            self._reschedule()
+            self._reschedule(timers_changed=timed)
 
+        timed = dev in self.timed
         self.uc.mmio_map(base, dev.size, on_read, None, on_write, None)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + dev.size - 1)
         self._mmio_keep = getattr(self, "_mmio_keep", []) + [on_read, on_write]
@@ -226,12 +230,16 @@ class KVM:
                         size, value, cost, self._caller(ebp))
         self.clock.extra += cost
 
-    def _reschedule(self) -> None:
-        """After an exit inside a slice: end the slice where the next event is now due."""
+    def _reschedule(self, timers_changed: bool = False) -> None:
+        """After an exit inside a slice: end the slice where the next event is now due. The due time
+        itself is cached per slice and recomputed only when the exit wrote to a timer device; the
+        exit's cost still moves the instruction at which it falls."""
         if self._end is not None or self.pic.pending():
             self._counter.stop_after_current()
             return
-        due = self._next_due()
+        if timers_changed:
+            self._due = self._next_due()
+        due = self._due
         if due is not None:
             k = self.clock.icount_when(due)
             counter = self._counter
@@ -291,7 +299,7 @@ class KVM:
         if dev is not None:
             dev.write(port, size, value)
         if recorded or self._end is not None or self.pic.pending():
-            self._reschedule()
+            self._reschedule(timers_changed=self._timer_ports[port])
 
     def _on_cpuid(self, uc, _data):
         eip, ebp, leaf, sub = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP, UC_X86_REG_EAX, UC_X86_REG_ECX])
@@ -593,6 +601,7 @@ class KVM:
                 if max_instructions is not None:
                     limit = min(limit, max_instructions - clock.icount)
                 self._caller_paging = self._paging_on()
+                self._due = due
                 self._slice_base = clock.icount
                 end = self.m.run_slice(max(limit, 1))
                 clock.icount = self._slice_base + end.executed
