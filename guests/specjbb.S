@@ -227,67 +227,15 @@ ack_ioapic_irq:
     pop ebp
     ret
 
-# timer_interrupt(): the timer_ack path (OCW3 poll command and read), then do_timer().
-timer_interrupt:
-    push ebp
-    mov ebp, esp
-    mov al, 0x0c
-    out PIC_MASTER_CMD, al
-    in al, PIC_MASTER_CMD
-    call do_timer
-    pop ebp
-    ret
-
-do_timer:
-    push ebp
-    mov ebp, esp
-    inc dword ptr [jiffies]
-    or dword ptr [softirq_pending], 1
-    pop ebp
-    ret
-
-# irq_exit(): run pending softirqs.
-irq_exit:
-    push ebp
-    mov ebp, esp
-    cmp dword ptr [softirq_pending], 0
-    je .Lirq_exit_done
-    call __do_softirq
-.Lirq_exit_done:
-    pop ebp
-    ret
-
-# __do_softirq(): clear the pending mask and run the handlers with interrupts enabled.
-__do_softirq:
-    push ebp
-    mov ebp, esp
-    mov dword ptr [softirq_pending], 0
-    sti
-    call run_timer_softirq
-    cli
-    pop ebp
-    ret
-
-run_timer_softirq:
-    push ebp
-    mov ebp, esp
-    inc dword ptr [timer_softirq_runs]
-    pop ebp
-    ret
-
 msg_start:
     .asciz "specjbb: start\n"
 msg_done:
     .asciz "specjbb: done\n"
 .align 4
-jiffies:
-    .long 0
 local_ticks:
-    .long 0
-softirq_pending:
-    .long 0
-timer_softirq_runs:
     .long 0
 .align 16
 heap:
     .fill 1024, 4, 0
+
+.include "lib/tick.S"
