@@ -88,7 +88,8 @@ def test_ide_counts_by_construction(ide_trace):
     # each 512-byte rep insw/outsw is one string-PIO exit (KVM moves up to 1 KiB per exit)
     data = io[io["qualifier"] == 0x1F0]
     assert len(data) == requests + 1 and set(data["size"].tolist()) == {512}
-    assert t.meta["ide"] == {"commands": requests + 1, "sectors_read": sectors + 0, "sectors_written": sectors}
+    assert t.meta["ide"] == {"commands": requests + 1, "sectors_read": sectors, "sectors_written": sectors,
+                             "dma_transfers": 0}
 
 
 def test_ide_sectors_constant():

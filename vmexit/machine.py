@@ -87,6 +87,17 @@ class X86Machine:
             return int.from_bytes(self.ram[paddr:paddr + 4], "little")
         return None
 
+    def read_physical(self, paddr: int, size: int) -> bytes | None:
+        """Guest-physical bytes for a device (DMA); None when any part is outside RAM."""
+        return self.ram[paddr:paddr + size] if self.in_ram(paddr, size) else None
+
+    def write_physical(self, paddr: int, data: bytes) -> bool:
+        """A device's write to guest RAM (through Unicorn, so translated code stays coherent)."""
+        if not self.in_ram(paddr, len(data)):
+            return False
+        self.uc.mem_write(paddr, bytes(data))
+        return True
+
     def in_ram(self, address: int, size: int = 1) -> bool:
         return 0 <= address and address + size <= self.ram_size
 

@@ -10,11 +10,13 @@ from typing import Callable
 from . import __version__
 from .clock import Clock
 from .costs import Profile
+from .devices.bmdma import BusMasterIDE
 from .devices.debugexit import DebugExit
 from .devices.ide import Disk, IDEDisk
 from .devices.ioapic import IOAPIC
 from .devices.irq import InterruptRouter
 from .devices.lapic import LocalAPIC
+from .devices.pci import PCIConfig
 from .devices.pic import PIC8259
 from .devices.pit import PIT8254
 from .devices.pmtimer import PMTimer
@@ -62,7 +64,9 @@ def run(image: Image, profile: Profile, options: RunOptions,
     pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0))
     uart = UART16550(options.echo)
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
-    port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, DebugExit(guest_exit)]
+    bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical)
+    port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(),
+                    DebugExit(guest_exit)]
     mmio_devices = [ioapic, lapic]
     mmio_devices += unassigned_gaps(mmio_devices)
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
@@ -95,7 +99,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "end_address": end.address,
         "console": uart.output.decode("latin-1"),
         "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
-                "sectors_written": ide.sectors_written},
+                "sectors_written": ide.sectors_written, "dma_transfers": bmdma.transfers},
         "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))

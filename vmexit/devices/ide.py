@@ -2,7 +2,7 @@
 
 Commands (ATA/ATAPI-6, T13/1410D): IDENTIFY DEVICE (0xEC), READ SECTORS (0x20/0x21), WRITE SECTORS
 (0x30/0x31), READ/WRITE SECTORS EXT (0x24/0x34, LBA48), FLUSH CACHE (0xE7/0xEA), SET FEATURES
-(0xEF, accepted). The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
+(0xEF, accepted), and READ/WRITE DMA (0xC8/0xCA, EXT 0x25/0x35) when a bus-master engine is attached. The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
 write of a pair is the "previous" (HOB) byte, so Linux's __ide_do_rw_disk writes feature, nsector,
 lbal, lbam, lbah twice and then the device register: the 11 `outb` of the KVM paper.
 
@@ -98,6 +98,8 @@ class IDEDisk:
         self.commands = 0
         self.sectors_read = 0
         self.sectors_written = 0
+        self.dma_engine = None        # set by a bus-master DMA engine (devices/bmdma.py)
+        self.dma_pending: tuple[int, int, bool] | None = None
 
     # helpers ---------------------------------------------------------------------------------
     def _selected_absent(self) -> bool:
@@ -183,6 +185,15 @@ class IDEDisk:
             self._start_transfer(*self._lba48(), writing=False)
         elif cmd == 0x34:
             self._start_transfer(*self._lba48(), writing=True)
+        elif cmd in (0xC8, 0xCA, 0x25, 0x35) and self.dma_engine is not None:
+            lba, count = self._lba48() if cmd in (0x25, 0x35) else self._lba28()
+            if lba + count > self.disk.sectors:
+                self._abort(ER_IDNF)
+                return
+            self.dma_pending = (lba, count, cmd in (0xCA, 0x35))
+            self.error = 0
+            self.status = ST_DRDY | ST_DSC | ST_BSY
+            self.dma_engine.kick()
         elif cmd in (0xE7, 0xEA, 0xEF, 0x91, 0x10):
             self.status = ST_DRDY | ST_DSC
             self.error = 0

@@ -51,6 +51,8 @@ DEVICE_PLACES: dict[str, Place] = {
     "uart": Place.USER,
     "pmtimer": Place.USER,
     "ide": Place.USER,
+    "bmdma": Place.USER,
+    "pci": Place.USER,
     "debugexit": Place.USER,
     "unassigned": Place.USER,
     "lapic": Place.KERNEL,

@@ -1,0 +1,126 @@
+"""Bus-master IDE DMA of the PIIX3 IDE function (SFF-8038i): the primary channel's command register
+(+0: bit 0 start/stop, bit 3 direction, 1 = write to memory), status (+2: bit 0 active, bit 1 error,
+bit 2 interrupt -- both write-1-to-clear -- bits 5/6 drive DMA capable) and PRD table address (+4),
+at the I/O base in PCI BAR4 (devices/pci.py). PRD entries are {u32 address, u16 byte count (0 =
+64 KiB), u16 flags, bit 15 = end of table} in guest RAM.
+
+Transfers complete at once in virtual time when both the DMA command (READ/WRITE DMA, 0xc8/0xca, and
+the EXT forms 0x25/0x35) and the start bit are there, whatever their order. A PRD table or buffer
+outside guest RAM sets the error bit and moves nothing: DMA reaches guest RAM only.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from .ide import SECTOR, ST_DRDY, ST_DSC, ST_ERR, IDEDisk
+from .pci import BMDMA_BASE
+
+PORTS = tuple(range(BMDMA_BASE, BMDMA_BASE + 8))
+CMD_START, CMD_TO_MEMORY = 0x01, 0x08
+ST_ACTIVE, ST_ERROR, ST_IRQ, ST_DMA_CAPABLE0 = 0x01, 0x02, 0x04, 0x20
+MAX_PRD_ENTRIES = 8192  # a PRD table may not cross a 64 KiB boundary: 64 KiB / 8 bytes
+
+
+class BusMasterIDE:
+    name = "bmdma"
+    ports = PORTS
+
+    def __init__(self, drive: IDEDisk, read_memory: Callable[[int, int], bytes | None],
+                 write_memory: Callable[[int, bytes], bool]):
+        self.drive = drive
+        drive.dma_engine = self
+        self._read = read_memory
+        self._write = write_memory
+        self.command = 0
+        self.status = ST_DMA_CAPABLE0
+        self.prd = 0
+        self.transfers = 0
+        self.bytes_moved = 0
+
+    def read(self, port: int, size: int) -> int:
+        off = port - BMDMA_BASE
+        if off == 0:
+            return self.command
+        if off == 2:
+            return self.status
+        if 4 <= off <= 7:
+            return (self.prd >> (8 * (off - 4))) & ((1 << (8 * size)) - 1)
+        return 0
+
+    def write(self, port: int, size: int, value: int) -> None:
+        off = port - BMDMA_BASE
+        if off == 0:
+            was = self.command & CMD_START
+            self.command = value & (CMD_START | CMD_TO_MEMORY)
+            if value & CMD_START and not was:
+                self.status |= ST_ACTIVE
+                self.kick()
+            elif not value & CMD_START:
+                self.status &= ~ST_ACTIVE
+        elif off == 2:
+            value &= 0xFF
+            self.status = (self.status & ~(value & (ST_ERROR | ST_IRQ))) & ~0x60 | (value & 0x60)
+        elif 4 <= off <= 7:
+            shift = 8 * (off - 4)
+            mask = ((1 << (8 * size)) - 1) << shift
+            self.prd = ((self.prd & ~mask) | ((value << shift) & mask)) & 0xFFFFFFFC
+
+    def _prd_entries(self) -> list[tuple[int, int]] | None:
+        entries, at = [], self.prd
+        for _ in range(MAX_PRD_ENTRIES):
+            raw = self._read(at, 8)
+            if raw is None:
+                return None
+            address, count, flags = struct.unpack("<IHH", raw)
+            entries.append((address & 0xFFFFFFFE, count or 0x10000))
+            if flags & 0x8000:
+                return entries
+            at += 8
+        return None
+
+    def kick(self) -> None:
+        """Run the pending DMA command if the engine is started."""
+        pending = self.drive.dma_pending
+        if pending is None or not self.status & ST_ACTIVE:
+            return
+        lba, count, writing = pending
+        self.drive.dma_pending = None
+        entries = self._prd_entries()
+        need = count * SECTOR
+        ok = entries is not None and sum(n for _, n in entries) >= need
+        if ok and writing:  # memory -> disk
+            data = bytearray()
+            for address, n in entries:
+                chunk = self._read(address, min(n, need - len(data)))
+                if chunk is None:
+                    ok = False
+                    break
+                data += chunk
+                if len(data) >= need:
+                    break
+            if ok:
+                for i in range(count):
+                    self.drive.disk.write(lba + i, bytes(data[i * SECTOR:(i + 1) * SECTOR]))
+                self.drive.sectors_written += count
+        elif ok:  # disk -> memory
+            data = b"".join(self.drive.disk.read(lba + i) for i in range(count))
+            at = 0
+            for address, n in entries:
+                if at >= need:
+                    break
+                if not self._write(address, data[at:at + min(n, need - at)]):
+                    ok = False
+                    break
+                at += n
+            self.drive.sectors_read += count
+        self.status &= ~ST_ACTIVE
+        if ok:
+            self.transfers += 1
+            self.bytes_moved += need
+            self.status |= ST_IRQ
+            self.drive.status = ST_DRDY | ST_DSC
+        else:
+            self.status |= ST_ERROR | ST_IRQ
+            self.drive.status = ST_DRDY | ST_DSC | ST_ERR
+        self.drive._raise()
