@@ -158,3 +158,24 @@ def test_specjbb_timer_paths_by_construction():
     assert int((t.exits["reason"] == ExitReason.EPT_VIOLATION).sum()) == 4
     assert int((apic & in_function("setup_local_APIC")).sum()) == 3
     assert int((apic & in_function("setup_APIC_timer")).sum()) == 3
+
+
+def test_bonnie_dma_path_by_construction():
+    t = session.run(guests.resolve("bonnie"), load_profile(None), session.RunOptions())
+    assert t.meta["status"] == "exited" and t.meta["console"] == "bonnie: start\nbonnie: ok\n"
+    requests = 2 * 64 // 8
+    assert t.meta["ide"]["dma_transfers"] == requests
+    sym = {v: k for k, v in t.symbols.items()}
+    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    funcs = np.array([sym[max(a for a in sym if a <= rip)] for rip in io["rip"].tolist()])
+    callers = np.array([sym[max(a for a in sym if a <= c)] if c else "-" for c in io["caller"].tolist()])
+    # per request: iowrite8 x17 (dev_select 1, tf_load 11, setup 1, exec_command 1, start 1, stop 1,
+    # irq_clear 1), ioread8 x7 (setup, start, status, stop x2, irq_clear, check_status), iowrite32 x1
+    assert int((funcs == "iowrite8").sum()) == 17 * requests
+    assert int((funcs == "ioread8").sum()) == 7 * requests
+    assert int((funcs == "iowrite32").sum()) == requests
+    assert set(callers[funcs == "iowrite32"]) == {"ata_bmdma_setup"}
+    assert int(((funcs == "iowrite8") & (callers == "ata_sff_dev_select")).sum()) == requests
+    assert int(((funcs == "ioread8") & (callers == "ata_bmdma_status")).sum()) == requests  # DMA is instant
+    assert int(((funcs == "acpi_pm_read") & (callers == "verify_pmtmr_rate")).sum()) == 64
+    assert int((funcs == "ata_pci_init").sum()) == 7

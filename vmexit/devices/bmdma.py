@@ -118,9 +118,12 @@ class BusMasterIDE:
         if ok:
             self.transfers += 1
             self.bytes_moved += need
-            self.status |= ST_IRQ
             self.drive.status = ST_DRDY | ST_DSC
         else:
-            self.status |= ST_ERROR | ST_IRQ
+            self.status |= ST_ERROR
             self.drive.status = ST_DRDY | ST_DSC | ST_ERR
+        # The interrupt bit follows the drive's INTRQ, which nIEN keeps low (SFF-8038i; QEMU's
+        # bmdma_irq sets it the same way): a driver that polls must leave nIEN clear.
+        if not self.drive.devctl & 0x02:
+            self.status |= ST_IRQ
         self.drive._raise()
