@@ -16,7 +16,8 @@ from .devices.ide import Disk, IDEDisk
 from .devices.ioapic import IOAPIC
 from .devices.irq import InterruptRouter
 from .devices.lapic import LocalAPIC
-from .devices.pci import PCIConfig
+from .devices.pci import NIC_BASE, NIC_IRQ, PCIConfig
+from .devices.rtl8139 import RTL8139
 from .devices.pic import PIC8259
 from .devices.pit import PIT8254
 from .devices.pmtimer import PMTimer
@@ -65,7 +66,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     uart = UART16550(options.echo)
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical)
-    port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(),
+    nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
+    port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(), nic,
                     DebugExit(guest_exit)]
     mmio_devices = [ioapic, lapic]
     mmio_devices += unassigned_gaps(mmio_devices)
@@ -101,5 +103,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
                 "sectors_written": ide.sectors_written, "dma_transfers": bmdma.transfers},
         "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
+        "nic": {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
+                "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped},
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))

@@ -73,3 +73,13 @@ def test_pci_config_space():
     pci.write(0xCF8, 4, 0x80000000 | (5 << 11))
     assert pci.read(0xCFC, 4) == 0xFFFFFFFF
     assert pci.read(0xCF8, 4) == 0x80000000 | (5 << 11)
+
+
+def test_pci_nic_function():
+    pci = PCIConfig()
+    pci.write(0xCF8, 4, 0x80000000 | (3 << 11))
+    assert pci.read(0xCFC, 4) == 0x813910EC
+    pci.write(0xCF8, 4, 0x80000000 | (3 << 11) | 0x10)
+    assert pci.read(0xCFC, 4) == 0xC101
+    pci.write(0xCF8, 4, 0x80000000 | (3 << 11) | 0x3C)
+    assert pci.read(0xCFC, 1) == 11

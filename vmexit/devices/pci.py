@@ -2,12 +2,15 @@
 i440FX/PIIX3 PC, as QEMU's `pc` machine has them: 00:00.0 host bridge (8086:1237), 00:01.0 PIIX3 ISA
 bridge (8086:7000), 00:01.1 PIIX3 IDE (8086:7010, class 0101, prog-if 0x80: bus master) whose BAR4 holds
 the bus-master DMA registers. Register layout: PCI Local Bus Specification 3.0, 6.1; IDs: Intel 82371SB
-datasheet. BAR4 is fixed at BMDMA_BASE (a guest that moves it is ignored). Absent functions read all ones.
+datasheet; and 00:03.0, a Realtek RTL8139 NIC (10ec:8139) with its registers at BAR0 and interrupt line
+11. BARs are fixed (a guest that moves one is ignored). Absent functions read all ones.
 """
 from __future__ import annotations
 
 PORTS = (0xCF8, 0xCF9, 0xCFA, 0xCFB, 0xCFC, 0xCFD, 0xCFE, 0xCFF)
 BMDMA_BASE = 0xC000
+NIC_BASE = 0xC100
+NIC_IRQ = 11
 
 
 def _function(vendor: int, device: int, class_code: int, bars: dict[int, int] | None = None,
@@ -28,7 +31,9 @@ class PCIConfig:
             (0, 0, 0): _function(0x8086, 0x1237, 0x060000),
             (0, 1, 0): _function(0x8086, 0x7000, 0x060100),
             (0, 1, 1): _function(0x8086, 0x7010, 0x010180, {4: BMDMA_BASE | 1}),
+            (0, 3, 0): _function(0x10EC, 0x8139, 0x020000, {0: NIC_BASE | 1}),
         }
+        self.functions[(0, 3, 0)][0x3C] = 0x0100 | NIC_IRQ  # interrupt pin INTA, line 11
 
     def _target(self) -> tuple[dict[int, int] | None, int]:
         if not self.address & 0x80000000:

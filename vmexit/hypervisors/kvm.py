@@ -53,6 +53,7 @@ DEVICE_PLACES: dict[str, Place] = {
     "ide": Place.USER,
     "bmdma": Place.USER,
     "pci": Place.USER,
+    "rtl8139": Place.USER,
     "debugexit": Place.USER,
     "unassigned": Place.USER,
     "lapic": Place.KERNEL,
