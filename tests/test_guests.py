@@ -179,3 +179,32 @@ def test_bonnie_dma_path_by_construction():
     assert int(((funcs == "ioread8") & (callers == "ata_bmdma_status")).sum()) == requests  # DMA is instant
     assert int(((funcs == "acpi_pm_read") & (callers == "verify_pmtmr_rate")).sum()) == 64
     assert int((funcs == "ata_pci_init").sum()) == 7
+
+
+def _io_by_function(t):
+    sym = {v: k for k, v in t.symbols.items()}
+    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    funcs = np.array([sym[max(a for a in sym if a <= rip)] for rip in io["rip"].tolist()])
+    callers = np.array([sym[max(a for a in sym if a <= c)] if c else "-" for c in io["caller"].tolist()])
+    return io, funcs, callers
+
+
+def test_netperf_by_construction():
+    for napi in (1, 0):
+        t = session.run(guests.resolve("netperf", {"NAPI": napi}), load_profile(None), session.RunOptions())
+        assert t.meta["status"] == "exited" and t.meta["console"] == "netperf: start\nnetperf: done\n"
+        nic = t.meta["nic"]
+        frames = 64 * 3  # MSG_SIZE 4096 = 1448 + 1448 + 1200
+        assert nic["tx_frames"] == frames and nic["rx_dropped"] == 0
+        io, funcs, callers = _io_by_function(t)
+        # one TSD write per frame sent
+        assert int(((funcs == "iowrite32") & (callers == "rtl8139_start_xmit")).sum()) == frames
+        # per ACK taken off the ring: one CAPR write and the ISR read of rtl8139_isr_ack
+        assert int(((funcs == "iowrite16") & (callers == "rtl8139_rx")).sum()) == nic["rx_frames"]
+        assert int(((funcs == "ioread16") & (callers == "rtl8139_isr_ack")).sum()) == nic["rx_frames"]
+        # the RX interrupt masks RX in IMR only with NAPI
+        imr_writes = int(((funcs == "iowrite16") & (callers == "rtl8139_interrupt")
+                          & (io["qualifier"] == 0xC100 + 0x3C)).sum())
+        assert (imr_writes > 0) == bool(napi)
+        # the peer acks every second frame; the last ones may still be in flight at the end
+        assert frames // 2 - 2 <= nic["rx_frames"] <= frames // 2

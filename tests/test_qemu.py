@@ -13,6 +13,7 @@ from vmexit import guests
 
 QEMU = shutil.which("qemu-system-i386")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 not installed")
+EXTRA = {"netperf": ["-nic", "user,model=rtl8139"]}
 
 
 @pytest.mark.parametrize("name", list(guests.GUESTS))
@@ -26,6 +27,7 @@ def test_boots_in_qemu_like_in_vmexit(name, tmp_path):
     r = subprocess.run([QEMU, "-kernel", str(guests.guests_dir() / f"{name}.elf"),
                         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-display", "none",
                         "-monitor", "none", "-serial", f"file:{serial}",
-                        "-drive", f"file={disk},format=raw,if=ide"], timeout=120, capture_output=True)
+                        "-drive", f"file={disk},format=raw,if=ide"] + EXTRA.get(name, []),
+                       timeout=120, capture_output=True)
     assert serial.read_text() == trace.meta["console"]
     assert r.returncode == (trace.meta["guest_value"] << 1) | 1

@@ -16,6 +16,7 @@ from .loader import Image, LoadError, load_elf, load_file
 GUESTS: dict[str, tuple[str, str]] = {
     "timer": ("timer.S", "Linux-like HZ=1000 tick: PIT + PIC, timer_interrupt, do_timer, __do_softirq, idle HLT"),
     "ide": ("ide.S", "IDE PIO driver: __ide_do_rw_disk's 11 outb per request, rep insw/outsw, write then read back"),
+    "netperf": ("netperf.S", "TCP_STREAM sender over an RTL8139 with an 8139too-like driver (Table 2's accessors), NAPI or not"),
     "bonnie": ("bonnie.S", "libata-like bus-master DMA write/read (Table 3's callers), verify_pmtmr_rate at boot"),
     "specjbb": ("specjbb.S", "compute-bound, Table 1's timer path: LAPIC timer + PIT via I/O APIC, EOIs, timer_ack, __do_softirq"),
 }

@@ -17,7 +17,8 @@ from .devices.ioapic import IOAPIC
 from .devices.irq import InterruptRouter
 from .devices.lapic import LocalAPIC
 from .devices.pci import NIC_BASE, NIC_IRQ, PCIConfig
-from .devices.rtl8139 import RTL8139
+from .devices.netpeer import TcpStreamPeer
+from .devices.rtl8139 import MAC, RTL8139
 from .devices.pic import PIC8259
 from .devices.pit import PIT8254
 from .devices.pmtimer import PMTimer
@@ -67,13 +68,15 @@ def run(image: Image, profile: Profile, options: RunOptions,
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
+    peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC)
+    nic.on_transmit = peer.on_transmit
     port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(), nic,
                     DebugExit(guest_exit)]
     mmio_devices = [ioapic, lapic]
     mmio_devices += unassigned_gaps(mmio_devices)
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
-    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic], irqs, mmio_devices)
+    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer], irqs, mmio_devices)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)
@@ -104,6 +107,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
                 "sectors_written": ide.sectors_written, "dma_transfers": bmdma.transfers},
         "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
         "nic": {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
-                "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped},
+                "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
+                "throughput_mbit_s": (nic.tx_bytes * 8 / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))
