@@ -68,7 +68,11 @@ class Pricing:
 
 def _totals(trace: Trace, pricing: Pricing) -> dict:
     m = trace.meta
-    return {
+    nic = m.get("nic") or {}
+    network = ({"frames_out": nic["tx_frames"], "bytes_out": nic["tx_bytes"], "frames_in": nic["rx_frames"],
+                "bytes_in": nic["rx_bytes"], "throughput_mbit_s": nic["throughput_mbit_s"]}
+               if nic.get("tx_frames") or nic.get("rx_frames") else None)
+    totals = {
         "exits": int(len(trace.exits)),
         "time_s": float(pricing.costs.sum() / pricing.freq),
         "instructions": int(m.get("instructions", 0)),
@@ -77,6 +81,9 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
         "detail": m.get("detail", ""),
         "profile": pricing.profile,
     }
+    if network is not None:
+        totals["network"] = network
+    return totals
 
 
 DENSE_RANGE = 1 << 24

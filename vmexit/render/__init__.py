@@ -43,6 +43,12 @@ def totals_line(report) -> str:
             return f"{key} {format(b[key], fmt)} -> {format(a[key], fmt)}{ratio}"
         return ("Total: " + ", ".join([change("exits", ","), change("time_s", ".6f"), change("instructions", ","),
                                        change("virtual_seconds", ".6f")]))
-    return (f"Total: {t['exits']:,} exits, {t['time_s']:.6f} s modeled exit time, "
+    line = (f"Total: {t['exits']:,} exits, {t['time_s']:.6f} s modeled exit time, "
             f"{t['instructions']:,} instructions, {t['virtual_seconds']:.6f} s virtual; "
             f"{t['status']}: {t['detail']}")
+    net = t.get("network")
+    if net:
+        line += (f"\nNetwork: {net['frames_out']:,} frames / {net['bytes_out']:,} bytes out, "
+                 f"{net['frames_in']:,} frames / {net['bytes_in']:,} bytes in, "
+                 f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time")
+    return line
