@@ -66,7 +66,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
     pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0))
     uart = UART16550(options.echo)
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
-    bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical)
+    bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
     peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC)
     nic.on_transmit = peer.on_transmit
@@ -76,7 +76,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     mmio_devices += unassigned_gaps(mmio_devices)
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
-    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer], irqs, mmio_devices)
+    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
+             mmio_devices)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)

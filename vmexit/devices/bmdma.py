@@ -4,9 +4,12 @@ bit 2 interrupt -- both write-1-to-clear -- bits 5/6 drive DMA capable) and PRD 
 at the I/O base in PCI BAR4 (devices/pci.py). PRD entries are {u32 address, u16 byte count (0 =
 64 KiB), u16 flags, bit 15 = end of table} in guest RAM.
 
-Transfers complete at once in virtual time when both the DMA command (READ/WRITE DMA, 0xc8/0xca, and
-the EXT forms 0x25/0x35) and the start bit are there, whatever their order. A PRD table or buffer
-outside guest RAM sets the error bit and moves nothing: DMA reaches guest RAM only.
+A transfer starts when both the DMA command (READ/WRITE DMA, 0xc8/0xca, and the EXT forms 0x25/0x35)
+and the start bit are there, whatever their order, and completes after the media time of its bytes at
+`rate` bytes per virtual second (default 70 MB/s, derived: the sequential media rate of a 2008
+7,200 rpm SATA disk; the papers give no disk figure), so a driver polling the status sees it busy for a
+while, as on a real disk. A PRD table or buffer outside guest RAM sets the error bit and moves nothing:
+DMA reaches guest RAM only.
 """
 from __future__ import annotations
 
@@ -22,13 +25,23 @@ ST_ACTIVE, ST_ERROR, ST_IRQ, ST_DMA_CAPABLE0 = 0x01, 0x02, 0x04, 0x20
 MAX_PRD_ENTRIES = 8192  # a PRD table may not cross a 64 KiB boundary: 64 KiB / 8 bytes
 
 
+DISK_RATE = 70_000_000
+
+
 class BusMasterIDE:
     name = "bmdma"
     ports = PORTS
+    irq = 14
 
     def __init__(self, drive: IDEDisk, read_memory: Callable[[int, int], bytes | None],
-                 write_memory: Callable[[int, bytes], bool]):
+                 write_memory: Callable[[int, bytes], bool], now: Callable[[], int] | None = None,
+                 freq_hz: int = 1, rate: int = DISK_RATE):
         self.drive = drive
+        self._now = now
+        self._freq = freq_hz
+        self._rate = rate
+        self._due: int | None = None
+        self._job: tuple[int, int, bool] | None = None
         drive.dma_engine = self
         self._read = read_memory
         self._write = write_memory
@@ -80,12 +93,29 @@ class BusMasterIDE:
         return None
 
     def kick(self) -> None:
-        """Run the pending DMA command if the engine is started."""
+        """Start the pending DMA command if the engine is started; it completes after its media time."""
         pending = self.drive.dma_pending
         if pending is None or not self.status & ST_ACTIVE:
             return
-        lba, count, writing = pending
         self.drive.dma_pending = None
+        if self._now is None:  # no clock: complete at once
+            self._complete(*pending)
+            return
+        nbytes = pending[1] * SECTOR
+        self._job = pending
+        self._due = self._now() + max(1, -(-nbytes * self._freq // self._rate))
+
+    def next_event(self) -> int | None:
+        return self._due
+
+    def advance(self, now: int) -> int:
+        if self._due is None or self._due > now:
+            return 0
+        job, self._job, self._due = self._job, None, None
+        self._complete(*job)
+        return 1
+
+    def _complete(self, lba: int, count: int, writing: bool) -> None:
         entries = self._prd_entries()
         need = count * SECTOR
         ok = entries is not None and sum(n for _, n in entries) >= need
