@@ -182,3 +182,11 @@ def test_paper_beside_ours(capsys):
     assert paper_rows[0]["paper_exits"] == 607251 and paper_rows[0]["count"] == 20
     code, _, err = run_cli(capsys, "run", "ide", "--paper")
     assert code == EXIT_USAGE and "no table" in err
+
+
+def test_network_peer_options(capsys):
+    code, out, _ = run_cli(capsys, "run", "netperf", "--net-ack-every", "4", "--format", "json")
+    net = json.loads(out)["totals"]["network"]
+    assert code == EXIT_OK and net["frames_out"] == 192 and 192 // 4 - 2 <= net["frames_in"] <= 192 // 4
+    code, _, err = run_cli(capsys, "run", "netperf", "--net-ack-every", "0")
+    assert code == EXIT_USAGE and "--net-ack-every" in err

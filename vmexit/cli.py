@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--disk", metavar="IMG", help="IDE disk image (used as a copy unless --disk-writable)")
     r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to IMG")
     r.add_argument("--console", action="store_true", help="echo the guest's serial output to stderr")
+    r.add_argument("--net-ack-every", type=int, default=2, metavar="N",
+                   help="the network peer acknowledges every N frames the guest sends (default 2)")
+    r.add_argument("--net-ack-delay-us", type=float, default=20.0, metavar="US",
+                   help="virtual microseconds from a frame to its acknowledgement (default 20)")
     r.add_argument("--symbols", metavar="MAP.json", help="symbol map {name: address} for a flat binary")
     r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
@@ -188,9 +192,11 @@ def cmd_run(args) -> int:
         def echo(data: bytes) -> None:
             sys.stderr.buffer.write(data)
             sys.stderr.buffer.flush()
+    if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
+        raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
     options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
                          max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
-                         echo=echo)
+                         net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     paper = analysis.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:

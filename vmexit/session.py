@@ -39,6 +39,8 @@ class RunOptions:
     disk: str | None = None
     disk_writable: bool = False
     disk_size: int = 16 << 20
+    net_ack_every: int = 2          # the TCP_STREAM peer acks every N frames
+    net_ack_delay_us: float = 20.0  # ... this long after the frame left the guest
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def recorded(self) -> dict:
@@ -68,7 +70,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
-    peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC)
+    peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC, options.net_ack_every,
+                         options.net_ack_delay_us * 1e-6)
     nic.on_transmit = peer.on_transmit
     port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(), nic,
                     DebugExit(guest_exit)]
