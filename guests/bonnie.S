@@ -28,7 +28,7 @@
 
 .set REQUESTS, SECTORS / SECTORS_PER_REQ
 .set REQ_BYTES, SECTORS_PER_REQ * 512
-.set REQ_DWORDS, REQ_BYTES / 4
+.set PATTERN_DWORDS, REQ_BYTES / 4
 .set ATA_DATA, 0x1f0
 .set ATA_FEATURE, 0x1f1
 .set ATA_NSECT, 0x1f2
@@ -78,7 +78,7 @@ start_kernel:
     cmp ebx, REQUESTS
     jae .Lstart_read
     push ebx
-    call fill_buffer
+    call fill_pattern
     add esp, 4
     mov eax, 1
     push eax
@@ -98,7 +98,7 @@ start_kernel:
     call ata_do_request
     add esp, 8
     push ebx
-    call check_buffer
+    call check_pattern
     add esp, 4
     add dword ptr [mismatches], eax
     inc ebx
@@ -125,42 +125,6 @@ start_kernel:
     add esp, 4
     mov eax, 2
     pop ebx
-    pop ebp
-    ret
-
-# --- lib/iomap.c: port I/O accessors (cdecl: ioread8(port), iowrite8(value, port), iowrite32(...)) ---
-ioread8:
-    push ebp
-    mov ebp, esp
-    mov edx, [ebp + 8]
-    in al, dx
-    movzx eax, al
-    pop ebp
-    ret
-
-iowrite8:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    mov edx, [ebp + 12]
-    out dx, al
-    pop ebp
-    ret
-
-iowrite32:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    mov edx, [ebp + 12]
-    out dx, eax
-    pop ebp
-    ret
-
-ioread32:
-    push ebp
-    mov ebp, esp
-    mov edx, [ebp + 8]
-    in eax, dx
     pop ebp
     ret
 
@@ -459,45 +423,6 @@ ata_sff_check_status:
     pop ebp
     ret
 
-# fill_buffer(n) / check_buffer(n): a pattern per request; check returns the differing dwords.
-fill_buffer:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    imul eax, eax, 0x01000193
-    xor ecx, ecx
-.Lfill_next:
-    mov dword ptr [write_buf + ecx * 4], eax
-    inc eax
-    inc ecx
-    cmp ecx, REQ_DWORDS
-    jb .Lfill_next
-    pop ebp
-    ret
-
-check_buffer:
-    push ebp
-    mov ebp, esp
-    push ebx
-    mov eax, [ebp + 8]
-    imul eax, eax, 0x01000193
-    xor ecx, ecx
-    xor edx, edx
-.Lcheck_next:
-    mov ebx, dword ptr [read_buf + ecx * 4]
-    cmp ebx, eax
-    je .Lcheck_same
-    inc edx
-.Lcheck_same:
-    inc eax
-    inc ecx
-    cmp ecx, REQ_DWORDS
-    jb .Lcheck_next
-    mov eax, edx
-    pop ebx
-    pop ebp
-    ret
-
 msg_start:
     .asciz "bonnie: start\n"
 msg_ok:
@@ -525,3 +450,6 @@ write_buf:
     .fill REQ_BYTES, 1, 0
 read_buf:
     .fill REQ_BYTES, 1, 0
+
+.include "lib/iomap.S"
+.include "lib/pattern.S"

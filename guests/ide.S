@@ -39,6 +39,7 @@
 .set ATA_ERR, 0x01
 .set ATA_BUSY, 0x80
 .set SECTOR_WORDS, 256
+.set PATTERN_DWORDS, 128
 
 # start_kernel(): identify the disk, write and read back SECTORS sectors; returns 0 when all match.
 start_kernel:
@@ -277,46 +278,6 @@ ide_pio_sector:
     pop ebp
     ret
 
-# fill_pattern(n): write_buf[i] = n * 0x01000193 + i, for the 128 dwords of a sector.
-fill_pattern:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    imul eax, eax, 0x01000193
-    xor ecx, ecx
-.Lfill_next:
-    mov dword ptr [write_buf + ecx * 4], eax
-    inc eax
-    inc ecx
-    cmp ecx, 128
-    jb .Lfill_next
-    pop ebp
-    ret
-
-# check_pattern(n): the number of dwords of read_buf that differ from sector n's pattern.
-check_pattern:
-    push ebp
-    mov ebp, esp
-    push ebx
-    mov eax, [ebp + 8]
-    imul eax, eax, 0x01000193
-    xor ecx, ecx
-    xor edx, edx
-.Lcheck_next:
-    mov ebx, dword ptr [read_buf + ecx * 4]
-    cmp ebx, eax
-    je .Lcheck_same
-    inc edx
-.Lcheck_same:
-    inc eax
-    inc ecx
-    cmp ecx, 128
-    jb .Lcheck_next
-    mov eax, edx
-    pop ebx
-    pop ebp
-    ret
-
 msg_start:
     .asciz "ide: start\n"
 msg_ok:
@@ -333,3 +294,5 @@ write_buf:
     .fill 512, 1, 0
 read_buf:
     .fill 512, 1, 0
+
+.include "lib/pattern.S"

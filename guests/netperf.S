@@ -98,60 +98,6 @@ start_kernel:
     pop ebp
     ret
 
-# --- accessors (lib/iomap.c over port I/O) ---
-ioread8:
-    push ebp
-    mov ebp, esp
-    mov edx, [ebp + 8]
-    in al, dx
-    movzx eax, al
-    pop ebp
-    ret
-
-ioread16:
-    push ebp
-    mov ebp, esp
-    mov edx, [ebp + 8]
-    in ax, dx
-    movzx eax, ax
-    pop ebp
-    ret
-
-ioread32:
-    push ebp
-    mov ebp, esp
-    mov edx, [ebp + 8]
-    in eax, dx
-    pop ebp
-    ret
-
-iowrite8:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    mov edx, [ebp + 12]
-    out dx, al
-    pop ebp
-    ret
-
-iowrite16:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    mov edx, [ebp + 12]
-    out dx, ax
-    pop ebp
-    ret
-
-iowrite32:
-    push ebp
-    mov ebp, esp
-    mov eax, [ebp + 8]
-    mov edx, [ebp + 12]
-    out dx, eax
-    pop ebp
-    ret
-
 # rtl_reg(offset) -> port of a card register (ioaddr + offset)
 rtl_reg:
     push ebp
@@ -612,3 +558,5 @@ rx_ring:
 .align 16
 tx_bufs:
     .fill NUM_TX_DESC * 2048, 1, 0
+
+.include "lib/iomap.S"
