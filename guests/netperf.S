@@ -12,8 +12,12 @@
 # rtl8139_tx_interrupt reads TSD of each sent descriptor until one is still in flight.
 # Register accessors are functions (ioread8/16/32, iowrite8/16/32) called with frame pointers.
 #
+# With RECEIVE=1 the roles turn: the peer streams (vmexit run --net-peer-sends), netif_receive_skb
+# counts the payload and every second frame queues an ACK that netperf_recv sends.
+#
 # Exits by construction (tests/test_guests.py): per frame sent one iowrite32 (TSD) in
-# rtl8139_start_xmit; per ACK received one CAPR write and one ISR read + write in rtl8139_rx.
+# rtl8139_start_xmit; per frame taken off the ring one CAPR write and one ISR read + write in
+# rtl8139_rx.
 .include "lib/boot.S"
 
 .ifndef MESSAGES
@@ -25,6 +29,11 @@
 .ifndef NAPI
 .set NAPI, 1
 .endif
+.ifndef RECEIVE
+.set RECEIVE, 0                         # 1: the peer sends (run with --net-peer-sends), we ack
+.endif
+.set TARGET_BYTES, MESSAGES * MSG_SIZE
+.set ACK_FRAME, 60
 
 .set MSS, 1448
 .set HEADERS, 54                        # Ethernet 14 + IP 20 + TCP 20
@@ -80,7 +89,11 @@ start_kernel:
     call init_pic
     call rtl8139_hw_start
     sti
+.if RECEIVE
+    call netperf_recv
+.else
     call netperf_main
+.endif
     cli
     mov eax, msg_done
     push eax
@@ -320,6 +333,39 @@ netperf_main:
     pop ebp
     ret
 
+# netperf_recv(): TCP_STREAM receiver: ack every second frame, until TARGET_BYTES have arrived; idle
+# in safe_halt() (sti; hlt) when there is nothing to do.
+netperf_recv:
+    push ebp
+    mov ebp, esp
+.Lrecv_loop:
+    cmp dword ptr [rx_payload], TARGET_BYTES
+    jae .Lrecv_done
+    cmp dword ptr [acks_due], 0
+    je .Lrecv_idle
+    dec dword ptr [acks_due]
+    mov eax, ACK_FRAME
+    push eax
+    call rtl8139_start_xmit
+    add esp, 4
+    jmp .Lrecv_loop
+.Lrecv_idle:
+    call net_rx_action
+    cli
+    cmp dword ptr [acks_due], 0
+    jne .Lrecv_wake
+    cmp dword ptr [napi_scheduled], 0
+    jne .Lrecv_wake
+    sti
+    hlt
+    jmp .Lrecv_loop
+.Lrecv_wake:
+    sti
+    jmp .Lrecv_loop
+.Lrecv_done:
+    pop ebp
+    ret
+
 # net_rx_action(): run the NAPI poll if the interrupt handler scheduled it (interrupts on).
 net_rx_action:
     push ebp
@@ -456,6 +502,7 @@ rtl8139_rx:
     shr eax, 16
     inc dword ptr [rx_packets]
     add dword ptr [rx_bytes], eax
+    call netif_receive_skb
     lea ebx, [ebx + eax + 4 + 3]
     and ebx, ~3
     and ebx, RX_BUF_LEN - 1
@@ -474,6 +521,23 @@ rtl8139_rx:
     jmp .Lrx_next
 .Lrx_done:
     pop ebx
+    pop ebp
+    ret
+
+# netif_receive_skb(size): hand the frame up: count its TCP payload and ack every second frame.
+netif_receive_skb:
+    push ebp
+    mov ebp, esp
+    push eax
+    sub eax, HEADERS + 4                # minus headers and CRC
+    jbe .Lreceive_skb_done
+    add dword ptr [rx_payload], eax
+    inc dword ptr [rx_data_frames]
+    test dword ptr [rx_data_frames], 1
+    jnz .Lreceive_skb_done
+    inc dword ptr [acks_due]
+.Lreceive_skb_done:
+    pop eax
     pop ebp
     ret
 
@@ -551,6 +615,12 @@ napi_scheduled:
 rx_packets:
     .long 0
 rx_bytes:
+    .long 0
+rx_payload:
+    .long 0
+rx_data_frames:
+    .long 0
+acks_due:
     .long 0
 .align 16
 rx_ring:

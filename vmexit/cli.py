@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the network peer acknowledges every N frames the guest sends (default 2)")
     r.add_argument("--net-ack-delay-us", type=float, default=20.0, metavar="US",
                    help="virtual microseconds from a frame to its acknowledgement (default 20)")
+    r.add_argument("--net-peer-sends", action="store_true",
+                   help="the network peer streams to the guest at 100 Mb/s (netperf -D RECEIVE=1)")
+    r.add_argument("--net-frame-size", type=int, default=1514, metavar="BYTES",
+                   help="frame size of the peer's stream (60-1514, default 1514)")
+    r.add_argument("--net-window", type=int, default=16, metavar="FRAMES",
+                   help="frames the streaming peer sends ahead of the guest's ACKs (default 16)")
     r.add_argument("--symbols", metavar="MAP.json", help="symbol map {name: address} for a flat binary")
     r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
@@ -196,7 +202,9 @@ def cmd_run(args) -> int:
         raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
     options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
                          max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
-                         net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us, echo=echo)
+                         net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
+                         net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
+                         net_window=args.net_window, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     paper = analysis.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:

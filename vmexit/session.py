@@ -41,6 +41,9 @@ class RunOptions:
     disk_size: int = 16 << 20
     net_ack_every: int = 2          # the TCP_STREAM peer acks every N frames
     net_ack_delay_us: float = 20.0  # ... this long after the frame left the guest
+    net_peer_sends: bool = False    # the peer streams to the guest instead (the guest acks)
+    net_frame_size: int = 1514
+    net_window: int = 16
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def recorded(self) -> dict:
@@ -71,7 +74,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
     peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC, options.net_ack_every,
-                         options.net_ack_delay_us * 1e-6)
+                         options.net_ack_delay_us * 1e-6, options.net_peer_sends, options.net_frame_size,
+                         window=options.net_window)
     nic.on_transmit = peer.on_transmit
     port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(), nic,
                     DebugExit(guest_exit)]
@@ -112,6 +116,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
         "nic": {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
                 "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
-                "throughput_mbit_s": (nic.tx_bytes * 8 / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
+                "throughput_mbit_s": ((nic.rx_bytes if options.net_peer_sends else nic.tx_bytes) * 8
+                                      / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))

@@ -32,6 +32,7 @@ RX_STATUS_ROK, RX_STATUS_PAM, RX_STATUS_BAR = 0x0001, 0x4000, 0x2000
 
 class RTL8139:
     name = "rtl8139"
+    affects_timers = True  # a transmit can schedule the peer's next frame (devices/netpeer.py)
 
     def __init__(self, base: int, read_memory: Callable[[int, int], bytes | None],
                  write_memory: Callable[[int, bytes], bool], irq: Callable[[], None],

@@ -132,7 +132,7 @@ class KVM:
             for p in dev.ports:
                 self._ports[p] = dev
                 self._places[p] = DEVICE_PLACES.get(dev.name, Place.USER)
-                self._timer_ports[p] = dev in timed_devices
+                self._timer_ports[p] = dev in timed_devices or getattr(dev, "affects_timers", False)
         self._due: int | None = None  # next device event, cached for the current slice
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
