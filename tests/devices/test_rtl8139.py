@@ -87,3 +87,12 @@ def test_reset():
     nic.write(BASE + 0x37, 1, 0x10)
     assert nic.read(BASE + 0x37, 1) == CR_BUFE and nic.read(BASE + 0x3E, 2) == 0
     assert bytes(nic.read(BASE + i, 1) for i in range(6)) == MAC
+
+
+def test_dma_outside_ram_is_refused():
+    nic, ram, irqs, sent = make()
+    nic.write(BASE + 0x30, 4, RAM + 0x1000)   # RBSTART beyond guest RAM
+    assert not nic.receive(bytes(60)) and nic.read(BASE + 0x3E, 2) & 0x02  # RER
+    nic.write(BASE + 0x20, 4, RAM - 10)        # TSAD0 running off the end of RAM
+    nic.write(BASE + 0x10, 4, 100)
+    assert sent == [] and nic.read(BASE + 0x3E, 2) & 0x08  # TER, nothing sent
