@@ -38,6 +38,3 @@ class Clock:
         gap = max(cycles - self.now(), 0)
         self.extra += gap
         self.idle += gap
-
-    def seconds(self, cycles: int) -> float:
-        return cycles / self.freq_hz

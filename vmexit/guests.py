@@ -5,7 +5,6 @@ A guest argument is a bundled name, a path to an assembly source (.S/.s/.asm, as
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -81,6 +80,3 @@ def resolve(arg: str, constants: dict[str, int] | None = None, symbols: str | No
         raise LoadError(f"unknown guest {arg!r} (bundled: {', '.join(GUESTS)}; or give a path)")
     return load_file(path, symbols, load_address, entry)
 
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

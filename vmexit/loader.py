@@ -138,7 +138,7 @@ def load_file(path: str | Path, symbol_map: str | Path | None = None, load_addre
         raise LoadError(f"{path}: cannot read ({e.strerror})") from None
     if not data:
         raise LoadError(f"{path}: empty file")
-    if data[:4] == b"\x7fELF" or (data[:4] == b"\x7fELF"[: len(data)]):
+    if b"\x7fELF".startswith(data[:4]):  # ELF, or a file cut inside the magic
         return load_elf(data, path.name)
     if symbol_map is None:
         raise LoadError(f"{path}: not an ELF file; a flat binary needs --symbols MAP.json")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc, UcError
 from unicorn.x86_const import (
     UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
-    UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI, UC_X86_REG_EDX, UC_X86_REG_EFLAGS,
-    UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESI, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
+    UC_X86_REG_EBX, UC_X86_REG_EFLAGS,
+    UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
     UC_X86_REG_GS, UC_X86_REG_IDTR, UC_X86_REG_SS,
 )
 
@@ -35,9 +35,6 @@ LOW_MEMORY_KIB = 639
 IF_FLAG = 1 << 9
 #: Vectors whose exceptions push an error code (SDM vol. 3A, table 6-1).
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
-
-GPRS = (UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_EBX, UC_X86_REG_ESP, UC_X86_REG_EBP,
-        UC_X86_REG_ESI, UC_X86_REG_EDI, UC_X86_REG_EIP, UC_X86_REG_EFLAGS)
 
 
 class GuestCrash(Exception):
@@ -80,12 +77,6 @@ class X86Machine:
             self.uc.mem_write(seg.address, seg.data)
             if seg.memsize > len(seg.data):
                 self.uc.mem_write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))
-
-    def u32(self, paddr: int) -> int | None:
-        """A dword of guest-physical RAM, or None outside RAM."""
-        if 0 <= paddr <= self.ram_size - 4:
-            return int.from_bytes(self.ram[paddr:paddr + 4], "little")
-        return None
 
     def read_physical(self, paddr: int, size: int) -> bytes | None:
         """Guest-physical bytes for a device (DMA); None when any part is outside RAM."""
@@ -217,7 +208,3 @@ class X86Machine:
             uc.reg_write(UC_X86_REG_CS, selector)
         uc.reg_write(UC_X86_REG_EIP, off_lo | (off_hi << 16))
         self.reset_exception_state()
-
-    def registers(self) -> dict[str, int]:
-        names = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags")
-        return dict(zip(names, self.uc.reg_read_batch(list(GPRS))))

@@ -51,10 +51,6 @@ class PIT8254:
     def _cycles_for(self, ticks: int) -> int:
         return -(-ticks * PIT_DEN * self._freq // PIT_NUM)
 
-    def period_cycles(self) -> int | None:
-        ch = self.channels[0]
-        return None if ch.start is None else self._cycles_for(ch.reload)
-
     # port interface --------------------------------------------------------------------------
     def read(self, port: int, size: int) -> int:
         if port == 0x43:

@@ -151,11 +151,12 @@ class KVM:
         self._eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [UC_X86_REG_EIP, UC_X86_REG_EBP])
         self._counter = machine.counter
         self._current = machine.counter.current
-        self._io_costs = [[profile.cost(ExitReason.IO_INSTRUCTION, p, d) for d in Direction] for p in Place]
+        self._io_costs = [[self._costs[(ExitReason.IO_INSTRUCTION, p, d)] for d in Direction] for p in Place]
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
                                                         UC_X86_REG_EDX, UC_X86_REG_ESI])
         self._hypercall_return = RegisterWriter(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EIP])
         self._ram = machine.ram
+        self._mmio_callbacks: list = []  # the binding does not keep mmio_map's callbacks alive
         self._install(image)
         for dev in mmio_devices:
             self._install_mmio(dev)
@@ -190,11 +191,11 @@ class KVM:
             return ExitReason.EPT_VIOLATION, DEVICE_PLACES.get(dev.name, Place.USER)
 
         def on_read(uc, offset, size, _data):
-            self._now_icount()
+            icount = self._now_icount()  # the device reads the clock
             value = dev.read(offset, size)
             reason, place = reason_place(base + offset)
             eip, ebp = self._eip_ebp()
-            self._exit(reason, place, Direction.IN, eip, base + offset, size, value, ebp)
+            self._exit(reason, place, Direction.IN, eip, base + offset, size, value, ebp, icount)
             self._reschedule()
             return value
 
@@ -208,11 +209,12 @@ class KVM:
         timed = dev in self.timed
         self.uc.mmio_map(base, dev.size, on_read, None, on_write, None)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + dev.size - 1)
-        self._mmio_keep = getattr(self, "_mmio_keep", []) + [on_read, on_write]
+        self._mmio_callbacks += [on_read, on_write]
 
     # the exit path ----------------------------------------------------------------------------------
     def _now_icount(self) -> int:
-        icount = self._slice_base + self.m.counter.executed()
+        """Instructions so far, the hooked one included (inside a hook the counter is within its limit)."""
+        icount = self._slice_base + self._current.value
         self.clock.icount = icount
         return icount
 
@@ -226,8 +228,9 @@ class KVM:
         return int.from_bytes(ram[ebp + 4:ebp + 8], "little") if ebp + 8 <= len(ram) else 0
 
     def _exit(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
-              value: int, ebp: int) -> None:
-        icount = self._now_icount()
+              value: int, ebp: int, icount: int | None = None) -> None:
+        if icount is None:
+            icount = self._now_icount()
         cost = self._costs[(reason, place, direction)]
         self.rec.append(icount, self.clock.cycles_at(icount), rip, reason, place, direction, qualifier,
                         size, value, cost, self._caller(ebp))
@@ -320,8 +323,9 @@ class KVM:
             b, d, c = s("GenuineIntel")
             return 1, b, c, d
         if leaf == 1:
-            # FPU TSC MSR PSE APIC CMOV ... (edx) and the hypervisor-present bit (ecx bit 31)
-            return self.profile.cpuid_signature, 0x00010800, 0x80000000, 0x0781ABFD & ~(1 << 9) | (1 << 9)
+            # edx 0x0781abfd: FPU DE PSE TSC MSR PAE MCE CX8 APIC SEP PGE CMOV PAT MMX FXSR SSE SSE2
+            # (no MTRR, MCA, VME, ...); ecx bit 31: a hypervisor is present
+            return self.profile.cpuid_signature, 0x00010800, 0x80000000, 0x0781ABFD
         if leaf == 0x40000000:
             b, c, d = s("KVMKVMKVM\0\0\0")
             return 0x40000001, b, c, d
