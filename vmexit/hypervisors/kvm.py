@@ -132,7 +132,7 @@ class KVM:
             for p in dev.ports:
                 self._ports[p] = dev
                 self._places[p] = DEVICE_PLACES.get(dev.name, Place.USER)
-                self._timer_ports[p] = dev in timed_devices or getattr(dev, "affects_timers", False)
+                self._timer_ports[p] = self._changes_timers(dev)
         self._due: int | None = None  # next device event, cached for the current slice
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
@@ -162,6 +162,11 @@ class KVM:
             self._install_mmio(dev)
 
     # setup -----------------------------------------------------------------------------------------
+    def _changes_timers(self, dev) -> bool:
+        """Whether a write to this device can move the next device event (then the cached due time
+        is recomputed after the exit): a timed device itself, or one that feeds one (the NIC)."""
+        return dev in self.timed or getattr(dev, "affects_timers", False)
+
     def _install(self, image: Image) -> None:
         uc = self.uc
         add_insn_hook(uc, UC_X86_INS_IN, HOOK_INSN_IN_CFUNC, self._on_in)
@@ -206,7 +211,7 @@ class KVM:
             dev.write(offset, size, value)
             self._reschedule(timers_changed=timed)
 
-        timed = dev in self.timed
+        timed = self._changes_timers(dev)
         self.uc.mmio_map(base, dev.size, on_read, None, on_write, None)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + dev.size - 1)
         self._mmio_callbacks += [on_read, on_write]
