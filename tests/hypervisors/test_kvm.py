@@ -505,3 +505,24 @@ patched:
 def test_runaway_loop_with_interrupts_off_hits_the_budget():
     t = run_inline("    cli\nspin:\n    jmp spin\n", max_instructions=100000)
     assert t.meta["status"] == "budget" and t.meta["instructions"] == 100000
+
+
+def test_exits_recorded_between_slices_use_the_executed_count():
+    # A tick ends a slice by count; the EXTERNAL_INTERRUPT recorded after it carries exactly the
+    # instructions executed, the same count the trace's totals and the next exit continue from.
+    t = run_inline(IDT_SETUP + PIT_1000HZ + """
+    sti
+.Lwait:
+    cmp dword ptr [ticks], 1
+    jb .Lwait
+""" + EXIT + EOI_HANDLER + IDT_DATA)
+    ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
+    assert len(ext) == 1
+    row = ext[0]
+    # cycles = instructions x CPI 1 + the cost of every earlier exit
+    earlier = t.exits[: int(row["seq"])]
+    assert int(row["cycles"]) == int(row["icount"]) + int(earlier["cost"].sum())
+    # and the tick is due exactly then: the first instruction count at which time reaches the period
+    period = -(-1193 * 3 * 2830000000 // 3579545)
+    start = next(int(r["cycles"]) + int(r["cost"]) for r in t.exits if r["qualifier"] == 0x40 and r["value"] == 0x04)
+    assert int(row["cycles"]) == start + period

@@ -218,8 +218,9 @@ class KVM:
 
     # the exit path ----------------------------------------------------------------------------------
     def _now_icount(self) -> int:
-        """Instructions so far, the hooked one included (inside a hook the counter is within its limit)."""
-        icount = self._slice_base + self._current.value
+        """Instructions so far: inside a hook the hooked one included; between slices, those run.
+        (Between slices the raw counter can be one past the limit, hence executed(), not current.)"""
+        icount = self._slice_base + self._counter.executed()
         self.clock.icount = icount
         return icount
 
