@@ -165,19 +165,33 @@ def test_bonnie_dma_path_by_construction():
     assert t.meta["status"] == "exited" and t.meta["console"] == "bonnie: start\nbonnie: ok\n"
     requests = 2 * 64 // 8
     assert t.meta["ide"]["dma_transfers"] == requests
-    sym = {v: k for k, v in t.symbols.items()}
-    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
-    funcs = np.array([sym[max(a for a in sym if a <= rip)] for rip in io["rip"].tolist()])
-    callers = np.array([sym[max(a for a in sym if a <= c)] if c else "-" for c in io["caller"].tolist()])
-    # per request: iowrite8 x17 (dev_select 1, tf_load 11, setup 1, exec_command 1, start 1, stop 1,
-    # irq_clear 1), ioread8 x6 (setup, start, stop x2, irq_clear, check_status) + the status polls,
-    # iowrite32 x1
-    assert int((funcs == "iowrite8").sum()) == 17 * requests
+    io, funcs, callers = _io_by_function(t)
+    sites = io["caller"]
+    # probe (ata_eh_reset): ata_devchk x2 (select + 6 writes + 2 reads each), select 0, SRST (3 control
+    # writes), wait_ready (1 status read), 2 selects, classify x2 (select, tf_read = 7 reads, and as
+    # both show an ATA signature -- the absent slave reads 0 -- one status read to tell an ATA disk
+    # from nobody), postreset (select 1, control write). A select is one iowrite8 and one ioread8.
+    selects_at_probe = 2 + 1 + 2 + 2 + 1
+    probe_writes = 2 * 6 + 3 + 1 + selects_at_probe
+    probe_reads = 2 * 2 + 1 + 2 * (7 + 1) + selects_at_probe
+    # per request: iowrite8 x17 (select 1, tf_load 11, setup 1, exec_command 1, start 1, stop 1,
+    # irq_clear 1); ioread8 x11 (ata_dev_select's two ata_wait_idle, the select's pause, tf_load's
+    # ata_wait_idle, setup, exec_command's pause, start, stop x2, irq_clear, check_status) + the polls
     polls = int(((funcs == "ioread8") & (callers == "ata_bmdma_status")).sum())
-    assert int((funcs == "ioread8").sum()) == 6 * requests + polls
+    assert int((funcs == "iowrite8").sum()) == 17 * requests + probe_writes
+    assert int((funcs == "ioread8").sum()) == 11 * requests + polls + probe_reads
     assert int((funcs == "iowrite32").sum()) == requests
     assert set(callers[funcs == "iowrite32"]) == {"ata_bmdma_setup"}
-    assert int(((funcs == "iowrite8") & (callers == "ata_sff_dev_select")).sum()) == requests
+    # Table 3 by call site: the select's one iowrite8 call runs once a request and at every probe
+    # select; each of tf_load's eleven runs once a request
+    w8 = funcs == "iowrite8"
+    site, n = np.unique(sites[w8], return_counts=True)
+    by_site = dict(zip(site.tolist(), n.tolist()))
+    select_site = int(sites[w8 & (callers == "ata_sff_dev_select")][0])
+    assert by_site[select_site] == requests + selects_at_probe
+    tf_sites = set(sites[w8 & (callers == "ata_sff_tf_load")].tolist())
+    assert len(tf_sites) == 11 and {by_site[s] for s in tf_sites} == {requests}
+    assert max(by_site.values()) == by_site[select_site]
     # the disk takes 4 KiB / 70 MB/s = 58.5 us a request: the status is polled until then, every poll
     # one exit of about 6.8 us (the ioread8 exit plus the loop), and the completion is one interrupt
     assert polls > 6 * requests

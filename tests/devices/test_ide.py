@@ -83,3 +83,17 @@ def test_image_is_a_copy_unless_writable(tmp_path):
     if os.geteuid() != 0:
         with pytest.raises(DiskError, match="read-only"):
             Disk(img, writable=True)
+
+
+def test_software_reset_leaves_the_ata_signature_and_selects_the_master():
+    """What libata's ata_devchk / ata_sff_dev_classify read: written registers read back, the slave is
+    absent (reads 0), and SRST leaves diagnostic code 01h and signature 01h/01h/00h/00h."""
+    ide, _ = make(size=1 << 20)
+    ide.write(0x1F2, 1, 0x55)
+    ide.write(0x1F3, 1, 0xAA)
+    assert (ide.read(0x1F2, 1), ide.read(0x1F3, 1)) == (0x55, 0xAA)
+    ide.write(0x1F6, 1, 0xB0)
+    assert [ide.read(p, 1) for p in (0x1F1, 0x1F2, 0x1F3, 0x1F7)] == [0, 0, 0, 0]
+    for ctl in (0x08, 0x0C, 0x08):
+        ide.write(0x3F6, 1, ctl)
+    assert [ide.read(p, 1) for p in range(0x1F1, 0x1F8)] == [0x01, 1, 1, 0, 0, 0xA0, 0x50]

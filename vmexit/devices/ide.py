@@ -234,6 +234,17 @@ class IDEDisk:
                 self.status = ST_DRDY | ST_DSC
             self._raise()
 
+    def _software_reset(self) -> None:
+        # ATA/ATAPI-6, software reset protocol: SRST selects device 0 and leaves the diagnostic code (01h: passed) in the
+        # error register and the ATA signature in the taskfile (sector count 01h, LBA low 01h,
+        # LBA mid/high 00h), which libata's ata_sff_dev_classify() reads to tell ATA from ATAPI.
+        self.status = ST_DRDY | ST_DSC
+        self.error = 0x01
+        self.remaining = 0
+        self.device = 0xA0
+        for name, value in (("nsect", 1), ("lbal", 1), ("lbam", 0), ("lbah", 0), ("feature", 0)):
+            self.regs[name] = [value, 0]
+
     # port interface --------------------------------------------------------------------------
     def read(self, port: int, size: int) -> int:
         if port == 0x1F0:
@@ -273,7 +284,5 @@ class IDEDisk:
             self._command(value)
         elif port == 0x3F6:
             if value & 0x04 and not self.devctl & 0x04:
-                self.status = ST_DRDY | ST_DSC  # software reset
-                self.error = 0x01
-                self.remaining = 0
+                self._software_reset()
             self.devctl = value
