@@ -10,6 +10,10 @@
 # Exits by construction (tests/test_guests.py): 15 per request -- 11 taskfile outb, 1 command outb,
 # 1 DRQ status read, 1 string I/O exit (512 bytes fit one 1,024-byte KVM string-PIO exit), 1
 # completion status read -- and 2 x SECTORS requests.
+#
+# -D COALESCE=1 is the paper's static I/O coalescing (its code segment 2): __ide_do_rw_disk fills
+# io_out[11] (struct io_insn {type, port, val}) with the same 11 writes and issues one
+# vmcall(XKVM_IO_COALESCE, io_gpa, 11, 0): 5 exits per request instead of 15.
 .include "lib/boot.S"
 
 .ifndef SECTORS
@@ -18,6 +22,12 @@
 .ifndef LBA_BASE
 .set LBA_BASE, 0
 .endif
+.ifndef COALESCE
+.set COALESCE, 0
+.endif
+.set XKVM_IO_COALESCE, 0x100            # vmexit's number for the paper's hypercall
+.set IO_OUTB, 0x01                      # io_insn.type: an 8-bit out
+.set IO_INSN_SIZE, 12
 
 .set IDE_DATA, 0x1f0
 .set IDE_FEATURE, 0x1f1
@@ -176,6 +186,57 @@ __ide_do_rw_disk:
     mov ebp, esp
     push ebx
     mov ebx, [ebp + 8]                  # lba
+.if COALESCE
+    push esi
+    push edi
+    mov edi, io_out                     # IO_OUT(x, OUTB, val, port) for x = 0..10
+    xor esi, esi
+.Lrw_disk_hob:                          # hob_feature, hob_nsect, hob_lbal, hob_lbam, hob_lbah
+    mov eax, [taskfile_ports + esi * 4]
+    mov dword ptr [edi + 4], eax
+    xor eax, eax
+    cmp esi, 2
+    jne .Lrw_disk_hob_val
+    mov eax, ebx
+    shr eax, 24
+.Lrw_disk_hob_val:
+    mov dword ptr [edi + 8], eax
+    mov dword ptr [edi], IO_OUTB
+    add edi, IO_INSN_SIZE
+    inc esi
+    cmp esi, 5
+    jb .Lrw_disk_hob
+    mov dword ptr [low_values + 8], ebx # feature 0, nsect 1, then lbal, lbam, lbah
+    mov eax, ebx
+    shr eax, 8
+    mov dword ptr [low_values + 12], eax
+    shr eax, 8
+    mov dword ptr [low_values + 16], eax
+    xor esi, esi
+.Lrw_disk_low:
+    mov eax, [taskfile_ports + esi * 4]
+    mov dword ptr [edi + 4], eax
+    mov eax, [low_values + esi * 4]
+    and eax, 0xff
+    mov dword ptr [edi + 8], eax
+    mov dword ptr [edi], IO_OUTB
+    add edi, IO_INSN_SIZE
+    inc esi
+    cmp esi, 5
+    jb .Lrw_disk_low
+    mov dword ptr [edi], IO_OUTB        # device: LBA, master
+    mov dword ptr [edi + 4], IDE_SELECT
+    mov dword ptr [edi + 8], SELECT_LBA_MASTER
+    push ebx
+    mov eax, XKVM_IO_COALESCE
+    mov ebx, io_out                     # io_gpa = virt_to_phys(io_out): identity-mapped here
+    mov ecx, 11
+    xor edx, edx
+    vmcall
+    pop ebx
+    pop edi
+    pop esi
+.else
     mov dx, IDE_FEATURE
     xor al, al
     out dx, al                          # hob_feature
@@ -207,6 +268,7 @@ __ide_do_rw_disk:
     mov dx, IDE_SELECT
     mov al, SELECT_LBA_MASTER
     out dx, al                          # device: LBA, master
+.endif
     mov eax, ATA_CMD_READ_EXT
     cmp dword ptr [ebp + 12], 0
     je .Lrw_disk_cmd
@@ -289,6 +351,14 @@ msg_nodisk:
 .align 4
 mismatches:
     .long 0
+.if COALESCE
+taskfile_ports:
+    .long IDE_FEATURE, IDE_NSECT, IDE_LBAL, IDE_LBAM, IDE_LBAH
+low_values:
+    .long 0, 1, 0, 0, 0
+io_out:                                 # struct io_insn io_out[11]
+    .fill 11 * IO_INSN_SIZE, 1, 0
+.endif
 .align 16
 write_buf:
     .fill 512, 1, 0

@@ -60,3 +60,31 @@ def test_missing_entry_label():
 def test_build_is_deterministic():
     src = "_start: nop\n"
     assert build_elf(*assemble(src), LOAD_ADDRESS) == build_elf(*assemble(src), LOAD_ADDRESS)
+
+
+def test_labels_in_conditional_blocks_exist_only_when_assembled():
+    src = """
+_start:
+    nop
+.ifndef FEATURE
+.set FEATURE, 0
+.endif
+.if FEATURE
+with_feature:
+    nop
+.else
+without_feature:
+    nop
+.if FEATURE + 1
+nested:
+    nop
+.endif
+.endif
+after:
+    ret
+"""
+    _, on = assemble(src, {"FEATURE": 1})
+    _, off = assemble(src, {})
+    assert "with_feature" in on and "without_feature" not in on and "nested" not in on
+    assert "without_feature" in off and "nested" in off and "with_feature" not in off
+    assert (on["after"] - on["_start"], off["after"] - off["_start"]) == (2, 3)

@@ -60,10 +60,22 @@ class Pricing:
         # Re-pricing keeps the recorded exit sequence: instructions are re-timed with the new CPI and
         # frequency, exits with the new costs; idle time (waiting for timers) keeps its length in seconds.
         costs = profile.price(trace.exits).astype(np.float64)
+        em = trace.emulated
+        if len(em):
+            costs += np.bincount(em["exit"].astype(np.intp), weights=profile.price_emulated(em).astype(np.float64),
+                                 minlength=len(costs))[:len(costs)]
         num, den = profile.cpi
         idle_s = float(m.get("idle_cycles", 0)) / trace.freq_hz
         run = (int(m.get("instructions", 0)) * num / den + costs.sum()) / profile.freq_hz + idle_s
         return cls(costs, profile.freq_hz, run, profile.name)
+
+
+def variant(meta: dict) -> str:
+    """What a run changed from the default: guest constants (-D) and optimizations (--opt)."""
+    parts = [f"-D {k}={v}" for k, v in sorted((meta.get("constants") or {}).items())]
+    opts = (meta.get("options") or {}).get("optimizations") or {}
+    parts += [f"--opt {k}={v}" for k, v in sorted(opts.items())]
+    return " ".join(parts) or "default"
 
 
 def _totals(trace: Trace, pricing: Pricing) -> dict:
@@ -83,6 +95,9 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
     }
     if network is not None:
         totals["network"] = network
+    opts = m.get("optimizations") or {}
+    if opts:
+        totals["optimizations"] = opts
     return totals
 
 
@@ -314,7 +329,7 @@ def compare(before: Trace, after: Trace, by: str = "function", top: int | None =
         return {"guest": m.get("guest"), "exits": int(len(t.exits)),
                 "time_s": float(t.exits["cost"].astype(np.float64).sum() / t.freq_hz),
                 "instructions": int(m.get("instructions", 0)), "virtual_seconds": float(m.get("virtual_seconds", 0.0)),
-                "status": m.get("status")}
+                "status": m.get("status"), "variant": variant(m)}
 
     totals = {"before": side(before), "after": side(after), "matched_by": matched}
     columns = [Column("key", {"port": "IO Port Access", "reason": "VM-EXIT"}.get(by, "site"), "str"),

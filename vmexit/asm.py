@@ -62,23 +62,54 @@ def _check_operands(line: str, number: int) -> None:
                            f"number followed by a symbol; write the symbol first or use a .set constant")
 
 
-def _prepare(source: str, constants: dict[str, int]) -> tuple[str, list[str]]:
+_CONDITIONAL = re.compile(r"\s*\.(if|ifdef|ifndef|else|endif)\b")
+
+
+def _prepare(source: str, constants: dict[str, int]) -> tuple[str, list[tuple[str, tuple]]]:
+    """The body to assemble, and each label with the conditional blocks it sits in
+    (a tuple of (directive line, in its .else branch))."""
     lines = [strip_comments(line) for line in source.splitlines()]
     labels = []
+    blocks: list[tuple[str, bool]] = []
     for number, line in enumerate(lines, 1):
         _check_operands(line, number)
+        cond = _CONDITIONAL.match(line)
+        if cond:
+            kind = cond.group(1)
+            if kind == "endif":
+                if blocks:
+                    blocks.pop()
+            elif kind == "else":
+                if blocks:
+                    blocks[-1] = (blocks[-1][0], True)
+            else:
+                blocks.append((line.strip(), False))
+            continue
         m = _LABEL.match(line)
         if m and not m.group(1).startswith(".L"):
-            labels.append(m.group(1))
+            labels.append((m.group(1), tuple(blocks)))
     header = [f".set {k}, {int(v)}" for k, v in constants.items()]
     body = "\n".join(header + [ln for ln in lines if ln.strip()])
     return body, labels
 
 
+def _table_entry(name: str, blocks: tuple) -> str:
+    """`.long label` under the label's own conditions, `.long 0` where it is not assembled: every
+    entry is one dword whichever way the conditions go, so the table can be read back by position."""
+    if not blocks:
+        return f".long {name}"
+    (directive, in_else), rest = blocks[0], blocks[1:]
+    inner = _table_entry(name, rest)
+    if in_else:
+        return f"{directive}\n.long 0\n.else\n{inner}\n.endif"
+    return f"{directive}\n{inner}\n.else\n.long 0\n.endif"
+
+
 @functools.lru_cache(maxsize=64)
 def _assemble_cached(source: str, constants: tuple[tuple[str, int], ...], base: int) -> tuple[bytes, tuple]:
-    body, labels = _prepare(source, dict(constants))
-    table = "\n".join(f".long {name}" for name in labels)
+    body, entries = _prepare(source, dict(constants))
+    table = "\n".join(_table_entry(name, blocks) for name, blocks in entries)
+    labels = [name for name, _ in entries]
     ks = Ks(KS_ARCH_X86, KS_MODE_32)
     try:
         encoding, _ = ks.asm(body + "\n" + table + "\n", base)
@@ -89,7 +120,8 @@ def _assemble_cached(source: str, constants: tuple[tuple[str, int], ...], base: 
     code = bytes(encoding)
     n = 4 * len(labels)
     addresses = struct.unpack(f"<{len(labels)}I", code[len(code) - n:]) if labels else ()
-    return code[: len(code) - n], tuple(zip(labels, addresses))
+    # 0: a label in a conditional block that was not assembled
+    return code[: len(code) - n], tuple((n_, a) for n_, a in zip(labels, addresses) if a)
 
 
 def _locate_error(ks: Ks, body: str, base: int, error: KsError) -> str:

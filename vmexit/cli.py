@@ -17,6 +17,7 @@ from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
 from .devices.ide import DiskError
 from .guests import GUESTS, guests_dir, resolve
 from .loader import LoadError
+from .optimizations import OPTIMIZATIONS, OptionError, parse_opts
 from .render import RENDERERS
 from .trace import TraceError, load as load_trace, write_atomic
 
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame size of the peer's stream (60-1514, default 1514)")
     r.add_argument("--net-window", type=int, default=16, metavar="FRAMES",
                    help="frames the streaming peer sends ahead of the guest's ACKs (default 16)")
+    r.add_argument("--opt", dest="opts", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="hypervisor-side optimization (repeatable): " + "; ".join(
+                       f"{o.name}[={o.value}]: {o.summary}" for o in OPTIMIZATIONS.values()))
     r.add_argument("--symbols", metavar="MAP.json", help="symbol map {name: address} for a flat binary")
     r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
@@ -204,7 +208,7 @@ def cmd_run(args) -> int:
                          max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
                          net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                          net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
-                         net_window=args.net_window, echo=echo)
+                         net_window=args.net_window, optimizations=parse_opts(args.opts), echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     paper = analysis.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, LoadError, AsmError, ProfileError, TraceError, DiskError) as e:
+    except (UsageError, LoadError, AsmError, ProfileError, TraceError, DiskError, OptionError) as e:
         print(f"vmexit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

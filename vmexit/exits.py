@@ -4,7 +4,10 @@ Reason numbers are the VMX basic exit reasons (Intel SDM vol. 3C, appendix C) an
 ones `perf kvm stat` prints (arch/x86/include/uapi/asm/vmx.h, VMX_EXIT_REASONS), so our tables read
 like theirs. UNKNOWN (0xffff) is ours: an exit the model cannot classify is kept as such, never dropped.
 
-One exit is one row of EXIT_DTYPE: a fixed-width record so that every aggregation is numpy.
+One exit is one row of EXIT_DTYPE: a fixed-width record so that every aggregation is numpy. Work the
+hypervisor does inside an exit on the guest's behalf without an exit of its own -- the port accesses of
+a coalesced I/O hypercall, or those a look-ahead emulated -- is one row of EMULATED_DTYPE each, tied to
+its exit by the exit's seq; its cost is included in that exit's cost.
 """
 from __future__ import annotations
 
@@ -58,6 +61,18 @@ EXIT_DTYPE = np.dtype([
 ])
 
 
+EMULATED_DTYPE = np.dtype([
+    ("exit", "<u8"),       # seq of the exit inside which the access was emulated
+    ("rip", "<u4"),        # guest address of the emulated instruction (the hypercall's, for static)
+    ("place", "u1"),       # Place of the device
+    ("direction", "u1"),   # Direction
+    ("size", "<u2"),       # access size in bytes
+    ("port", "<u4"),
+    ("value", "<u8"),      # value written or read
+    ("cost", "<u4"),       # modeled cycles of the handling (no exit round trip, see costs.py)
+])
+
+
 class ExitRecorder:
     """Append-only exit records. Rows arrive as tuples (cheap on the exit path) and are packed into
     EXIT_DTYPE chunks every CHUNK rows, so memory stays at the packed size (64 B a row)."""
@@ -69,6 +84,7 @@ class ExitRecorder:
         self._chunks: list[np.ndarray] = []
         self._packed = 0
         self._rows: list[tuple] = []
+        self._emulated: list[tuple] = []
 
     @property
     def count(self) -> int:
@@ -89,6 +105,24 @@ class ExitRecorder:
         last = list(self._rows[-1])
         last[7] += size
         self._rows[-1] = tuple(last)
+
+    def emulate(self, rip: int, place: int, direction: int, port: int, size: int, value: int,
+                cost: int) -> None:
+        """A port access emulated inside the last exit: recorded, and its cost added to that exit's."""
+        self._emulated.append((self.count - 1, rip, place, direction, size, port, value, cost))
+        if not self._rows:
+            self._chunks[-1][-1]["cost"] += cost
+            return
+        last = list(self._rows[-1])
+        last[9] += cost
+        self._rows[-1] = tuple(last)
+
+    def emulated(self) -> np.ndarray:
+        out = np.zeros(len(self._emulated), dtype=EMULATED_DTYPE)
+        if self._emulated:
+            for name, values in zip(EMULATED_DTYPE.names, zip(*self._emulated)):
+                out[name] = np.array(values, dtype=np.uint64).astype(EMULATED_DTYPE[name], copy=False)
+        return out
 
     def _pack(self) -> None:
         if not self._rows:

@@ -5,7 +5,10 @@ The device table is here, explicit: every run has the same devices at the same p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Callable
+
+import numpy as np
 
 from . import __version__
 from .clock import Clock
@@ -28,6 +31,11 @@ from .exits import ExitRecorder
 from .hypervisors.kvm import KVM, RunEnd
 from .loader import Image
 from .machine import X86Machine
+from .optimizations import OPTIMIZATIONS
+from .optimizations.coalesce_dynamic import LookAhead
+from .optimizations.tickrate import TickRate
+from .devices.pit import PIT_HZ
+from .devices.lapic import APIC_BUS_HZ
 from .trace import Trace
 
 
@@ -44,6 +52,7 @@ class RunOptions:
     net_peer_sends: bool = False    # the peer streams to the guest instead (the guest acks)
     net_frame_size: int = 1514
     net_window: int = 16
+    optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def recorded(self) -> dict:
@@ -53,8 +62,16 @@ class RunOptions:
 
 
 def run(image: Image, profile: Profile, options: RunOptions,
-        progress: Callable[[int, int], None] | None = None) -> Trace:
-    """Run the guest to its end (or budget) and return the trace; Ctrl-C ends it as 'interrupted'."""
+        progress: Callable[[int, int], None] | None = None,
+        on_end: Callable[[X86Machine, dict], None] | None = None) -> Trace:
+    """Run the guest to its end (or budget) and return the trace; Ctrl-C ends it as 'interrupted'.
+    on_end, if given, sees the machine and the devices by name when the run is over (tests use it)."""
+    opts = options.optimizations
+    unknown = set(opts) - set(OPTIMIZATIONS)
+    if unknown:
+        raise ValueError(f"unknown optimization(s): {', '.join(sorted(unknown))}")
+    tick = TickRate(opts["tick-hz"]) if "tick-hz" in opts else None
+    reload_hook = tick.reload if tick is not None else None
     clock = Clock(profile.freq_hz, *profile.cpi)
     machine = X86Machine(options.ram_size)
     recorder = ExitRecorder()
@@ -65,10 +82,10 @@ def run(image: Image, profile: Profile, options: RunOptions,
     def guest_exit(value: int) -> None:  # the debug-exit device is built before the VM it ends
         vm.guest_exit(value)
 
-    lapic = LocalAPIC(clock.now, clock.freq_hz, on_eoi=lambda vector: ioapic.eoi(vector))
+    lapic = LocalAPIC(clock.now, clock.freq_hz, on_eoi=lambda vector: ioapic.eoi(vector), reload_hook=reload_hook)
     ioapic = IOAPIC(deliver=lapic.accept)
     irqs = InterruptRouter(pic, lapic, ioapic)
-    pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0))
+    pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0), reload_hook=reload_hook)
     uart = UART16550(options.echo)
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
@@ -83,15 +100,20 @@ def run(image: Image, profile: Profile, options: RunOptions,
     mmio_devices += unassigned_gaps(mmio_devices)
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
+    lookahead = (LookAhead(machine.read_virtual, opts["coalesce"]) if "coalesce" in opts else None)
     vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
-             mmio_devices)
+             mmio_devices, lookahead=lookahead)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)
     except KeyboardInterrupt:
         end = RunEnd("interrupted", "interrupted by the user (Ctrl-C)")
     disk.flush()
+    if on_end is not None:
+        on_end(machine, {"pit": pit, "pic": pic, "uart": uart, "ide": ide, "bmdma": bmdma, "nic": nic,
+                         "lapic": lapic, "ioapic": ioapic, "disk": disk})
     cycles = clock.now()
+    emulated = recorder.emulated()
     meta = {
         "vmexit_version": __version__,
         "guest": image.name,
@@ -113,10 +135,31 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "console": uart.output.decode("latin-1"),
         "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
                 "sectors_written": ide.sectors_written, "dma_transfers": bmdma.transfers},
-        "lapic": {"timer_interrupts": lapic.fired, "eois": lapic.eois},
+        "lapic": {"timer_interrupts": lapic.fired_total, "eois": lapic.eois},
         "nic": {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
                 "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
                 "throughput_mbit_s": ((nic.rx_bytes if options.net_peer_sends else nic.tx_bytes) * 8
                                       / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
+        "optimizations": _optimization_report(opts, tick, emulated, pit, lapic, cycles / clock.freq_hz),
     }
-    return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols))
+    return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols), emulated=emulated)
+
+
+def _optimization_report(opts: dict[str, int], tick: TickRate | None, emulated, pit, lapic,
+                         seconds: float) -> dict:
+    """What each optimization did in this run (a note when it had nothing to do)."""
+    out: dict = {}
+    for name, value in sorted(opts.items()):
+        entry: dict = {"value": value, "hook": OPTIMIZATIONS[name].hook}
+        if name == "coalesce":
+            merged = int(len(emulated))
+            exits = int(len(np.unique(emulated["exit"])))
+            entry.update(accesses_merged=merged, merging_exits=exits)
+            if not merged:
+                entry["note"] = "no-op: no run of port I/O followed an I/O exit within the window"
+        elif name == "tick-hz":
+            entry.update(tick.report({"pit": (pit.interrupts, PIT_HZ),
+                                      "lapic": (lapic.fired_total, Fraction(APIC_BUS_HZ, lapic.divisor()))},
+                                     seconds))
+        out[name] = entry
+    return out

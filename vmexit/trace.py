@@ -1,6 +1,6 @@
 """Trace: the exit records of one run plus its metadata, saved as a .npz file.
 
-The file holds `exits` (EXIT_DTYPE), `symbol_names` / `symbol_addresses` (so reports name functions
+The file holds `exits` (EXIT_DTYPE), `emulated` (EMULATED_DTYPE, since format 2), `symbol_names` / `symbol_addresses` (so reports name functions
 without the guest), and `meta`, a JSON document (format version, vmexit version, guest name and
 sha256, options, profile, CPU frequency, instruction count, virtual time, end status, console output).
 Files are compressed and written atomically (temporary file in the same directory, then rename), so an
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .exits import EXIT_DTYPE
+from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the emulated array; version 1 files read with it empty
 
 
 class TraceError(ValueError):
@@ -33,6 +33,7 @@ class Trace:
     exits: np.ndarray
     meta: dict
     symbols: dict[str, int] = field(default_factory=dict)
+    emulated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=EMULATED_DTYPE))
 
     @property
     def freq_hz(self) -> int:
@@ -45,6 +46,7 @@ class Trace:
         np.savez_compressed(
             buf,
             exits=self.exits,
+            emulated=self.emulated,
             symbol_names=np.array(names, dtype=np.str_) if names else np.zeros(0, dtype="<U1"),
             symbol_addresses=np.array([self.symbols[n] for n in names], dtype=np.uint32),
             meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
@@ -104,6 +106,9 @@ def load(path: str | Path) -> Trace:
             exits = z["exits"]
             if exits.dtype != EXIT_DTYPE:
                 raise TraceError(f"{path}: exit records have an unexpected layout")
+            emulated = z["emulated"] if "emulated" in names else np.zeros(0, dtype=EMULATED_DTYPE)
+            if emulated.dtype != EMULATED_DTYPE:
+                raise TraceError(f"{path}: emulated-access records have an unexpected layout")
             symbols = {str(n): int(a) for n, a in zip(z["symbol_names"], z["symbol_addresses"])}
     except TraceError:
         raise
@@ -114,4 +119,4 @@ def load(path: str | Path) -> Trace:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError,
             UnicodeDecodeError) as e:
         raise TraceError(f"{path}: not a readable vmexit trace ({type(e).__name__}: {e})") from None
-    return Trace(exits=exits, meta=meta, symbols=symbols)
+    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated)

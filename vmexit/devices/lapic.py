@@ -7,9 +7,13 @@ priority of vectors: a vector is delivered when its class, vector >> 4, is above
 The timer counts at KVM's APIC bus clock of 1 GHz (arch/x86/kvm/lapic.c, APIC_BUS_CYCLE_NS = 1),
 divided by the divide configuration, on the virtual clock. Version 0x14 with 6 LVT entries as KVM
 reports (APIC_VERSION, max LVT index 5).
+
+Hook point `timer_load` (optimizations/tickrate.py): a periodic initial count may be run as another;
+the initial-count register keeps the guest's value and the current count reads in the guest's units.
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Callable
 
 BASE = 0xFEE00000
@@ -30,7 +34,10 @@ class LocalAPIC:
     base = BASE
     size = SIZE
 
-    def __init__(self, now: Callable[[], int], freq_hz: int, on_eoi: Callable[[int], None] | None = None):
+    def __init__(self, now: Callable[[], int], freq_hz: int, on_eoi: Callable[[int], None] | None = None,
+                 reload_hook: Callable[[str, int, Fraction], int] | None = None):
+        self._reload_hook = reload_hook
+        self.period = 0  # the count the timer runs (the initial count unless tick-hz scaled it)
         self._now = now
         self._freq = freq_hz
         self._on_eoi = on_eoi
@@ -50,6 +57,7 @@ class LocalAPIC:
         self.initial = 0
         self.start: int | None = None
         self.fired = 0
+        self.fired_total = 0  # timer interrupts in the whole run
         self.eois = 0
 
     # interrupt acceptance ------------------------------------------------------------------------
@@ -95,19 +103,22 @@ class LocalAPIC:
             self._on_eoi(vector)
 
     # timer ----------------------------------------------------------------------------------------
+    def divisor(self) -> int:
+        return self._divisor()
+
     def _divisor(self) -> int:
         v = (self.divide_config & 3) | ((self.divide_config & 8) >> 1)
         return 1 if v == 7 else 2 << v
 
     def _period_cycles(self) -> int:
-        return -(-self.initial * self._divisor() * self._freq // APIC_BUS_HZ)
+        return -(-self.period * self._divisor() * self._freq // APIC_BUS_HZ)
 
     def timer_vector(self) -> int:
         return self.lvt[LVT_TIMER] & 0xFF
 
     def next_event(self) -> int | None:
         lvt = self.lvt[LVT_TIMER]
-        if self.start is None or not self.initial or lvt & LVT_MASKED:
+        if self.start is None or not self.period or lvt & LVT_MASKED:
             return None
         if not lvt & LVT_PERIODIC and self.fired:
             return None
@@ -118,17 +129,21 @@ class LocalAPIC:
         due = self.next_event()
         while due is not None and due <= now:
             self.fired += 1
+            self.fired_total += 1
             self.accept(self.timer_vector())
             fired += 1
             due = self.next_event()
         return fired
 
     def _current_count(self) -> int:
-        if self.start is None or not self.initial:
+        if self.start is None or not self.period:
             return 0
         ticks = (self._now() - self.start) * APIC_BUS_HZ // (self._freq * self._divisor())
         if self.lvt[LVT_TIMER] & LVT_PERIODIC:
-            return self.initial - ticks % self.initial
+            ticks %= self.period
+            if self.period != self.initial:  # scaled period: read back in the guest's units
+                ticks = ticks * self.initial // self.period
+            return self.initial - ticks
         return max(self.initial - ticks, 0)
 
     # MMIO -------------------------------------------------------------------------------------------
@@ -205,7 +220,9 @@ class LocalAPIC:
                 value |= LVT_MASKED
             self.lvt[reg] = value & 0x000717FF if reg == LVT_TIMER else value & 0x0001F7FF
         elif reg == TIMER_INIT:
-            self.initial = value
+            self.initial = self.period = value
+            if value and self.lvt[LVT_TIMER] & LVT_PERIODIC and self._reload_hook is not None:
+                self.period = self._reload_hook("lapic", value, Fraction(APIC_BUS_HZ, self._divisor()))
             self.start = self._now()
             self.fired = 0
         elif reg == TIMER_DIVIDE:

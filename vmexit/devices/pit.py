@@ -8,12 +8,17 @@ drive nothing (no DRAM refresh or speaker here).
 
 Time is exact integer arithmetic on the virtual clock: PIT ticks since the count was loaded =
 floor(cycles x 3,579,545 / (3 x cpu_freq)).
+
+Hook point `timer_load` (optimizations/tickrate.py): a periodic count loaded into channel 0 may be
+replaced by another; the counter then reads back in the guest's units.
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Callable
 
 PIT_NUM, PIT_DEN = 3579545, 3   # input clock in Hz as a fraction
+PIT_HZ = Fraction(PIT_NUM, PIT_DEN)
 PORTS = (0x40, 0x41, 0x42, 0x43)
 
 
@@ -22,6 +27,7 @@ class _Channel:
         self.mode = 0
         self.access = 3
         self.reload = 0x10000
+        self.guest_reload = 0x10000     # what the guest loaded (differs from reload under tick-hz)
         self.write_lsb_next = True
         self.read_lsb_next = True
         self.partial = 0
@@ -35,8 +41,11 @@ class PIT8254:
     ports = PORTS
     irq = 0
 
-    def __init__(self, now: Callable[[], int], freq_hz: int, irq0: Callable[[], None]):
+    def __init__(self, now: Callable[[], int], freq_hz: int, irq0: Callable[[], None],
+                 reload_hook: Callable[[str, int, Fraction], int] | None = None):
         self._now = now
+        self._reload_hook = reload_hook
+        self.interrupts = 0  # IRQ0 edges raised in the whole run
         self._freq = freq_hz
         self._irq0 = irq0
         self.channels = [_Channel(), _Channel(), _Channel()]
@@ -105,7 +114,9 @@ class PIT8254:
 
     def _load(self, index: int, count: int) -> None:
         ch = self.channels[index]
-        ch.reload = count or 0x10000
+        ch.reload = ch.guest_reload = count or 0x10000
+        if index == 0 and ch.mode in (2, 3) and self._reload_hook is not None:
+            ch.reload = self._reload_hook("pit", ch.guest_reload, PIT_HZ)
         ch.start = self._now()
         ch.fired = 0
         if index == 0:
@@ -113,8 +124,14 @@ class PIT8254:
 
     def _count(self, ch: _Channel) -> int:
         if ch.start is None:
-            return ch.reload & 0xFFFF
+            return ch.guest_reload & 0xFFFF
         ticks = self._ticks(self._now() - ch.start)
+        if ch.reload != ch.guest_reload:  # scaled period: read back in the guest's units
+            ticks = ticks * ch.guest_reload // ch.reload
+            ticks %= ch.guest_reload
+            if ch.mode == 3:
+                return (ch.guest_reload - (2 * ticks) % ch.guest_reload) & 0xFFFE
+            return (ch.guest_reload - ticks) & 0xFFFF
         if ch.mode == 0:
             return max(ch.reload - ticks, 0) & 0xFFFF
         if ch.mode == 3:
@@ -138,6 +155,7 @@ class PIT8254:
         due = self.next_event()
         while due is not None and due <= now:
             self.channels[0].fired += 1
+            self.interrupts += 1
             self._irq0()
             fired += 1
             due = self.next_event()

@@ -10,7 +10,8 @@ Exits modeled (VMX basic exit reasons, perf kvm stat names):
 - IO_INSTRUCTION: every in/out; a rep ins/outs exits once per 1,024 bytes moved, the size of KVM's
   string-PIO buffer (arch/x86/kvm/emulate.c, struct read_cache data[1024]);
 - VMCALL: KVM hypercall ABI (Documentation/virt/kvm/x86/hypercalls.rst): nr in EAX, args in EBX, ECX,
-  EDX, ESI, result in EAX; an unknown nr returns -KVM_ENOSYS (-1000);
+  EDX, ESI, result in EAX; an unknown nr returns -KVM_ENOSYS (-1000). The paper's XKVM_IO_COALESCE
+  (optimizations/coalesce_static.py) runs a guest's array of port accesses inside the one exit;
 - CPUID, HLT, MSR_READ, MSR_WRITE;
 - EXTERNAL_INTERRUPT: a timer or device interrupt that fires while the guest runs;
 - INTERRUPT_WINDOW: an interrupt is pending while IF=0; the guest exits at the instruction that opens
@@ -43,6 +44,7 @@ from ..exits import Direction, ExitReason, ExitRecorder, Place
 from ..loader import Image
 from .._uc import CpuState, RegisterReader, RegisterWriter, add_insn_hook
 from ..machine import ERROR_CODE_VECTORS, GuestCrash, X86Machine
+from ..optimizations import coalesce_static
 
 #: Where KVM-76 handles each device (see module docstring).
 DEVICE_PLACES: dict[str, Place] = {
@@ -117,7 +119,7 @@ class KVM:
 
     def __init__(self, machine: X86Machine, image: Image, clock: Clock, profile: Profile,
                  recorder: ExitRecorder, port_devices: list, timed_devices: list, pic,
-                 mmio_devices: list = (), msr_init: dict[int, int] | None = None):
+                 mmio_devices: list = (), msr_init: dict[int, int] | None = None, lookahead=None):
         self.m = machine
         self.uc = machine.uc
         self.clock = clock
@@ -152,6 +154,11 @@ class KVM:
         self._counter = machine.counter
         self._current = machine.counter.current
         self._io_costs = [[self._costs[(ExitReason.IO_INSTRUCTION, p, d)] for d in Direction] for p in Place]
+        self._emulation_costs = [[profile.emulation_cost(p, d) for d in Direction] for p in Place]
+        # hook point io_exit (optimizations/coalesce_dynamic.py): the look-ahead, and the run it
+        # planned at the last exit (exit count, that exit's icount, {address: instructions after})
+        self._lookahead = lookahead
+        self._merge: tuple[int, int, dict[int, int]] | None = None
         self._hypercall_args = RegisterReader(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX,
                                                         UC_X86_REG_EDX, UC_X86_REG_ESI])
         self._hypercall_return = RegisterWriter(self.uc, [UC_X86_REG_EAX, UC_X86_REG_EIP])
@@ -286,11 +293,24 @@ class KVM:
             self._str_state = (eip, icount + 1, size)
         clock = self.clock
         place = self._places[port]
+        merge = self._merge
+        if merge is not None:
+            if merge[0] == self.rec.count and merge[2].get(eip, -1) == icount - merge[1] \
+                    and not self.pic.pending():
+                cost = self._emulation_costs[place][direction]
+                self.rec.emulate(eip, place, direction, port, size, value, cost)
+                clock.extra += cost
+                return True
+            self._merge = None
         cost = self._io_costs[place][direction]
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, eip,
                         ExitReason.IO_INSTRUCTION, place, direction, port, size, value, cost,
                         self._caller(ebp) if ebp else 0)
         clock.extra += cost
+        if self._lookahead is not None:
+            plan = self._lookahead.plan(eip)
+            if plan:
+                self._merge = (self.rec.count, icount, plan)
         return True
 
     def _on_in(self, port, size, _key):
@@ -344,6 +364,9 @@ class KVM:
         raw = self.m.read_virtual(eip, 3) if self._caller_paging else self._ram[eip:eip + 3]
         if raw in (b"\x0f\x01\xc1", b"\x0f\x01\xd9"):  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
             nr, b, c, d, si = self._hypercall_args()
+            if nr == coalesce_static.XKVM_IO_COALESCE:
+                self._io_coalesce(eip, ebp, b, c)
+                return True
             entry = HYPERCALLS.get(nr)
             result = (entry[1]((b, c, d, si)) if entry else -KVM_ENOSYS) & 0xFFFFFFFF
             self._exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, nr, 0, result, ebp)
@@ -351,6 +374,29 @@ class KVM:
             self._reschedule()
             return True
         return self._exception(6, eip, None, ebp)  # #UD
+
+    def _io_coalesce(self, eip: int, ebp: int, gpa: int, count: int) -> None:
+        """XKVM_IO_COALESCE: one VMCALL exit, then each entry through the port bus, in order."""
+        entries = coalesce_static.decode(self.m.read_physical, gpa, count)
+        result = entries if isinstance(entries, int) else 0
+        self._exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, coalesce_static.XKVM_IO_COALESCE, 0,
+                   result & 0xFFFFFFFF, ebp)
+        timers_changed = False
+        if not isinstance(entries, int):
+            for index, (direction, port, size, value) in enumerate(entries):
+                dev = self._ports[port]
+                if direction == Direction.IN:
+                    value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
+                    self.m.write_physical(coalesce_static.value_address(gpa, index), value.to_bytes(4, "little"))
+                elif dev is not None:
+                    dev.write(port, size, value)
+                    timers_changed = timers_changed or self._timer_ports[port]
+                place = self._places[port]
+                cost = self._emulation_costs[place][direction]
+                self.rec.emulate(eip, place, direction, port, size, value, cost)
+                self.clock.extra += cost
+        self._hypercall_return(result & 0xFFFFFFFF, eip + 3)
+        self._reschedule(timers_changed=timers_changed)
 
     def _on_rdmsr(self, uc, address, size, _data):
         ecx, ebp = uc.reg_read_batch([UC_X86_REG_ECX, UC_X86_REG_EBP])

@@ -41,8 +41,11 @@ def totals_line(report) -> str:
         def change(key: str, fmt: str) -> str:
             ratio = f" ({a[key] / b[key]:.3f}x)" if b[key] else ""
             return f"{key} {format(b[key], fmt)} -> {format(a[key], fmt)}{ratio}"
-        return ("Total: " + ", ".join([change("exits", ","), change("time_s", ".6f"), change("instructions", ","),
+        line = ("Total: " + ", ".join([change("exits", ","), change("time_s", ".6f"), change("instructions", ","),
                                        change("virtual_seconds", ".6f")]))
+        if b.get("variant", "default") != "default" or a.get("variant", "default") != "default":
+            line += f"\nBefore: {b.get('variant', 'default')}; after: {a.get('variant', 'default')}"
+        return line
     line = (f"Total: {t['exits']:,} exits, {t['time_s']:.6f} s modeled exit time, "
             f"{t['instructions']:,} instructions, {t['virtual_seconds']:.6f} s virtual; "
             f"{t['status']}: {t['detail']}")
@@ -51,4 +54,23 @@ def totals_line(report) -> str:
         line += (f"\nNetwork: {net['frames_out']:,} frames / {net['bytes_out']:,} bytes out, "
                  f"{net['frames_in']:,} frames / {net['bytes_in']:,} bytes in, "
                  f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time")
+    for name, opt in (t.get("optimizations") or {}).items():
+        line += f"\nOptimization {name}={opt['value']}: {_opt_summary(name, opt)}"
     return line
+
+
+def _opt_summary(name: str, opt: dict) -> str:
+    if "note" in opt:
+        return opt["note"]
+    if name == "coalesce":
+        return (f"{opt['accesses_merged']:,} port accesses handled inside {opt['merging_exits']:,} "
+                f"exits instead of exiting themselves")
+    if name == "tick-hz":
+        parts = []
+        for timer, x in opt["timers"].items():
+            parts.append(f"{timer} {x['guest_hz']:.1f} Hz -> {x['actual_hz']:.1f} Hz "
+                         f"(count {x['guest_count']} -> {x['actual_count']}), {x['interrupts']:,} interrupts, "
+                         f"guest clock {x['guest_seconds']:.6f} s vs {x['virtual_seconds']:.6f} s virtual "
+                         f"(drift {x['drift_s']:+.6f} s)")
+        return "; ".join(parts)
+    return ""
