@@ -15,6 +15,8 @@
 # The accessors are functions, as lib/iomap.c's ioread8/iowrite8/iowrite32 (port I/O here), so every
 # exit is named by the accessor and its caller.
 #
+# -D PMTMR_VERIFY=0 drops verify_pmtmr_rate (the paper's redundant-function removal); -D ELEVATOR=0
+# queues requests FIFO instead of sorting them by sector (its I/O-scheduler removal).
 # -D COALESCE=1: the paper's static I/O coalescing applied to ata_sff_tf_load(): its 11 taskfile
 # writes fill io_out[] (struct io_insn) and go to the hypervisor in one XKVM_IO_COALESCE vmcall.
 #
@@ -34,6 +36,12 @@
 .endif
 .ifndef COALESCE
 .set COALESCE, 0
+.endif
+.ifndef PMTMR_VERIFY
+.set PMTMR_VERIFY, 1                    # 0: no verify_pmtmr_rate at boot (the paper, section 3.2.1)
+.endif
+.ifndef ELEVATOR
+.set ELEVATOR, 1                        # 0: FIFO request queue, no sorting (section 3.2.2)
 .endif
 .if COALESCE                            # the paper's static I/O coalescing: tf_load's 11 writes
 .set tf_write8, xkvm_io_out             # go into one XKVM_IO_COALESCE hypercall
@@ -115,25 +123,28 @@ start_kernel:
     call ata_eh_reset
     test eax, eax
     jnz .Lstart_no_controller
-    xor ebx, ebx                        # the drive interrupts (IRQ14, masked at the PIC): the
-.Lstart_write:                          # BMDMA status shows it, and we poll that
-    cmp ebx, REQUESTS
-    jae .Lstart_read
-    push ebx
+    call submit_requests                # writeback queues every request of the file,
+.Lstart_write:                          # then the driver takes them from the elevator
+    call elv_next_request
+    cmp eax, -1
+    je .Lstart_read
+    mov ebx, eax
+    push ebx                            # one buffer here: the page is filled when dispatched
     call fill_pattern
     add esp, 4
-    mov eax, 1
-    push eax
+    mov eax, 1                          # the drive interrupts (IRQ14, masked at the PIC): the
+    push eax                            # BMDMA status shows it, and we poll that
     push ebx
     call ata_do_request
     add esp, 8
-    inc ebx
     jmp .Lstart_write
 .Lstart_read:
-    xor ebx, ebx
+    call submit_requests
 .Lstart_read_next:
-    cmp ebx, REQUESTS
-    jae .Lstart_done
+    call elv_next_request
+    cmp eax, -1
+    je .Lstart_done
+    mov ebx, eax
     xor eax, eax
     push eax
     push ebx
@@ -143,7 +154,6 @@ start_kernel:
     call check_pattern
     add esp, 4
     add dword ptr [mismatches], eax
-    inc ebx
     jmp .Lstart_read_next
 .Lstart_done:
     mov eax, msg_ok
@@ -167,6 +177,76 @@ start_kernel:
     add esp, 4
     mov eax, 2
     pop ebx
+    pop ebp
+    ret
+
+# --- block/elevator.c: the request queue ---
+# submit_requests(): queue requests 0 .. REQUESTS-1 of a pass, in the order the file is written.
+submit_requests:
+    push ebp
+    mov ebp, esp
+    push ebx
+    xor ebx, ebx
+    mov dword ptr [q_head], 0
+    mov dword ptr [q_len], 0
+.Lsubmit_next:
+    cmp ebx, REQUESTS
+    jae .Lsubmit_done
+    push ebx
+    call elv_add_request
+    add esp, 4
+    inc ebx
+    jmp .Lsubmit_next
+.Lsubmit_done:
+    pop ebx
+    pop ebp
+    ret
+
+# elv_add_request(n): with an elevator, elv_dispatch_sort(): walk back from the tail past every
+# request with a higher sector and insert there, so the queue is in sector order; FIFO: append.
+elv_add_request:
+    push ebp
+    mov ebp, esp
+    push esi
+    mov eax, [ebp + 8]
+    mov ecx, [q_len]
+.if ELEVATOR
+    imul edx, eax, SECTORS_PER_REQ      # the request's first sector
+    mov esi, ecx
+.Ladd_request_walk:
+    cmp esi, [q_head]
+    jbe .Ladd_request_insert
+    push eax
+    mov eax, [request_queue + esi * 4 - 4]
+    imul eax, eax, SECTORS_PER_REQ
+    cmp eax, edx
+    pop eax
+    jbe .Ladd_request_insert
+    mov ecx, [request_queue + esi * 4 - 4]
+    mov dword ptr [request_queue + esi * 4], ecx
+    dec esi
+    jmp .Ladd_request_walk
+.Ladd_request_insert:
+    mov dword ptr [request_queue + esi * 4], eax
+.else
+    mov dword ptr [request_queue + ecx * 4], eax
+.endif
+    inc dword ptr [q_len]
+    pop esi
+    pop ebp
+    ret
+
+# elv_next_request(): the request at the head of the queue, or -1 when it is empty.
+elv_next_request:
+    push ebp
+    mov ebp, esp
+    mov ecx, [q_head]
+    mov eax, -1
+    cmp ecx, [q_len]
+    jae .Lnext_request_done
+    mov eax, [request_queue + ecx * 4]
+    inc dword ptr [q_head]
+.Lnext_request_done:
     pop ebp
     ret
 
@@ -211,7 +291,9 @@ verify_pmtmr_rate:
 acpi_pm_init:
     push ebp
     mov ebp, esp
+.if PMTMR_VERIFY
     call verify_pmtmr_rate
+.endif
     pop ebp
     ret
 
@@ -1009,6 +1091,12 @@ mismatches:
     .long 0
 bmdma_base:
     .long 0
+q_head:
+    .long 0
+q_len:
+    .long 0
+request_queue:
+    .fill REQUESTS * 4, 1, 0
 ata_port_ctl:                           # ap->ctl: obsolete bit set, interrupts enabled
     .long ATA_DEVCTL_OBS
 ata_last_ctl:

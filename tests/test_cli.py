@@ -80,6 +80,9 @@ def test_halt_with_interrupts_off_is_a_clean_end(capsys, tmp_path):
     (["report", "/nonexistent/t.npz"], "no such trace"),
     (["run", "ide", "-o", "/nonexistent/dir/t.npz"], "does not exist"),
     (["run", "ide", "--disk", "/nonexistent/disk.img"], "no such disk image"),
+    (["run", "ide", "--opt", "turbo"], "unknown optimization 'turbo'"),
+    (["run", "ide", "--opt", "tick-hz=0"], "outside"),
+    (["reproduce", "--out", "/dev/null"], "not a directory"),
 ])
 def test_bad_input_one_line(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
@@ -190,3 +193,24 @@ def test_network_peer_options(capsys):
     assert code == EXIT_OK and net["frames_out"] == 192 and 192 // 4 - 2 <= net["frames_in"] <= 192 // 4
     code, _, err = run_cli(capsys, "run", "netperf", "--net-ack-every", "0")
     assert code == EXIT_USAGE and "--net-ack-every" in err
+
+
+def test_optimizations_recorded_and_shown_in_compare(capsys, tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert run_cli(capsys, "run", "ide", "-o", str(a))[0] == EXIT_OK
+    code, out, _ = run_cli(capsys, "run", "ide", "--opt", "coalesce", "-o", str(b))
+    assert code == EXIT_OK
+    assert "Optimization coalesce=64: 330 port accesses handled inside 34 exits" in out
+    t = load(b)
+    assert t.meta["options"]["optimizations"] == {"coalesce": 64}
+    assert len(t.emulated) == 330
+    code, out, _ = run_cli(capsys, "compare", str(a), str(b), "--by", "address")
+    assert code == EXIT_OK and "Before: default; after: --opt coalesce=64" in out
+    code, out, _ = run_cli(capsys, "compare", str(a), str(b), "--format", "json")
+    doc = json.loads(out)
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert (rows["__ide_do_rw_disk"]["before"], rows["__ide_do_rw_disk"]["after"]) == (352, 32)
+    assert doc["totals"]["after"]["variant"] == "--opt coalesce=64"
+    # re-pricing under another profile prices the emulated accesses too
+    code, out, _ = run_cli(capsys, "report", str(b), "--profile", "kvm-skylake", "--format", "json")
+    assert code == EXIT_OK

@@ -245,3 +245,22 @@ def test_netperf_receive_mode():
     io, funcs, callers = _io_by_function(t)
     capr = int(((funcs == "iowrite16") & (callers == "rtl8139_rx")).sum())
     assert needed <= capr <= nic["rx_frames"]
+
+
+def test_bonnie_redundant_work_variants():
+    """-D PMTMR_VERIFY=0 removes exactly the PM-timer reads; -D ELEVATOR=0 (FIFO) removes only guest
+    instructions -- the sort of an already sequential stream -- and not one exit."""
+    def run(**constants):
+        return session.run(guests.resolve("bonnie", constants), load_profile(None), session.RunOptions())
+
+    base, no_verify, fifo = run(), run(PMTMR_VERIFY=0), run(ELEVATOR=0)
+    for t in (base, no_verify, fifo):
+        assert t.meta["console"] == "bonnie: start\nbonnie: ok\n"
+    _, funcs, _ = _io_by_function(no_verify)
+    assert "acpi_pm_read" not in set(funcs)
+    assert len(base.exits) - len(no_verify.exits) == 64
+    assert no_verify.meta["instructions"] < base.meta["instructions"]
+    assert len(fifo.exits) == len(base.exits)
+    assert np.array_equal(np.sort(fifo.exits["qualifier"]), np.sort(base.exits["qualifier"]))
+    # elv_dispatch_sort's walk, 8 requests a pass: one comparison each (the stream is sequential)
+    assert 0 < base.meta["instructions"] - fifo.meta["instructions"] < 20 * 16

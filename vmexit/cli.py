@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=tuple(RENDERERS), default="text")
     c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
 
+    rp = sub.add_parser("reproduce", help="run the KVM paper's experiments and write tables, JSON, traces, figures")
+    rp.add_argument("--out", default="vmexit-reproduce", metavar="DIR", help="output directory (default vmexit-reproduce)")
+    rp.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
+    rp.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
     b.add_argument("guest", help="bundled guest name or assembly source")
     b.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE")
@@ -164,9 +170,10 @@ def cmd_profiles(args) -> int:
 class _Progress:
     """A progress bar on a terminal (host time only paces the display; results never see it)."""
 
-    def __init__(self, enabled: bool, budget: int | None):
+    def __init__(self, enabled: bool, budget: int | None, unit: str = "instructions"):
         self._bar = None
         self._last = 0.0
+        self._unit = unit
         if not enabled:
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -175,14 +182,14 @@ class _Progress:
         self._task = self._bar.add_task("", total=budget)
         self._bar.start()
 
-    def __call__(self, icount: int, cycles: int) -> None:
+    def __call__(self, done: int, cycles: int, label: str = "") -> None:
         if self._bar is None:
             return
         now = time.monotonic()
-        if now - self._last < 0.2:
+        if now - self._last < 0.2 and not label:
             return
         self._last = now
-        self._bar.update(self._task, completed=icount, description=f"{icount:,} instructions")
+        self._bar.update(self._task, completed=done, description=label or f"{done:,} {self._unit}")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -253,6 +260,36 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def cmd_reproduce(args) -> int:
+    from . import reproduce
+    profile = load_profile(args.profile)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    figures = not args.no_figures
+    if figures:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("vmexit: note: matplotlib is not installed, figures skipped (pip install 'vmexit[plot]')",
+                  file=sys.stderr)
+            figures = False
+    show = sys.stderr.isatty() and not args.no_progress
+    bar = _Progress(show, len(reproduce.RUNS), "runs")
+    try:
+        traces = reproduce.run_all(profile, lambda name, done, total: bar(done, 0, name))
+    finally:
+        bar.close()
+    reps = reproduce.reports(traces)
+    try:
+        written = reproduce.write(out, traces, reps, figures)
+    except OSError as e:
+        raise UsageError(f"cannot write to {out}: {e.strerror or e}") from None
+    print(f"{len(reproduce.RUNS)} runs, {len(reps)} tables: {out / 'reproduce.md'}, {out / 'reproduce.json'}"
+          f"{', figures in ' + str(out / 'figures') if figures else ''} ({len(written)} files)")
+    return EXIT_OK
+
+
 def cmd_build(args) -> int:
     image = resolve(args.guest, dict(args.defines))
     elf = getattr(image, "elf", None)
@@ -267,7 +304,7 @@ def cmd_build(args) -> int:
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "build": cmd_build}
+            "compare": cmd_compare, "reproduce": cmd_reproduce, "build": cmd_build}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,8 @@ def cell(kind: str, value, row: dict | None = None) -> str:
 
 def totals_line(report) -> str:
     t = report.totals
+    if "summary" in t:
+        return t["summary"]
     if "before" in t:
         b, a = t["before"], t["after"]
 

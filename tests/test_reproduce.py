@@ -1,0 +1,55 @@
+"""`vmexit reproduce`: the matrix, the tables beside the paper, determinism, figures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vmexit.cli import EXIT_OK, main
+from vmexit.reproduce import EXPERIMENTS, FIGURES, RUNS
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    dirs = [tmp_path_factory.mktemp(f"reproduce{i}") for i in range(2)]
+    for d in dirs:
+        assert main(["reproduce", "--out", str(d), "--no-progress"]) == EXIT_OK
+    return dirs
+
+
+def test_two_runs_write_the_same_tables_and_json(outputs):
+    a, b = outputs
+    for name in ("reproduce.md", "reproduce.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_every_run_experiment_and_figure_is_written(outputs):
+    out = outputs[0]
+    doc = json.loads((out / "reproduce.json").read_text())
+    assert set(EXPERIMENTS) <= set(doc) and set(doc["runs"]) == set(RUNS)
+    for name in RUNS:
+        assert (out / "traces" / f"{name}.npz").stat().st_size > 0
+    pytest.importorskip("matplotlib")
+    for name in FIGURES:
+        for fmt, magic in (("png", b"\x89PNG"), ("svg", b"<?xml")):
+            assert (out / "figures" / f"{name}.{fmt}").read_bytes().startswith(magic)
+        assert (out / "figures" / f"{name}.svg").read_bytes() == (outputs[1] / "figures" / f"{name}.svg").read_bytes()
+
+
+def test_the_numbers_by_construction(outputs):
+    doc = json.loads((outputs[0] / "reproduce.json").read_text())
+    t4 = {(r["site"], r["variant"]): r for r in doc["table4"]["rows"]}
+    # 11 outb per request, 32 requests; coalesced: 1 exit per request, both ways
+    assert (t4[("ours ide: __ide_do_rw_disk", "static (-D COALESCE=1)")]["before"],
+            t4[("ours ide: __ide_do_rw_disk", "static (-D COALESCE=1)")]["after"]) == (352, 32)
+    assert t4[("ours ide: __ide_do_rw_disk", "dynamic (--opt coalesce)")]["after"] == 32
+    assert t4[("paper 0xc054fcc0", "static (xKVM)")]["before"] == 111050
+    pit = doc["pit"]["rows"]
+    assert [(r["count"], r["count_run"]) for r in pit] == [(1193, 1193), (1193, 4773), (1193, 11932), (11932, 11932)]
+    assert pit[2]["interrupts"] * 10 <= pit[0]["interrupts"] <= pit[2]["interrupts"] * 10 + 10
+    assert pit[2]["interrupts"] == pit[3]["interrupts"]
+    napi = doc["napi"]["rows"]
+    assert napi[0]["frames"] == napi[1]["frames"] and napi[1]["exits"] < napi[0]["exits"]
+    saved = doc["verify_pmtmr_rate"]["rows"][2]
+    assert saved["exits"] == 64
+    assert doc["io_scheduler"]["rows"][2]["exits"] == 0
