@@ -94,6 +94,9 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
         "profile": pricing.profile,
     }
     if network is not None:
+        frames = network["frames_out"] + network["frames_in"]
+        network["exits_per_frame"] = totals["exits"] / frames
+        network["exit_us_per_frame"] = totals["time_s"] / frames * 1e6
         totals["network"] = network
     opts = m.get("optimizations") or {}
     if opts:

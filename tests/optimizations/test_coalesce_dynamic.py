@@ -124,3 +124,15 @@ def test_plans_count_instructions_from_the_exiting_one():
     assert la.plan(0x1000) == {0x1002: 1, 0x1004: 2}
     la2 = LookAhead(lambda a, n: bytes.fromhex("90e680"), 8)
     assert la2.plan(0x1000) == {}  # the exiting instruction must itself be port I/O
+
+
+def test_a_guest_with_nothing_to_merge_gets_a_note():
+    t = run_inline("""
+    mov dx, 0x80
+    out dx, al
+    mov [0x20000], eax
+    out dx, al
+    mov [0x20000], eax
+""" + EXIT, optimizations={"coalesce": 64})
+    assert len(t.emulated) == 0
+    assert t.meta["optimizations"]["coalesce"]["note"].startswith("no-op")

@@ -106,3 +106,15 @@ def functions(t) -> list[str]:
     sym = {v: k for k, v in t.symbols.items()}
     starts = np.array(sorted(sym))
     return [sym[int(starts[i])] for i in np.searchsorted(starts, t.exits["rip"], "right") - 1]
+
+
+def test_repricing_under_the_same_profile_gives_the_recorded_costs():
+    from vmexit.analysis import Pricing
+    t = _run("ide", COALESCE=1)
+    prof = load_profile(None)
+    assert np.array_equal(Pricing.of(t).costs, Pricing.of(t, prof).costs)
+    sky = Pricing.of(t, load_profile("kvm-skylake"))
+    vm = t.exits["reason"] == ExitReason.VMCALL
+    per = load_profile("kvm-skylake")
+    handling = sum(per.emulation_cost(Place.USER, Direction.OUT) for _ in range(11))
+    assert set(sky.costs[vm].tolist()) == {per.cost(ExitReason.VMCALL) + handling}

@@ -55,7 +55,8 @@ def totals_line(report) -> str:
     if net:
         line += (f"\nNetwork: {net['frames_out']:,} frames / {net['bytes_out']:,} bytes out, "
                  f"{net['frames_in']:,} frames / {net['bytes_in']:,} bytes in, "
-                 f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time")
+                 f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time; {net['exits_per_frame']:.2f} exits "
+                 f"and {net['exit_us_per_frame']:.2f} us of exit time per frame")
     for name, opt in (t.get("optimizations") or {}).items():
         line += f"\nOptimization {name}={opt['value']}: {_opt_summary(name, opt)}"
     return line
