@@ -214,3 +214,30 @@ def test_optimizations_recorded_and_shown_in_compare(capsys, tmp_path):
     # re-pricing under another profile prices the emulated accesses too
     code, out, _ = run_cli(capsys, "report", str(b), "--profile", "kvm-skylake", "--format", "json")
     assert code == EXIT_OK
+
+
+def test_sweep_rows_by_construction(capsys, tmp_path):
+    plot = tmp_path / "sweep.svg"
+    code, out, _ = run_cli(capsys, "sweep", "ide", "-D", "SECTORS=4,8", "--opt", "coalesce=off,64",
+                           "--per", "SECTORS", "--format", "json", "--plot", str(plot), "--no-progress")
+    assert code == EXIT_OK
+    rows = {(r["-D SECTORS"], r["--opt coalesce"]): r for r in json.loads(out)["rows"]}
+    assert len(rows) == 4
+    # 15 exits a request, 2 requests a sector; coalesced, 5 a request
+    assert rows[(8, "off")]["exits"] - rows[(4, "off")]["exits"] == 15 * 2 * 4
+    assert rows[(8, 64)]["exits"] - rows[(4, 64)]["exits"] == 5 * 2 * 4
+    assert rows[(8, "off")]["operations"] == 8
+    assert rows[(8, "off")]["exits_per_op"] == rows[(8, "off")]["exits"] / 8
+    if plot.exists():  # matplotlib installed
+        assert plot.read_bytes().startswith(b"<?xml")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sweep", "ide"], "nothing to sweep"),
+    (["sweep", "ide", "-D", "SECTORS=4", "--per", "NOPE"], "has no constant NOPE"),
+    (["sweep", "ide", "--opt", "coalesce"], "NAME=V1,V2"),
+    (["sweep", "ide", "-D", "SECTORS=4", "--plot", "x.pdf"], "must end in .png or .svg"),
+])
+def test_sweep_bad_input(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1

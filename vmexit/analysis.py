@@ -344,6 +344,36 @@ def compare(before: Trace, after: Trace, by: str = "function", top: int | None =
     return Report(by=f"compare-{by}", title=title, columns=columns, rows=rows, totals=totals)
 
 
+def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: list[int] | None = None) -> Report:
+    """One row per combination of swept values: exits, exit time, instructions, virtual time and, when
+    `per` names what the guest repeats (per_counts: how many times in each run), each per operation."""
+    if not points:
+        raise ValueError("a sweep needs at least one run")
+    names = list(points[0][0])
+    rows = []
+    for i, (params, t) in enumerate(points):
+        exit_s = float(Pricing.of(t).costs.sum() / t.freq_hz)
+        row = dict(params)
+        row.update(exits=int(len(t.exits)), time_s=exit_s, instructions=int(t.meta.get("instructions", 0)),
+                   virtual_seconds=float(t.meta.get("virtual_seconds", 0.0)), status=t.meta.get("status"))
+        if per is not None:
+            n = per_counts[i]
+            row.update(operations=n, exits_per_op=row["exits"] / n if n else None,
+                       us_per_op=row["virtual_seconds"] / n * 1e6 if n else None)
+        rows.append(row)
+    columns = [Column(n, n, "str") for n in names]
+    columns += [Column("exits", "exits", "int"), Column("time_s", "exit time s", "seconds"),
+                Column("instructions", "instructions", "int"), Column("virtual_seconds", "virtual s", "seconds")]
+    if per is not None:
+        columns += [Column("operations", per, "int"), Column("exits_per_op", "exits / op", "ratio"),
+                    Column("us_per_op", "virtual time / op", "us")]
+    guest = points[0][1].meta.get("guest", "?")
+    title = f"Sweep of {guest} over {', '.join(names)}"
+    statuses = sorted({r["status"] for r in rows})
+    return Report(by="sweep", title=title, columns=columns, rows=rows,
+                  totals={"summary": f"{len(rows)} runs; ended: {', '.join(statuses)}"})
+
+
 PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
 
 

@@ -58,6 +58,16 @@ def _define(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"-D {name}: {value!r} is not an integer") from None
 
 
+def _define_list(text: str) -> tuple[str, list[int]]:
+    name, sep, values = text.partition("=")
+    if not sep or not name or not values:
+        raise argparse.ArgumentTypeError(f"-D takes NAME=V1,V2,..., got {text!r}")
+    try:
+        return name, [int(v, 0) for v in values.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-D {name}: {values!r} is not a list of integers") from None
+
+
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
                    help="group exits by function (default), address, caller, reason, port or mmio")
@@ -127,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
     rp.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sw = sub.add_parser("sweep", help="run one guest under every combination of constants / options")
+    sw.add_argument("guest", help="bundled guest name or assembly source")
+    sw.add_argument("-D", dest="defines", type=_define_list, action="append", default=[], metavar="NAME=V1,V2,...",
+                    help="a guest constant and its values (repeatable: the runs are the product)")
+    sw.add_argument("--opt", dest="opts", action="append", default=[], metavar="NAME=V1,V2,...",
+                    help="an optimization and its values (repeatable; 'off' for a run without it)")
+    sw.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
+    sw.add_argument("--max-instructions", type=_int, metavar="N", help="stop each run after N guest instructions")
+    sw.add_argument("--max-seconds", type=float, metavar="S", help="stop each run after S seconds of virtual time")
+    sw.add_argument("--per", metavar="NAME", help="a guest constant counting the operations a run does (e.g. "
+                    "SECTORS): adds exits and virtual time per operation")
+    sw.add_argument("--plot", metavar="FILE", help="write a figure (.png or .svg; needs matplotlib)")
+    sw.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    sw.add_argument("--report-file", metavar="FILE", help="write the table to FILE instead of stdout")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
     b.add_argument("guest", help="bundled guest name or assembly source")
@@ -290,6 +316,79 @@ def cmd_reproduce(args) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args) -> int:
+    import itertools
+
+    from .session import RunOptions, run
+    profile = load_profile(args.profile)
+    axes: list[tuple[str, str, list]] = [("D", name, values) for name, values in args.defines]
+    for text in args.opts:
+        name, sep, values = text.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--opt takes NAME=V1,V2,... in a sweep, got {text!r}")
+        choices = []
+        for v in values.split(","):
+            choices.append(None if v == "off" else parse_opts([f"{name}={v}"])[name])
+        axes.append(("opt", name, choices))
+    if not axes:
+        raise UsageError("nothing to sweep: give -D NAME=V1,V2,... or --opt NAME=V1,V2,...")
+    if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
+        raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
+    combos = list(itertools.product(*[values for _, _, values in axes]))
+    show = sys.stderr.isatty() and args.format != "json" and not args.no_progress
+    bar = _Progress(show, len(combos), "runs")
+    points, per_counts = [], []
+    try:
+        for i, combo in enumerate(combos):
+            constants = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "D"}
+            opts = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "opt" and v is not None}
+            label = {(f"-D {name}" if kind == "D" else f"--opt {name}"): ("off" if v is None else v)
+                     for (kind, name, _), v in zip(axes, combo)}
+            bar(i, 0, " ".join(f"{k}={v}" for k, v in label.items()))
+            image = resolve(args.guest, constants)
+            if args.per is not None:
+                n = constants.get(args.per, getattr(image, "defaults", {}).get(args.per))
+                if n is None:
+                    raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
+                per_counts.append(n)
+            options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
+                                 optimizations=opts)
+            points.append((label, run(image, profile, options)))
+    finally:
+        bar.close()
+    rep = analysis.sweep(points, args.per, per_counts or None)
+    _emit(RENDERERS[args.format](rep), args.report_file)
+    if args.plot:
+        from .render.plot import Figure, PlotUnavailable, render as plot
+        y = "exits_per_op" if args.per else "exits"
+        y2 = "us_per_op" if args.per else "time_s"
+        keys = list(points[0][0])
+        if len(keys) == 1:  # one axis: exits and time along it
+            fig = Figure(rep.title, keys[0], "exits per operation" if args.per else "exits",
+                         [str(r[keys[0]]) for r in rep.rows], {y.replace("_", " "): [r[y] or 0 for r in rep.rows]},
+                         kind="line", secondary={("virtual time / op (us)" if args.per else "exit time (s)"):
+                                                 [r[y2] or 0 for r in rep.rows]},
+                         secondary_label="microseconds" if args.per else "seconds")
+        else:  # several: one line per value of the last axis, along the others
+            last = keys[-1]
+            cats = list(dict.fromkeys(" ".join(str(r[k]) for k in keys[:-1]) for r in rep.rows))
+            series: dict[str, list] = {}
+            for r in rep.rows:
+                series.setdefault(f"{last}={r[last]}", []).append(r[y] or 0)
+            fig = Figure(rep.title, ", ".join(keys[:-1]), "exits per operation" if args.per else "exits", cats,
+                         series, kind="line")
+        try:
+            data = plot(fig, Path(args.plot).suffix[1:])
+        except PlotUnavailable as e:
+            raise UsageError(str(e)) from None
+        try:
+            write_atomic(Path(args.plot), data)
+        except OSError as e:
+            raise UsageError(f"cannot write {args.plot}: {e.strerror or e}") from None
+    codes = {STATUS_EXIT_CODES.get(r["status"], EXIT_INTERNAL) for r in rep.rows}
+    return max(codes)
+
+
 def cmd_build(args) -> int:
     image = resolve(args.guest, dict(args.defines))
     elf = getattr(image, "elf", None)
@@ -304,7 +403,7 @@ def cmd_build(args) -> int:
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "reproduce": cmd_reproduce, "build": cmd_build}
+            "compare": cmd_compare, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "build": cmd_build}
 
 
 def main(argv: list[str] | None = None) -> int:

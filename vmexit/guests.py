@@ -51,6 +51,15 @@ def read_source(path: Path, depth: int = 0) -> str:
     return "\n".join(out) + "\n"
 
 
+_DEFAULT = re.compile(r"^\s*\.ifndef\s+(\w+)\s*\n\s*\.set\s+(\w+)\s*,\s*(-?(?:0x[0-9a-fA-F]+|\d+))\b",
+                      re.MULTILINE)
+
+
+def source_defaults(text: str) -> dict[str, int]:
+    """The constants a source defaults with `.ifndef NAME` / `.set NAME, number`."""
+    return {m.group(1): int(m.group(3), 0) for m in _DEFAULT.finditer(text) if m.group(1) == m.group(2)}
+
+
 def build_source(path: Path, constants: dict[str, int]) -> Image:
     text = read_source(path)
     try:
@@ -60,6 +69,7 @@ def build_source(path: Path, constants: dict[str, int]) -> Image:
     image = load_elf(elf, path.stem)
     image.kind = "source"
     image.constants = dict(constants)
+    image.defaults = source_defaults(text)  # type: ignore[attr-defined]
     image.elf = elf  # type: ignore[attr-defined]
     return image
 
