@@ -87,6 +87,14 @@
 .set TF_LBAH, 20
 .set TF_DEVICE, 24
 .set TF_SIZE, 28
+# one symbol per memory operand (see asm.py): the fields' addresses
+.set ATA_TF_COMMAND, ata_tf + TF_COMMAND
+.set ATA_TF_FEATURE, ata_tf + TF_FEATURE
+.set ATA_TF_NSECT, ata_tf + TF_NSECT
+.set ATA_TF_LBAL, ata_tf + TF_LBAL
+.set ATA_TF_LBAM, ata_tf + TF_LBAM
+.set ATA_TF_LBAH, ata_tf + TF_LBAH
+.set ATA_TF_DEVICE, ata_tf + TF_DEVICE
 .set ATA_CMD_READ_DMA_EXT, 0x25
 .set ATA_CMD_WRITE_DMA_EXT, 0x35
 .set ATA_DMA_START, 0x01
@@ -589,7 +597,7 @@ ata_sff_dev_classify:
     call ata_sff_dev_select
     add esp, 4
     call ata_sff_tf_read
-    mov eax, dword ptr [ata_tf + TF_FEATURE]
+    mov eax, dword ptr [ATA_TF_FEATURE]
     mov dword ptr [ata_diag_err], eax
     xor ebx, ebx                        # horkage: diagnostic failed
     test eax, eax
@@ -604,8 +612,8 @@ ata_sff_dev_classify:
     cmp dword ptr [ebp + 8], 0
     jne .Lclassify_none
 .Lclassify_signature:                   # ata_dev_classify()
-    mov eax, dword ptr [ata_tf + TF_LBAM]
-    mov ecx, dword ptr [ata_tf + TF_LBAH]
+    mov eax, dword ptr [ATA_TF_LBAM]
+    mov ecx, dword ptr [ATA_TF_LBAH]
     shl ecx, 8
     or eax, ecx
     cmp eax, 0x0000
@@ -641,37 +649,37 @@ ata_sff_tf_read:
     push ebp
     mov ebp, esp
     call ata_sff_check_status
-    mov dword ptr [ata_tf + TF_COMMAND], eax
+    mov dword ptr [ATA_TF_COMMAND], eax
     mov eax, ATA_ERROR
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_FEATURE], eax
+    mov dword ptr [ATA_TF_FEATURE], eax
     mov eax, ATA_NSECT
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_NSECT], eax
+    mov dword ptr [ATA_TF_NSECT], eax
     mov eax, ATA_LBAL
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_LBAL], eax
+    mov dword ptr [ATA_TF_LBAL], eax
     mov eax, ATA_LBAM
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_LBAM], eax
+    mov dword ptr [ATA_TF_LBAM], eax
     mov eax, ATA_LBAH
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_LBAH], eax
+    mov dword ptr [ATA_TF_LBAH], eax
     mov eax, ATA_DEVICE
     push eax
     call ioread8
     add esp, 4
-    mov dword ptr [ata_tf + TF_DEVICE], eax
+    mov dword ptr [ATA_TF_DEVICE], eax
     pop ebp
     ret
 

@@ -88,3 +88,16 @@ after:
     assert "with_feature" in on and "without_feature" not in on and "nested" not in on
     assert "without_feature" in off and "nested" in off and "with_feature" not in off
     assert (on["after"] - on["_start"], off["after"] - off["_start"]) == (2, 3)
+
+
+def test_memory_operand_with_two_symbols_is_refused():
+    with pytest.raises(AsmError, match="only the last symbol"):
+        assemble(".set A, 0x200000\n.set B, 1024\n_start:\n    mov dword ptr [A + B], eax\n", {})
+    code, _ = assemble(".set A, 0x200000\n.set B, 1024\n.set AB, A + B\n_start:\n    mov dword ptr [AB], eax\n"
+                       "    mov dword ptr [ecx + B], eax\n", {})
+    assert code[:5] == bytes.fromhex("a300042000")
+
+
+def test_iret_is_refused_for_iretd():
+    with pytest.raises(AsmError, match="write iretd"):
+        assemble("_start:\n    iret\n", {})

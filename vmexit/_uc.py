@@ -293,3 +293,11 @@ class ExceptionStateReset:
         address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
         ctypes.c_int32.from_address(address + self._offset).value = -1
         self._uc.context_restore(self._ctx)
+
+
+def flush_tlb(uc: Uc) -> None:
+    """Drop Unicorn's cached guest translations (uc_ctl UC_CTL_TLB_FLUSH), as a TLB flush would: needed
+    after the host changes a guest page table behind the guest's back. The 2.1.4 binding has no method
+    for it, only the private control writer."""
+    from unicorn.unicorn_const import UC_CTL_TLB_FLUSH
+    uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)

@@ -40,7 +40,7 @@ class Report:
     meta: dict = field(default_factory=dict)
 
 
-BY_CHOICES = ("function", "address", "caller", "reason", "port", "mmio")
+BY_CHOICES = ("function", "address", "caller", "reason", "port", "mmio", "hypercall")
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,36 @@ def by_mmio(trace: Trace, pricing: Pricing) -> Report:
                           "MMIO Access", "address", ("read", "write"), ("R", "W"))
 
 
+def hypercall_name(hypervisor: str, nr: int) -> str:
+    """A hypercall's name under the trace's hypervisor (xenalyze's breakdown of VMCALL)."""
+    from .hypervisors.kvm import HYPERCALLS
+    from .hypervisors.xen import HYPERCALL_NAMES
+    from .optimizations.coalesce_static import XKVM_IO_COALESCE
+    if hypervisor == "xen-pv":
+        return HYPERCALL_NAMES.get(nr, f"hypercall {nr}")
+    names = {n: entry[0] for n, entry in HYPERCALLS.items()}
+    names[XKVM_IO_COALESCE] = "XKVM_IO_COALESCE"
+    return names.get(nr, f"hypercall {nr}")
+
+
+def by_hypercall(trace: Trace, pricing: Pricing) -> Report:
+    """VMCALL exits by hypercall, perf-kvm-stat columns, plus the requests the batched ones carried."""
+    ex = trace.exits
+    select = ex["reason"] == ExitReason.VMCALL
+    report = _stat_report(trace, "hypercall", "Analyze hypercalls for all VMs, all VCPUs", "hypercall",
+                          "HYPERCALL", select, ex["qualifier"][select].astype(np.int64), pricing)
+    hv = str(trace.meta.get("hypervisor", "kvm"))
+    nrs = ex["qualifier"][select].astype(np.int64)
+    sizes = ex["size"][select].astype(np.int64)
+    for row in report.rows:
+        nr = int(row.pop("_label"))
+        row["hypercall"] = hypercall_name(hv, nr)
+        row["nr"] = nr
+        row["requests"] = int(sizes[nrs == nr].sum())
+    report.columns.insert(1, Column("requests", "Requests", "int"))
+    return report
+
+
 COMPARE_CHOICES = ("function", "address", "reason", "port")
 
 
@@ -423,7 +453,7 @@ def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bo
     pricing = Pricing.of(trace, profile)
     if by in ("function", "address", "caller"):
         return hot_sites(trace, by, top, callers, pricing)
-    table = {"reason": by_reason, "port": by_port, "mmio": by_mmio}
+    table = {"reason": by_reason, "port": by_port, "mmio": by_mmio, "hypercall": by_hypercall}
     if by not in table:
         raise ValueError(f"unknown report {by!r} (choose from {', '.join(BY_CHOICES)})")
     rep = table[by](trace, pricing)

@@ -48,18 +48,32 @@ def strip_comments(line: str) -> str:
 _NUMBER_FIRST = re.compile(r"^\(?\s*(0x[0-9a-fA-F]+|\d+)\s*[-+*/|&]\s*\(?\s*[A-Za-z_]")
 
 
+_MEMORY = re.compile(r"\[([^\]]*)\]")
+_IDENT = re.compile(r"[A-Za-z_.][\w.]*")
+_REGISTERS = frozenset("eax ebx ecx edx esi edi esp ebp ax bx cx dx si di sp bp al bl cl dl ah bh ch dh "
+                       "cs ds es fs gs ss".split())
+
+
 def _check_operands(line: str, number: int) -> None:
-    """Keystone silently turns `NUMBER + SYMBOL` into a memory operand; refuse it with a clear message."""
+    """Refuse, with a clear message, what keystone silently misassembles: an operand `NUMBER + SYMBOL`
+    (it becomes a memory operand) and a memory operand with two symbols (all but the last dropped)."""
     text = _LABEL.sub("", line).strip()
     if not text or text.startswith("."):
         return
     parts = text.split(None, 1)
+    if parts and parts[0].lower() == "iret":
+        raise AsmError(f"line {number}: `iret`: keystone assembles it as the 16-bit iret (66 cf); write iretd")
     if len(parts) < 2:
         return
     for operand in parts[1].split(","):
         if "[" not in operand and _NUMBER_FIRST.match(operand.strip()):
             raise AsmError(f"line {number}: `{text}`: keystone misassembles an operand that starts with a "
                            f"number followed by a symbol; write the symbol first or use a .set constant")
+    for inner in _MEMORY.findall(parts[1]):
+        names = [t for t in _IDENT.findall(inner) if t.lower() not in _REGISTERS]
+        if len(names) > 1:
+            raise AsmError(f"line {number}: `{text}`: keystone keeps only the last symbol of a memory operand "
+                           f"(`[{inner}]` would address {names[-1]} alone); name the sum with .set first")
 
 
 _CONDITIONAL = re.compile(r"\s*\.(if|ifdef|ifndef|else|endif)\b")

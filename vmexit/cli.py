@@ -16,6 +16,7 @@ from .asm import AsmError
 from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
 from .devices.ide import DiskError
 from .guests import GUESTS, guests_dir, resolve
+from .hypervisors import HYPERVISORS
 from .loader import LoadError
 from .optimizations import OPTIMIZATIONS, OptionError, parse_opts
 from .render import RENDERERS
@@ -91,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE",
                    help="assembler constant for a guest source (repeatable)")
     r.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")
-    r.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
+    r.add_argument("--profile", help="cost profile name or file (default: the hypervisor's, "
+                   f"{DEFAULT_PROFILE} for kvm)")
+    r.add_argument("--hypervisor", choices=tuple(HYPERVISORS), default="kvm",
+                   help="the exit model: kvm (default), xen-pv (paravirtual memory), native (no hypervisor)")
     r.add_argument("--memory", type=_size, default=64 << 20, help="guest RAM (default 64M)")
     r.add_argument("--max-instructions", type=_int, metavar="N", help="stop after N guest instructions")
     r.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of virtual time")
@@ -144,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a guest constant and its values (repeatable: the runs are the product)")
     sw.add_argument("--opt", dest="opts", action="append", default=[], metavar="NAME=V1,V2,...",
                     help="an optimization and its values (repeatable; 'off' for a run without it)")
-    sw.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
+    sw.add_argument("--profile", help="cost profile name or file (default: the hypervisor's)")
+    sw.add_argument("--hypervisor", choices=tuple(HYPERVISORS), default="kvm", help="the exit model (default kvm)")
     sw.add_argument("--max-instructions", type=_int, metavar="N", help="stop each run after N guest instructions")
     sw.add_argument("--max-seconds", type=float, metavar="S", help="stop each run after S seconds of virtual time")
     sw.add_argument("--per", metavar="NAME", help="a guest constant counting the operations a run does (e.g. "
@@ -222,9 +227,13 @@ class _Progress:
             self._bar.stop()
 
 
+def _profile_for(args):
+    return load_profile(args.profile or HYPERVISORS[args.hypervisor][1])
+
+
 def cmd_run(args) -> int:
     from .session import RunOptions, run
-    profile = load_profile(args.profile)
+    profile = _profile_for(args)
     image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
     if args.output:
         out_dir = Path(args.output).resolve().parent
@@ -241,7 +250,8 @@ def cmd_run(args) -> int:
                          max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
                          net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                          net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
-                         net_window=args.net_window, optimizations=parse_opts(args.opts), echo=echo)
+                         net_window=args.net_window, optimizations=parse_opts(args.opts),
+                         hypervisor=args.hypervisor, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     paper = analysis.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:
@@ -320,7 +330,7 @@ def cmd_sweep(args) -> int:
     import itertools
 
     from .session import RunOptions, run
-    profile = load_profile(args.profile)
+    profile = _profile_for(args)
     axes: list[tuple[str, str, list]] = [("D", name, values) for name, values in args.defines]
     for text in args.opts:
         name, sep, values = text.partition("=")
@@ -352,7 +362,7 @@ def cmd_sweep(args) -> int:
                     raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
                 per_counts.append(n)
             options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
-                                 optimizations=opts)
+                                 optimizations=opts, hypervisor=args.hypervisor)
             points.append((label, run(image, profile, options)))
     finally:
         bar.close()

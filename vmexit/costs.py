@@ -27,10 +27,12 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILES: dict[str, str] = {
     "kvm76-q9550": "kvm76-q9550.json",
     "kvm-skylake": "kvm-skylake.json",
+    "xen-pv-q9550": "xen-pv-q9550.json",
 }
 DEFAULT_PROFILE = "kvm76-q9550"
 
 _PLACE_NAMES = {Place.KERNEL: "kernel", Place.USER: "user"}
+_ALL_PLACE_NAMES = {**_PLACE_NAMES, Place.GUEST: "guest"}  # "guest" keys are optional: else as kernel
 _DIRECTION_NAMES = {Direction.IN: "in", Direction.OUT: "out"}
 
 
@@ -49,15 +51,24 @@ class Profile:
     costs: dict[str, int]
     sources: dict[str, str] = field(repr=False)
     raw: str = field(repr=False, default="")
+    per_items: dict[str, int] = field(default_factory=dict)
 
     def cost(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
+        return self.costs[self._key(reason, place, direction)]
+
+    def per_item(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
+        """Cycles per request of a batched exit (a hypercall's `size` field counts its requests)."""
+        return self.per_items.get(self._key(reason, place, direction), 0)
+
+    def _key(self, reason: int, place: int, direction: int) -> str:
         name = ExitReason(reason).name if reason in ExitReason._value2member_map_ else "UNKNOWN"
-        p = _PLACE_NAMES.get(place, "kernel")
         d = _DIRECTION_NAMES.get(direction)
-        for key in ((f"{name}/{p}/{d}" if d else None), f"{name}/{p}", name):
-            if key is not None and key in self.costs:
-                return self.costs[key]
-        return self.costs["UNKNOWN"]
+        places = [_ALL_PLACE_NAMES.get(place, "kernel")] + (["kernel"] if place == Place.GUEST else [])
+        for p in places:
+            for key in ((f"{name}/{p}/{d}" if d else None), f"{name}/{p}"):
+                if key is not None and key in self.costs:
+                    return key
+        return name if name in self.costs else "UNKNOWN"
 
     def emulation_cost(self, place: int, direction: int) -> int:
         """A port access emulated inside another exit (see the module docstring)."""
@@ -83,7 +94,9 @@ class Profile:
         uniq, inverse = np.unique(key, return_inverse=True)
         table = np.array([self.cost(int(k) >> 8, (int(k) >> 4) & 0xF, int(k) & 0xF) for k in uniq],
                          dtype=np.uint64)
-        return table[inverse]
+        per = np.array([self.per_item(int(k) >> 8, (int(k) >> 4) & 0xF, int(k) & 0xF) for k in uniq],
+                       dtype=np.uint64)
+        return table[inverse] + per[inverse] * records["size"].astype(np.uint64)
 
 
 def _fail(where: str, msg: str) -> ProfileError:
@@ -113,6 +126,7 @@ def parse_profile(text: str, where: str) -> Profile:
         raise _fail(where, "cpu has no source")
     costs: dict[str, int] = {}
     sources: dict[str, str] = {}
+    per_items: dict[str, int] = {}
     for key, entry in costs_doc.items():
         reason = key.split("/")[0]
         if reason not in ExitReason.__members__:
@@ -126,6 +140,13 @@ def parse_profile(text: str, where: str) -> Profile:
             raise _fail(where, f"{key}: no source given for {cycles} cycles")
         costs[key] = cycles
         sources[key] = entry["source"]
+        if "per_item" in entry:
+            if reason != "VMCALL":
+                raise _fail(where, f"{key}: per_item is for hypercalls (VMCALL keys) only")
+            item = entry["per_item"]
+            if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+                raise _fail(where, f"{key}: per_item must be a non-negative integer, got {item!r}")
+            per_items[key] = item
     for reason in ExitReason.__members__:
         if not any(k == reason or k.startswith(reason + "/") for k in costs):
             raise _fail(where, f"no cost for exit reason {reason}")
@@ -139,7 +160,8 @@ def parse_profile(text: str, where: str) -> Profile:
     return Profile(
         name=str(doc.get("name", where)), description=str(doc.get("description", "")),
         freq_hz=freq, cpi=(cpi[0], cpi[1]), cpuid_signature=int(cpu.get("cpuid_signature", 0x1067A)),
-        trapped_exceptions=frozenset(int(v) for v in trapped), costs=costs, sources=sources, raw=text)
+        trapped_exceptions=frozenset(int(v) for v in trapped), costs=costs, sources=sources, raw=text,
+        per_items=per_items)
 
 
 def load_profile(name_or_path: str | None) -> Profile:

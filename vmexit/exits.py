@@ -37,6 +37,7 @@ class Place(enum.IntEnum):
 
     KERNEL = 0
     USER = 1
+    GUEST = 2  # reflected into the guest's own handler (a Xen PV page fault bounced to the guest)
 
 
 class Direction(enum.IntEnum):

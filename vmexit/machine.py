@@ -175,6 +175,29 @@ class X86Machine:
         limit = self.counter.limit()
         return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, error=error)
 
+    def deliver_to(self, handler: int, selector: int, return_eip: int, error_code: int | None = None,
+                   mask_interrupts: bool = True) -> None:
+        """Enter a handler the hypervisor knows (a Xen trap table entry) with an interrupt frame."""
+        uc = self.uc
+        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
+        cs = uc.reg_read(UC_X86_REG_CS)
+        esp = uc.reg_read(UC_X86_REG_ESP)
+        frame = struct.pack("<III", return_eip & 0xFFFFFFFF, cs, eflags)
+        if error_code is not None:
+            frame = struct.pack("<I", error_code & 0xFFFFFFFF) + frame
+        esp = (esp - len(frame)) & 0xFFFFFFFF
+        if not self.write_virtual(esp, frame):
+            raise GuestCrash(f"stack at 0x{esp:x} is not writable while entering a handler", return_eip)
+        eflags &= ~((1 << 8) | (1 << 14) | (1 << 16))
+        if mask_interrupts:
+            eflags &= ~IF_FLAG
+        uc.reg_write(UC_X86_REG_ESP, esp)
+        uc.reg_write(UC_X86_REG_EFLAGS, eflags)
+        if selector and selector != cs:
+            uc.reg_write(UC_X86_REG_CS, selector)
+        uc.reg_write(UC_X86_REG_EIP, handler)
+        self.reset_exception_state()
+
     def deliver(self, vector: int, return_eip: int, error_code: int | None = None) -> None:
         """Enter the guest's handler for `vector` through its IDT (ring 0 only)."""
         uc = self.uc

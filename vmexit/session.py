@@ -28,7 +28,8 @@ from .devices.pmtimer import PMTimer
 from .devices.uart import UART16550
 from .devices.unassigned import unassigned_gaps
 from .exits import ExitRecorder
-from .hypervisors.kvm import KVM, RunEnd
+from .hypervisors import HYPERVISORS
+from .hypervisors.kvm import RunEnd
 from .loader import Image
 from .machine import X86Machine
 from .optimizations import OPTIMIZATIONS
@@ -53,6 +54,7 @@ class RunOptions:
     net_frame_size: int = 1514
     net_window: int = 16
     optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
+    hypervisor: str = "kvm"         # a key of hypervisors.HYPERVISORS
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def recorded(self) -> dict:
@@ -77,7 +79,10 @@ def run(image: Image, profile: Profile, options: RunOptions,
     recorder = ExitRecorder()
     disk = Disk(options.disk, options.disk_size, options.disk_writable)
     pic = PIC8259()
-    vm: KVM | None = None
+    vm = None
+    if options.hypervisor not in HYPERVISORS:
+        raise ValueError(f"unknown hypervisor {options.hypervisor!r} (known: {', '.join(HYPERVISORS)})")
+    model = HYPERVISORS[options.hypervisor][0]
 
     def guest_exit(value: int) -> None:  # the debug-exit device is built before the VM it ends
         vm.guest_exit(value)
@@ -101,8 +106,9 @@ def run(image: Image, profile: Profile, options: RunOptions,
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
     lookahead = (LookAhead(machine.read_virtual, opts["coalesce"]) if "coalesce" in opts else None)
-    vm = KVM(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
-             mmio_devices, lookahead=lookahead)
+    extra = {"console": uart.emit} if options.hypervisor == "xen-pv" else {}
+    vm = model(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
+               mmio_devices, lookahead=lookahead, **extra)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)
@@ -122,6 +128,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "constants": image.constants,
         "options": options.recorded(),
         "profile": profile.name,
+        "hypervisor": options.hypervisor,
         "freq_hz": clock.freq_hz,
         "cpi": [clock.cpi_num, clock.cpi_den],
         "instructions": clock.icount,
@@ -142,6 +149,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
                 "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
                 "throughput_mbit_s": ((nic.rx_bytes if options.net_peer_sends else nic.tx_bytes) * 8
                                       / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
+        "xen": dict(vm.stats) if hasattr(vm, "stats") else None,
         "optimizations": _optimization_report(opts, tick, emulated, pit, lapic, cycles / clock.freq_hz),
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols), emulated=emulated)

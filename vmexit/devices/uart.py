@@ -41,6 +41,12 @@ class UART16550:
             return 0xB0  # CTS, DSR, DCD asserted
         return self.regs["scr"]
 
+    def emit(self, data: bytes) -> None:
+        """Console output that did not come through the transmit register (a Xen console_io)."""
+        self.output += data
+        if self._echo is not None:
+            self._echo(bytes(data))
+
     def write(self, port: int, size: int, value: int) -> None:
         off = port - BASE
         value &= 0xFF

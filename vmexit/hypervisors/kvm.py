@@ -117,6 +117,9 @@ class _Stop(Exception):
 class KVM:
     """One vCPU under the KVM model, with its devices on the port bus."""
 
+    name = "kvm"
+    cpuid_signature = "KVMKVMKVM\0\0\0"
+
     def __init__(self, machine: X86Machine, image: Image, clock: Clock, profile: Profile,
                  recorder: ExitRecorder, port_devices: list, timed_devices: list, pic,
                  mmio_devices: list = (), msr_init: dict[int, int] | None = None, lookahead=None):
@@ -155,6 +158,7 @@ class KVM:
         self._current = machine.counter.current
         self._io_costs = [[self._costs[(ExitReason.IO_INSTRUCTION, p, d)] for d in Direction] for p in Place]
         self._emulation_costs = [[profile.emulation_cost(p, d) for d in Direction] for p in Place]
+        self._vmcall_per_item = profile.per_item(ExitReason.VMCALL)
         # hook point io_exit (optimizations/coalesce_dynamic.py): the look-ahead, and the run it
         # planned at the last exit (exit count, that exit's icount, {address: instructions after})
         self._lookahead = lookahead
@@ -245,6 +249,8 @@ class KVM:
         if icount is None:
             icount = self._now_icount()
         cost = self._costs[(reason, place, direction)]
+        if size and reason == ExitReason.VMCALL:
+            cost += self._vmcall_per_item * size
         self.rec.append(icount, self.clock.cycles_at(icount), rip, reason, place, direction, qualifier,
                         size, value, cost, self._caller(ebp))
         self.clock.extra += cost
@@ -353,7 +359,7 @@ class KVM:
             # (no MTRR, MCA, VME, ...); ecx bit 31: a hypervisor is present
             return self.profile.cpuid_signature, 0x00010800, 0x80000000, 0x0781ABFD
         if leaf == 0x40000000:
-            b, c, d = s("KVMKVMKVM\0\0\0")
+            b, c, d = s(self.cpuid_signature)
             return 0x40000001, b, c, d
         if leaf == 0x80000000:
             return 0x80000000, 0, 0, 0
