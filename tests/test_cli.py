@@ -29,7 +29,7 @@ def write_guest(tmp_path, body, name="g.elf"):
 def test_guests_lists_bundled(capsys):
     code, out, _ = run_cli(capsys, "guests")
     assert code == EXIT_OK
-    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide", "netperf", "bonnie", "specjbb", "fork"]
+    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide", "netperf", "bonnie", "specjbb", "fork", "exec"]
 
 
 def test_run_ide_save_and_report(capsys, tmp_path):

@@ -57,7 +57,7 @@ class Profile:
         return self.costs[self._key(reason, place, direction)]
 
     def per_item(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
-        """Cycles per request of a batched exit (a hypercall's `size` field counts its requests)."""
+        """Cycles per item an exit's `size` counts: a hypercall's requests, a fault's pages filled."""
         return self.per_items.get(self._key(reason, place, direction), 0)
 
     def _key(self, reason: int, place: int, direction: int) -> str:
@@ -141,8 +141,8 @@ def parse_profile(text: str, where: str) -> Profile:
         costs[key] = cycles
         sources[key] = entry["source"]
         if "per_item" in entry:
-            if reason != "VMCALL":
-                raise _fail(where, f"{key}: per_item is for hypercalls (VMCALL keys) only")
+            if reason not in ("VMCALL", "EXCEPTION_NMI"):
+                raise _fail(where, f"{key}: per_item is for VMCALL (requests) and EXCEPTION_NMI (pages) only")
             item = entry["per_item"]
             if not isinstance(item, int) or isinstance(item, bool) or item < 0:
                 raise _fail(where, f"{key}: per_item must be a non-negative integer, got {item!r}")

@@ -19,6 +19,7 @@ GUESTS: dict[str, tuple[str, str]] = {
     "bonnie": ("bonnie.S", "libata-like bus-master DMA write/read (Table 3's callers), verify_pmtmr_rate at boot"),
     "specjbb": ("specjbb.S", "compute-bound, Table 1's timer path: LAPIC timer + PIT via I/O APIC, EOIs, timer_ack, __do_softirq"),
     "fork": ("fork.S", "lmbench-like fork: copy_page_range, COW faults, exit_mmap; native or Xen PV paths (BATCH)"),
+    "exec": ("exec.S", "lmbench-like exec: a fresh address space, demand-zero faults, exit_mmap; native or Xen PV"),
 }
 SOURCE_SUFFIXES = (".S", ".s", ".asm")
 

@@ -34,6 +34,7 @@ from .loader import Image
 from .machine import X86Machine
 from .optimizations import OPTIMIZATIONS
 from .optimizations.coalesce_dynamic import LookAhead
+from .optimizations.pf_offload import FaultOffload
 from .optimizations.tickrate import TickRate
 from .devices.pit import PIT_HZ
 from .devices.lapic import APIC_BUS_HZ
@@ -106,7 +107,13 @@ def run(image: Image, profile: Profile, options: RunOptions,
     machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
     machine.boot_multiboot(image.entry)
     lookahead = (LookAhead(machine.read_virtual, opts["coalesce"]) if "coalesce" in opts else None)
-    extra = {"console": uart.emit} if options.hypervisor == "xen-pv" else {}
+    extra = {}
+    offload = None
+    if options.hypervisor == "xen-pv":
+        if opts.get("xen-pf-offload"):
+            offload = FaultOffload(machine.read_virtual, machine.write_virtual, machine.read_physical,
+                                   machine.write_physical)
+        extra = {"console": uart.emit, "offload": offload}
     vm = model(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
                mmio_devices, lookahead=lookahead, **extra)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
@@ -150,13 +157,14 @@ def run(image: Image, profile: Profile, options: RunOptions,
                 "throughput_mbit_s": ((nic.rx_bytes if options.net_peer_sends else nic.tx_bytes) * 8
                                       / (cycles / clock.freq_hz) / 1e6) if cycles else 0.0},
         "xen": dict(vm.stats) if hasattr(vm, "stats") else None,
-        "optimizations": _optimization_report(opts, tick, emulated, pit, lapic, cycles / clock.freq_hz),
+        "optimizations": _optimization_report(opts, tick, emulated, pit, lapic, cycles / clock.freq_hz,
+                                              offload, options.hypervisor),
     }
     return Trace(exits=recorder.records(), meta=meta, symbols=dict(image.symbols), emulated=emulated)
 
 
 def _optimization_report(opts: dict[str, int], tick: TickRate | None, emulated, pit, lapic,
-                         seconds: float) -> dict:
+                         seconds: float, offload: FaultOffload | None = None, hypervisor: str = "kvm") -> dict:
     """What each optimization did in this run (a note when it had nothing to do)."""
     out: dict = {}
     for name, value in sorted(opts.items()):
@@ -167,6 +175,15 @@ def _optimization_report(opts: dict[str, int], tick: TickRate | None, emulated, 
             entry.update(accesses_merged=merged, merging_exits=exits)
             if not merged:
                 entry["note"] = "no-op: no run of port I/O followed an I/O exit within the window"
+        elif name == "xen-pf-offload":
+            if hypervisor != "xen-pv":
+                entry["note"] = "no-op: page-fault offload is a Xen PV feature (--hypervisor xen-pv)"
+            elif not value:
+                entry["note"] = "off"
+            elif offload.region is None:
+                entry["note"] = "no-op: the guest registered no range for Xen to handle"
+            else:
+                entry.update(zero_faults=offload.resolved["zero"], cow_faults=offload.resolved["cow"])
         elif name == "tick-hz":
             entry.update(tick.report({"pit": (pit.interrupts, PIT_HZ),
                                       "lapic": (lapic.fired_total, Fraction(APIC_BUS_HZ, lapic.divisor()))},

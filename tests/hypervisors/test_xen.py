@@ -143,3 +143,49 @@ def test_multicall_runs_each_entry_and_stores_results():
     out 0x80, eax
 """
     assert run_xen(body) == [0, 0, 0, -ENOSYS]
+
+
+EXECS = 4
+
+
+def execve(hypervisor: str, opts: dict | None = None, **constants):
+    profile = load_profile("xen-pv-q9550" if hypervisor == "xen-pv" else None)
+    return session.run(guests.resolve("exec", constants), profile,
+                       session.RunOptions(hypervisor=hypervisor, optimizations=opts or {}))
+
+
+@pytest.mark.parametrize("batch", [0, 1, 16])
+def test_exec_demand_zero_faults_by_construction(batch):
+    t = execve("xen-pv", BATCH=batch)
+    assert t.meta["console"] == "exec: start\nexec: ok\n"
+    assert count(t, ExitReason.EXCEPTION_NMI, place=Place.GUEST) == EXECS * PAGES
+    assert hypercalls(t, 26) == 3 + 3 * EXECS
+    if batch:
+        assert hypercalls(t, 14) == EXECS * PAGES
+        assert hypercalls(t, 1) == EXECS * math.ceil(PAGES / batch)
+    else:
+        assert count(t, ExitReason.EXCEPTION_NMI, place=Place.KERNEL, direction=Direction.OUT) == EXECS * 2 * PAGES
+
+
+@pytest.mark.parametrize("guest, faults", [("fork", FORKS * TOUCH), ("exec", EXECS * PAGES)])
+def test_enhanced_xen_fixes_the_faults_itself(guest, faults):
+    run = fork if guest == "fork" else execve
+    plain = run("xen-pv") if guest == "fork" else execve("xen-pv")
+    enhanced = (session.run(guests.resolve("fork"), load_profile("xen-pv-q9550"),
+                            session.RunOptions(hypervisor="xen-pv", optimizations={"xen-pf-offload": 1}))
+                if guest == "fork" else execve("xen-pv", {"xen-pf-offload": 1}))
+    assert enhanced.meta["console"] == plain.meta["console"]
+    offloaded = enhanced.exits[(enhanced.exits["reason"] == ExitReason.EXCEPTION_NMI)
+                               & (enhanced.exits["direction"] == Direction.IN)]
+    assert len(offloaded) == faults and set(offloaded["place"].tolist()) == {Place.KERNEL}
+    assert count(enhanced, ExitReason.EXCEPTION_NMI, place=Place.GUEST) == 0
+    assert hypercalls(enhanced, 14) == 0                      # no update_va_mapping from the guest
+    assert enhanced.meta["virtual_seconds"] < plain.meta["virtual_seconds"]
+    kind = "cow_faults" if guest == "fork" else "zero_faults"
+    assert enhanced.meta["optimizations"]["xen-pf-offload"][kind] == faults
+
+
+def test_offload_is_a_no_op_with_a_note_elsewhere():
+    t = session.run(guests.resolve("fork"), load_profile(None),
+                    session.RunOptions(hypervisor="kvm", optimizations={"xen-pf-offload": 1}))
+    assert "no-op" in t.meta["optimizations"]["xen-pf-offload"]["note"]

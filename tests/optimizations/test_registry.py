@@ -9,7 +9,7 @@ def test_parse_defaults_values_and_last_wins():
     assert parse_opts([]) == {}
     assert parse_opts(["coalesce"]) == {"coalesce": DEFAULT_WINDOW}
     assert parse_opts(["coalesce=8", "tick-hz=100", "coalesce=0x10"]) == {"coalesce": 16, "tick-hz": 100}
-    assert set(OPTIMIZATIONS) == {"coalesce", "tick-hz"}
+    assert set(OPTIMIZATIONS) == {"coalesce", "tick-hz", "xen-pf-offload"}
 
 
 @pytest.mark.parametrize("text, message", [

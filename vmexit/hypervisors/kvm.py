@@ -158,7 +158,6 @@ class KVM:
         self._current = machine.counter.current
         self._io_costs = [[self._costs[(ExitReason.IO_INSTRUCTION, p, d)] for d in Direction] for p in Place]
         self._emulation_costs = [[profile.emulation_cost(p, d) for d in Direction] for p in Place]
-        self._vmcall_per_item = profile.per_item(ExitReason.VMCALL)
         # hook point io_exit (optimizations/coalesce_dynamic.py): the look-ahead, and the run it
         # planned at the last exit (exit count, that exit's icount, {address: instructions after})
         self._lookahead = lookahead
@@ -249,8 +248,8 @@ class KVM:
         if icount is None:
             icount = self._now_icount()
         cost = self._costs[(reason, place, direction)]
-        if size and reason == ExitReason.VMCALL:
-            cost += self._vmcall_per_item * size
+        if size and reason in (ExitReason.VMCALL, ExitReason.EXCEPTION_NMI):
+            cost += self.profile.per_item(reason, place, direction) * size
         self.rec.append(icount, self.clock.cycles_at(icount), rip, reason, place, direction, qualifier,
                         size, value, cost, self._caller(ebp))
         self.clock.extra += cost

@@ -18,6 +18,9 @@ Same vCPU, devices and run loop as the KVM model (hypervisors/kvm.py); what diff
 - A page fault that is not such a store goes to Xen (one EXCEPTION_NMI exit, handled in the guest:
   place GUEST) and is bounced to the guest's handler (set_trap_table, else its IDT); the faulting
   address is in the shared info page's vcpu_info[0].arch.cr2, where a PV guest reads it.
+- With `--opt xen-pf-offload` (optimizations/pf_offload.py, hook point `page_fault`), demand-zero and
+  copy-on-write faults in the range a guest registered are fixed in Xen: one EXCEPTION_NMI exit handled
+  in Xen (direction IN: a page given; size 1: one page zeroed or copied) and no bounce.
 - CPUID leaf 0x40000000 says "XenVMMXenVMM", so a guest picks its Xen paths as Linux's pv_ops do.
 Guest-physical addresses are machine addresses here (an identity physical-to-machine map).
 """
@@ -40,7 +43,7 @@ EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
 #: Xen's hypercall numbers (public/xen.h) for the ones modeled; names for reports.
 HYPERCALL_NAMES: dict[int, str] = {
     0: "set_trap_table", 1: "mmu_update", 12: "memory_op", 13: "multicall", 14: "update_va_mapping",
-    18: "console_io", 26: "mmuext_op", 29: "sched_op",
+    18: "console_io", 26: "mmuext_op", 29: "sched_op", 48: "pf_offload_register",
 }
 MMU_NORMAL_PT_UPDATE = 0
 MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_UNPIN_TABLE = 0, 1, 4
@@ -64,14 +67,15 @@ class XenPV(KVM):
     name = "xen-pv"
     cpuid_signature = "XenVMMXenVMM"
 
-    def __init__(self, *args, console=None, **kw):
+    def __init__(self, *args, console=None, offload=None, **kw):
         super().__init__(*args, **kw)
         self._console = console
+        self._offload = offload  # optimizations/pf_offload.py (--opt xen-pf-offload), hook point page_fault
         self.pt_level: dict[int, int] = {}   # frame number -> 1 (L1) or 2 (L2)
         self.pinned: set[int] = set()
         self.shared_info: int | None = None  # guest-physical address of the shared info page
         self.traps: dict[int, tuple[int, int]] = {}   # vector -> (cs, handler address)
-        self.stats = {"pt_updates": 0, "pt_writes_emulated": 0, "faults_bounced": 0}
+        self.stats = {"pt_updates": 0, "pt_writes_emulated": 0, "faults_bounced": 0, "faults_offloaded": 0}
 
     # CPUID: the Xen signature -------------------------------------------------------------------
     def _cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
@@ -108,11 +112,36 @@ class XenPV(KVM):
         paddr = self.m.translate(cr2)
         if paddr is not None and error & 2 and (paddr >> 12) in self.pt_level and self._emulate_pt_store(eip, ebp, paddr):
             return
+        if self._offload is not None and self._offload_fault(eip, ebp, cr2, error):
+            return
         self._exit(ExitReason.EXCEPTION_NMI, Place.GUEST, Direction.NONE, eip, 14, 0, error, ebp)
         self.stats["faults_bounced"] += 1
         if self.shared_info is not None:
             self.m.write_physical(self.shared_info + VCPU0_CR2, struct.pack("<I", cr2))
         self._bounce(14, eip, error)
+
+    def _offload_fault(self, eip: int, ebp: int, cr2: int, error: int) -> bool:
+        """Enhanced Xen: fix a demand-zero or copy-on-write fault here; the instruction then retries.
+        One exit handled in Xen, direction IN (a page given to the guest), size 1 (one page filled)."""
+        cr3 = self.uc.reg_read(UC_X86_REG_CR3) & ~0xFFF
+        pde = struct.unpack("<I", self.m.read_physical(cr3 + (cr2 >> 22) * 4, 4) or b"\0\0\0\0")[0]
+        if not pde & PTE_PRESENT:
+            return False
+        pte_addr = (pde & ~0xFFF) + ((cr2 >> 12) & 0x3FF) * 4
+        raw = self.m.read_physical(pte_addr, 4)
+        if raw is None:
+            return False
+        fixed = self._offload.resolve(cr2, bool(error & 2), pte_addr, struct.unpack("<I", raw)[0])
+        if fixed is None:
+            return False
+        _kind, ptr, pte = fixed
+        if self._pt_update(ptr, pte) != 0:
+            return False
+        self._exit(ExitReason.EXCEPTION_NMI, Place.KERNEL, Direction.IN, eip, 14, 1, cr2, ebp)
+        self.stats["faults_offloaded"] += 1
+        self.m.reset_exception_state()
+        self._reschedule()
+        return True
 
     def _bounce(self, vector: int, eip: int, error: int | None) -> None:
         """Enter the guest's handler: the one set_trap_table registered, else the IDT's."""
@@ -353,6 +382,11 @@ class XenPV(KVM):
             self._console(data)
         return count, 1
 
+    def hc_pf_offload_register(self, args) -> tuple[int, int]:
+        if self._offload is None:
+            return -ENOSYS, 0
+        return self._offload.register(args[0]), 1
+
     def hc_sched_op(self, args) -> tuple[int, int]:
         cmd, arg = args[0], args[1]
         if cmd == SCHEDOP_YIELD:
@@ -372,6 +406,7 @@ class XenPV(KVM):
 _HANDLERS = {
     0: XenPV.hc_set_trap_table, 1: XenPV.hc_mmu_update, 12: XenPV.hc_memory_op, 13: XenPV.hc_multicall,
     14: XenPV.hc_update_va_mapping, 18: XenPV.hc_console_io, 26: XenPV.hc_mmuext_op, 29: XenPV.hc_sched_op,
+    48: XenPV.hc_pf_offload_register,
 }
 
 

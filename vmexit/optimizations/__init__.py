@@ -4,7 +4,9 @@ Each is one module, used at one named hook point of the hypervisor model:
 - `coalesce` (coalesce_dynamic.py), hook point `io_exit`: after an I/O exit, the following run of port
   I/O and register-only instructions is handled inside it;
 - `tick-hz` (tickrate.py), hook point `timer_load`: a periodic PIT / LAPIC timer count the guest loads
-  is scaled to the target rate.
+  is scaled to the target rate;
+- `xen-pf-offload` (pf_offload.py), hook point `page_fault` of the Xen PV model: demand-zero and
+  copy-on-write faults fixed in Xen ("Enhanced Xen").
 Static I/O coalescing (coalesce_static.py) is the XKVM_IO_COALESCE hypercall, always offered; the guest
 variants that use it are built with `-D COALESCE=1`. The guest-side optimizations (NAPI removal, tick
 rate in the guest, verify_pmtmr_rate and elevator removal) are guest constants, not options.
@@ -39,6 +41,9 @@ OPTIMIZATIONS: dict[str, Optimization] = {
     "tick-hz": Optimization(
         "tick-hz", "timer_load", "transparent tick-rate reduction of periodic PIT/LAPIC timers",
         "target tick rate in Hz", None, tickrate.MIN_HZ, tickrate.MAX_HZ),
+    "xen-pf-offload": Optimization(
+        "xen-pf-offload", "page_fault", "Xen fixes demand-zero and copy-on-write faults itself (xen-pv)",
+        "1 on, 0 off", 1, 0, 1),
 }
 
 
