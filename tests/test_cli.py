@@ -241,3 +241,24 @@ def test_sweep_rows_by_construction(capsys, tmp_path):
 def test_sweep_bad_input(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
     assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_fork_beside_seed_001(capsys):
+    code, out, _ = run_cli(capsys, "run", "fork", "--paper", "--format", "json")
+    assert code == EXIT_OK
+    rows = json.loads(out)["rows"]
+    assert [r["paper_us"] for r in rows] == [130, 451, 252]
+    # per fork of 32 pages (BATCH=16, 8 pages touched): mmu_update 64/16 + 32/16, 8 update_va_mapping,
+    # 4 mmuext_op, 8 bounced faults; offloaded, the 8 faults are fixed in Xen and need no hypercall
+    assert [(r["exits_per_op"], r["hypercalls_per_op"]) for r in rows] == [(0, 0), (26, 18), (18, 10)]
+    assert rows[0]["us"] < rows[2]["us"] < rows[1]["us"]
+
+
+def test_sweep_of_the_batch_size_under_xen(capsys):
+    code, out, _ = run_cli(capsys, "sweep", "fork", "--hypervisor", "xen-pv", "-D", "BATCH=1,2,4",
+                           "--format", "json", "--no-progress")
+    assert code == EXIT_OK
+    exits = {r["-D BATCH"]: r["exits"] for r in json.loads(out)["rows"]}
+    per_fork = {b: -(-64 // b) - (-32 // b) for b in (1, 2, 4)}   # ceil(2M/B) + ceil(M/B)
+    assert exits[1] - exits[2] == 4 * (per_fork[1] - per_fork[2])
+    assert exits[2] - exits[4] == 4 * (per_fork[2] - per_fork[4])

@@ -405,6 +405,40 @@ def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: 
 
 
 PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
+XEN_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_paper.json"
+
+
+def xen_paper_for(guest: str) -> dict | None:
+    """Seed 001's figure for a fork/exec guest, if it has one."""
+    doc = json.loads(XEN_PAPER_DATA.read_text(encoding="utf-8"))
+    entry = doc["workloads"].get(guest)
+    return None if entry is None else dict(entry, source=doc["source"], title=doc["title"], systems=doc["systems"])
+
+
+def beside_xen_paper(runs: list[tuple[str, Trace, Trace]], operations: int, paper: dict) -> Report:
+    """One row per system (native, Xen PV, Xen PV with fault offload): the paper's latency beside ours.
+    Each system ran twice, with `operations` and with twice as many; per operation is the difference
+    divided by `operations`, so boot and the end do not count (lmbench amortizes them the same way)."""
+    rows = []
+    for system, paper_us, (label, once, twice) in zip(paper["systems"], paper["us"], runs):
+        seconds = float(twice.meta["virtual_seconds"]) - float(once.meta["virtual_seconds"])
+        exits = len(twice.exits) - len(once.exits)
+        calls = int((twice.exits["reason"] == ExitReason.VMCALL).sum() - (once.exits["reason"] == ExitReason.VMCALL).sum())
+        rows.append({"system": system, "ours": label, "paper_us": paper_us, "us": seconds / operations * 1e6,
+                     "exits_per_op": exits / operations, "hypercalls_per_op": calls / operations})
+    base_p, base_o = rows[1]["paper_us"], rows[1]["us"]
+    for r in rows:
+        r["paper_vs_xen"] = r["paper_us"] / base_p
+        r["ours_vs_xen"] = r["us"] / base_o if base_o else None
+    columns = [Column("system", "system", "str"), Column("ours", "ours run as", "str"),
+               Column("paper_us", "paper us", "int"), Column("us", "our us / op", "ratio"),
+               Column("paper_vs_xen", "paper vs Xen", "ratio"), Column("ours_vs_xen", "ours vs Xen", "ratio"),
+               Column("exits_per_op", "exits / op", "ratio"), Column("hypercalls_per_op", "hypercalls / op", "ratio")]
+    title = f"{paper['title']}, {paper['label']}, beside {runs[0][1].meta.get('guest', '?')}"
+    note = (f"Source: {paper['source']}. Ours: modeled virtual time per operation, from runs of {operations} "
+            f"and {2 * operations} operations (the guest's {paper['constant']}); the paper's times are whole "
+            f"lmbench processes on real hardware, ours a {operations}-operation miniature: compare the ratios.")
+    return Report(by="paper", title=title, columns=columns, rows=rows, totals={"summary": note})
 
 
 def paper_table_for(guest: str) -> dict | None:

@@ -253,9 +253,11 @@ def cmd_run(args) -> int:
                          net_window=args.net_window, optimizations=parse_opts(args.opts),
                          hypervisor=args.hypervisor, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
+    if args.paper and analysis.xen_paper_for(image.name) is not None:
+        return _xen_paper(args, image, options)
     paper = analysis.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:
-        raise UsageError(f"the KVM paper has no table for guest {image.name!r}")
+        raise UsageError(f"the papers have no table for guest {image.name!r}")
     progress = _Progress(show, args.max_instructions)
     try:
         trace = run(image, profile, options, progress)
@@ -280,6 +282,31 @@ def cmd_run(args) -> int:
         at = f" at 0x{where:x}" if where is not None else ""
         print(f"vmexit: {status}: {trace.meta['detail']}{at}{saved}", file=sys.stderr)
     return code
+
+
+def _xen_paper(args, image, options) -> int:
+    """seed 001's figure: the guest natively, under Xen PV, and under Xen PV with fault offload, each
+    with the guest's operation count and twice it (per operation = the difference)."""
+    import dataclasses
+
+    from .session import run
+    paper = analysis.xen_paper_for(image.name)
+    name = paper["constant"]
+    n = image.constants.get(name, getattr(image, "defaults", {}).get(name))
+    if not n:
+        raise UsageError(f"{image.name}: no {name} constant to count operations by")
+    systems = [("native", {}, "native"), ("xen-pv", {}, "xen-pv"),
+               ("xen-pv", {"xen-pf-offload": 1}, "xen-pv --opt xen-pf-offload")]
+    doubled = resolve(args.guest, dict(args.defines, **{name: 2 * n}), args.symbols, args.load_addr, args.entry)
+    runs, worst = [], EXIT_OK
+    for hypervisor, opts, label in systems:
+        opt = dataclasses.replace(options, hypervisor=hypervisor, optimizations=dict(options.optimizations, **opts))
+        profile = load_profile(args.profile or HYPERVISORS[hypervisor][1])
+        pair = [run(img, profile, opt) for img in (image, doubled)]
+        worst = max([worst] + [STATUS_EXIT_CODES.get(t.meta["status"], EXIT_INTERNAL) for t in pair])
+        runs.append((label, *pair))
+    _emit(RENDERERS[args.format](analysis.beside_xen_paper(runs, n, paper)), args.report_file)
+    return worst
 
 
 def cmd_report(args) -> int:
