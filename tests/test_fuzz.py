@@ -81,3 +81,39 @@ def test_ide_programming_stays_in_spec(ops):
             assert 0 <= ide.read(port, size) < 1 << (8 * size)
         assert 0 <= ide.status <= 0xFF and 0 <= ide.pos <= 512
         assert all(0 <= lba < 64 and len(data) == 512 for lba, data in ide.disk.overlay.items())
+
+
+# Random Xen hypercalls (numbers, arguments, request arrays): the model answers with a result in EAX
+# and never crashes the run; random bytes run as a PV domain too.
+XEN_PROFILE = load_profile("xen-pv-q9550")
+WORDS = st.integers(0, 0xFFFFFFFF) | st.sampled_from([0, 1, 2, 0x20000, 0x21000, 0x21004, 0x7FFFFFF0])
+
+
+@settings(max_examples=max(EXAMPLES // 3, 50), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 12, 13, 14, 18, 26, 29, 48, 99]), WORDS, WORDS, WORDS,
+                          st.lists(WORDS, min_size=8, max_size=8)), min_size=1, max_size=6),
+       st.booleans())
+def test_random_xen_hypercalls_never_crash_the_run(calls, offload):
+    body = []
+    for nr, b, c, d, memory in calls:
+        for i, word in enumerate(memory):            # a request array the arguments may point at
+            body.append(f"    mov dword ptr [{0x21000 + 4 * i}], {word}")
+        body += [f"    mov eax, {nr}", f"    mov ebx, {b}", f"    mov ecx, {c}", f"    mov edx, {d}",
+                 "    mov esi, 0x7ff0", "    int 0x82", "    out 0x80, eax"]
+    from .conftest import inline_image
+    image = inline_image("\n".join(body) + "\n    out 0xf4, al\n")
+    opts = {"xen-pf-offload": 1} if offload else {}
+    trace = session.run(image, XEN_PROFILE, session.RunOptions(hypervisor="xen-pv", max_instructions=20000,
+                                                               ram_size=4 << 20, optimizations=opts))
+    assert trace.meta["status"] in ENDINGS
+
+
+@settings(max_examples=max(EXAMPLES // 3, 50), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(st.binary(min_size=1, max_size=128))
+def test_random_bytes_as_a_xen_domain(code):
+    image = load_flat(code, "fuzz", {"_start": 0x100000}, 0x100000, None)
+    trace = session.run(image, XEN_PROFILE, session.RunOptions(hypervisor="xen-pv", max_instructions=5000,
+                                                               ram_size=4 << 20))
+    assert trace.meta["status"] in ENDINGS

@@ -189,3 +189,10 @@ def test_offload_is_a_no_op_with_a_note_elsewhere():
     t = session.run(guests.resolve("fork"), load_profile(None),
                     session.RunOptions(hypervisor="kvm", optimizations={"xen-pf-offload": 1}))
     assert "no-op" in t.meta["optimizations"]["xen-pf-offload"]["note"]
+
+
+def test_xen_runs_are_deterministic():
+    def once():
+        return session.run(guests.resolve("exec", {"BATCH": 4}), load_profile("xen-pv-q9550"),
+                           session.RunOptions(hypervisor="xen-pv", optimizations={"xen-pf-offload": 1})).to_bytes()
+    assert once() == once()
