@@ -23,7 +23,7 @@ from .render import RENDERERS
 from .trace import TraceError, load as load_trace, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
+STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
                      "interrupted": EXIT_INTERRUPTED}
 
 
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--disk", metavar="IMG", help="IDE disk image (used as a copy unless --disk-writable)")
     r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to IMG")
     r.add_argument("--console", action="store_true", help="echo the guest's serial output to stderr")
+    r.add_argument("--input", metavar="TEXT", help="type TEXT into the serial port (\\n for Enter)")
+    r.add_argument("--input-file", metavar="FILE", help="type the bytes of FILE into the serial port")
+    r.add_argument("--until-console", metavar="TEXT", help="end the run once the console has printed TEXT")
     r.add_argument("--net-ack-every", type=int, default=2, metavar="N",
                    help="the network peer acknowledges every N frames the guest sends (default 2)")
     r.add_argument("--net-ack-delay-us", type=float, default=20.0, metavar="US",
@@ -244,6 +247,16 @@ def cmd_run(args) -> int:
         def echo(data: bytes) -> None:
             sys.stderr.buffer.write(data)
             sys.stderr.buffer.flush()
+    typed = b""
+    if args.input is not None and args.input_file is not None:
+        raise UsageError("give --input or --input-file, not both")
+    if args.input is not None:
+        typed = args.input.encode("latin-1", "replace").decode("unicode_escape").encode("latin-1", "replace")
+    elif args.input_file is not None:
+        try:
+            typed = Path(args.input_file).read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read --input-file {args.input_file}: {e.strerror or e}") from None
     if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
         raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
     options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
@@ -251,7 +264,7 @@ def cmd_run(args) -> int:
                          net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                          net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
                          net_window=args.net_window, optimizations=parse_opts(args.opts),
-                         hypervisor=args.hypervisor, echo=echo)
+                         hypervisor=args.hypervisor, input=typed, until_console=args.until_console, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     if args.paper and analysis.xen_paper_for(image.name) is not None:
         return _xen_paper(args, image, options)

@@ -22,14 +22,17 @@ from unicorn.x86_const import (
     UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
     UC_X86_REG_EBX, UC_X86_REG_EFLAGS,
     UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
-    UC_X86_REG_GS, UC_X86_REG_IDTR, UC_X86_REG_SS,
+    UC_X86_REG_GS, UC_X86_REG_IDTR, UC_X86_REG_SS, UC_X86_REG_TR,
 )
 
 from ._uc import ExceptionStateReset, InstructionCounter
+from . import bios
 from .loader import MULTIBOOT_BOOTLOADER_MAGIC, Image, LoadError
 
 GDT_ADDRESS = 0x800
 MBI_ADDRESS = 0x900
+MMAP_ADDRESS = 0x980            # the multiboot memory map, right after the info structure (116 bytes)
+CPU_SIGNATURE = 0x1067A         # the MP table's processor entry: family 6 model 23 (the profiles' Core 2)
 BOOT_STACK = 0x7000
 LOW_MEMORY_KIB = 639
 IF_FLAG = 1 << 9
@@ -148,8 +151,14 @@ class X86Machine:
         for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_SS, UC_X86_REG_FS, UC_X86_REG_GS):
             uc.reg_write(reg, 0x10)
         mem_upper = (self.ram_size - (1 << 20)) // 1024
-        # flags bit 0: mem_lower/mem_upper valid
-        uc.mem_write(MBI_ADDRESS, struct.pack("<III", 1, LOW_MEMORY_KIB, mem_upper) + bytes(104))
+        for address, data in bios.bios_data_area() + bios.mp_tables(CPU_SIGNATURE):
+            uc.mem_write(address, data)
+        mmap = bios.memory_map(self.ram_size)
+        uc.mem_write(MMAP_ADDRESS, mmap)
+        # flags bit 0: mem_lower/mem_upper valid; bit 6: mmap_length/mmap_addr valid
+        info = bytearray(struct.pack("<III", 0x41, LOW_MEMORY_KIB, mem_upper) + bytes(104))
+        struct.pack_into("<II", info, 44, len(mmap), MMAP_ADDRESS)
+        uc.mem_write(MBI_ADDRESS, bytes(info))
         uc.reg_write(UC_X86_REG_EAX, MULTIBOOT_BOOTLOADER_MAGIC)
         uc.reg_write(UC_X86_REG_EBX, MBI_ADDRESS)
         uc.reg_write(UC_X86_REG_ESP, BOOT_STACK)
@@ -198,8 +207,12 @@ class X86Machine:
         uc.reg_write(UC_X86_REG_EIP, handler)
         self.reset_exception_state()
 
-    def deliver(self, vector: int, return_eip: int, error_code: int | None = None) -> None:
-        """Enter the guest's handler for `vector` through its IDT (ring 0 only)."""
+    def deliver(self, vector: int, return_eip: int, error_code: int | None = None, software: int = 0) -> None:
+        """Enter the guest's handler for `vector` through its IDT, as the CPU does (Intel SDM vol. 3A,
+        6.12): a gate of lower DPL than the current privilege refuses a software `int n` with
+        #GP(vector * 8 + 2) (`software` is the length of the int instruction, 0 for anything else);
+        from ring 3 the handler runs on the TSS's SS0:ESP0 stack, with the old
+        SS:ESP pushed below EFLAGS, CS, EIP and the error code; an interrupt gate clears IF."""
         uc = self.uc
         _, idt_base, idt_limit, _ = uc.reg_read(UC_X86_REG_IDTR)
         if vector * 8 + 7 > idt_limit:
@@ -211,23 +224,47 @@ class X86Machine:
         gate_type = type_attr & 0x1F
         if not type_attr & 0x80 or gate_type not in (0x0E, 0x0F):
             raise GuestCrash(f"no present interrupt/trap gate for vector {vector}", return_eip)
-        if uc.reg_read(UC_X86_REG_CS) & 3:
-            raise GuestCrash("interrupt while in ring 3: privilege switches are not modeled", return_eip)
-        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
         cs = uc.reg_read(UC_X86_REG_CS)
+        cpl = cs & 3
+        if software and (type_attr >> 5) & 3 < cpl:
+            self.deliver(13, return_eip - software, vector * 8 + 2)
+            return
+        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
         esp = uc.reg_read(UC_X86_REG_ESP)
         frame = struct.pack("<III", return_eip & 0xFFFFFFFF, cs, eflags)
+        to_ring0 = cpl > (selector & 3)
+        if to_ring0:
+            frame += struct.pack("<II", esp, uc.reg_read(UC_X86_REG_SS))
+            tss = uc.reg_read(UC_X86_REG_TR)[1]
+            raw = self.read_virtual(tss + 4, 8)
+            if raw is None:
+                raise GuestCrash(f"no TSS to find the ring-0 stack for vector {vector}", return_eip)
+            esp, ss0 = struct.unpack("<II", raw)
+            ss0 &= 0xFFFF
         if error_code is not None:
             frame = struct.pack("<I", error_code & 0xFFFFFFFF) + frame
         esp = (esp - len(frame)) & 0xFFFFFFFF
         if not self.write_virtual(esp, frame):
             raise GuestCrash(f"stack at 0x{esp:x} is not writable while delivering vector {vector}", return_eip)
-        eflags &= ~((1 << 8) | (1 << 14) | (1 << 16))  # TF, NT, RF
+        eflags &= ~((1 << 8) | (1 << 14) | (1 << 16) | (1 << 17))  # TF, NT, RF, VM
         if gate_type == 0x0E:
             eflags &= ~IF_FLAG
+        if to_ring0:
+            self._enter_ring0(ss0, selector)
+        elif selector != cs:
+            uc.reg_write(UC_X86_REG_CS, selector)
         uc.reg_write(UC_X86_REG_ESP, esp)
         uc.reg_write(UC_X86_REG_EFLAGS, eflags)
-        if selector != cs:
-            uc.reg_write(UC_X86_REG_CS, selector)
         uc.reg_write(UC_X86_REG_EIP, off_lo | (off_hi << 16))
         self.reset_exception_state()
+
+    def _enter_ring0(self, ss: int, cs: int) -> None:
+        """Load a ring-0 SS and CS from ring 3. Unicorn 2.1 refuses SS of another privilege while CPL is
+        3, so protection is switched off for the one write that clears SS, as measured to work."""
+        uc = self.uc
+        cr0 = uc.reg_read(UC_X86_REG_CR0)
+        uc.reg_write(UC_X86_REG_CR0, cr0 & ~1)
+        uc.reg_write(UC_X86_REG_SS, 0)
+        uc.reg_write(UC_X86_REG_CR0, cr0)
+        uc.reg_write(UC_X86_REG_SS, ss)
+        uc.reg_write(UC_X86_REG_CS, cs)

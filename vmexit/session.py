@@ -14,7 +14,9 @@ from . import __version__
 from .clock import Clock
 from .costs import Profile
 from .devices.bmdma import BusMasterIDE
+from .devices.cmos import CMOS
 from .devices.debugexit import DebugExit
+from .devices.legacy import CGA, KeyboardController
 from .devices.ide import Disk, IDEDisk
 from .devices.ioapic import IOAPIC
 from .devices.irq import InterruptRouter
@@ -56,11 +58,14 @@ class RunOptions:
     net_window: int = 16
     optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
     hypervisor: str = "kvm"         # a key of hypervisors.HYPERVISORS
+    input: bytes = b""              # typed into the UART (--input, --input-file)
+    until_console: str | None = None  # end the run when the console has printed this
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def recorded(self) -> dict:
         d = asdict(self)
         d.pop("echo")
+        d["input"] = self.input.decode("latin-1")
         return d
 
 
@@ -92,7 +97,13 @@ def run(image: Image, profile: Profile, options: RunOptions,
     ioapic = IOAPIC(deliver=lapic.accept)
     irqs = InterruptRouter(pic, lapic, ioapic)
     pit = PIT8254(clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(0), reload_hook=reload_hook)
-    uart = UART16550(options.echo)
+    def console_output(output: bytearray) -> None:
+        text = options.until_console
+        if text and vm is not None and text.encode("latin-1") in output[-(len(text) + 1):]:
+            vm.console_matched(text)
+
+    uart = UART16550(options.echo, clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(4), options.input,
+                     console_output if options.until_console else None)
     ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
@@ -101,6 +112,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
                          window=options.net_window)
     nic.on_transmit = peer.on_transmit
     port_devices = [pit, pic, uart, PMTimer(clock.now, clock.freq_hz), ide, bmdma, PCIConfig(), nic,
+                    CMOS(clock.now, clock.freq_hz, options.ram_size), CGA(), KeyboardController(),
                     DebugExit(guest_exit)]
     mmio_devices = [ioapic, lapic]
     mmio_devices += unassigned_gaps(mmio_devices)
@@ -114,7 +126,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
             offload = FaultOffload(machine.read_virtual, machine.write_virtual, machine.read_physical,
                                    machine.write_physical)
         extra = {"console": uart.emit, "offload": offload}
-    vm = model(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma], irqs,
+    vm = model(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma, uart], irqs,
                mmio_devices, lookahead=lookahead, **extra)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
@@ -147,6 +159,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
         "guest_value": end.guest_value,
         "end_address": end.address,
         "console": uart.output.decode("latin-1"),
+        "input_consumed": uart.consumed,
         "ide": {"commands": ide.commands, "sectors_read": ide.sectors_read,
                 "sectors_written": ide.sectors_written, "dma_transfers": bmdma.transfers},
         "pit": {"interrupts": pit.interrupts, "count": pit.channels[0].guest_reload,

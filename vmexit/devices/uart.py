@@ -1,8 +1,13 @@
-"""16550A UART at 0x3f8-0x3ff (COM1), transmit side.
+"""16550A UART at 0x3f8-0x3ff (COM1), IRQ4.
 
-Bytes written to THR go to the run's console log. LSR always reads THR-empty and transmitter-empty
-(0x60): transmission is instantaneous in virtual time. No receive data (RBR reads 0, LSR.DR = 0), no
-interrupts (IIR reads 0x01). Divisor latch and scratch registers hold what is written.
+Transmit: bytes written to THR go to the run's console log; LSR always reads THR-empty and
+transmitter-empty: transmission is instantaneous in virtual time.
+Receive: the run's input (`--input`, `--input-file`) arrives as if typed on a line with flow control:
+one byte every character time (10 bits at 115,200 / divisor baud) after the previous one was read, so
+none is ever lost and the timing is the virtual clock's. A byte in RBR sets LSR.DR; with IER.ERBFI the
+UART interrupts (IRQ4, level while data is ready; IIR 0x04, else 0x01 for none). When the input is
+used up DR stays clear. LSR never reads 0xff, so drivers that probe for a UART find one.
+Divisor latch, FCR (accepted) and scratch registers hold what is written.
 Register map: National Semiconductor PC16550D datasheet.
 """
 from __future__ import annotations
@@ -13,30 +18,84 @@ BASE = 0x3F8
 PORTS = tuple(range(BASE, BASE + 8))
 
 
+UART_CLOCK_HZ = 115200          # the divisor latch divides this (1.8432 MHz / 16)
+BITS_PER_CHAR = 10              # start, 8 data, stop
+IRQ = 4
+
+
 class UART16550:
     name = "uart"
     ports = PORTS
+    irq = IRQ
 
-    def __init__(self, echo: Callable[[bytes], None] | None = None):
+    def __init__(self, echo: Callable[[bytes], None] | None = None, now: Callable[[], int] | None = None,
+                 freq_hz: int = 1, raise_irq: Callable[[], None] | None = None, input_data: bytes = b"",
+                 on_output: Callable[[bytearray], None] | None = None):
         self.output = bytearray()
         self._echo = echo
+        self._now = now
+        self._freq = freq_hz
+        self._raise = raise_irq
+        self._on_output = on_output
+        self.input = bytes(input_data)
+        self.consumed = 0               # input bytes the guest has read
+        self.rbr: int | None = None     # the byte waiting in the receive buffer
+        self._next: int | None = 0 if self.input else None   # cycle the next byte arrives (scheduled)
+        self._armed = False             # the first byte waits until the guest sets the line up
         self.regs = {"ier": 0, "lcr": 0x03, "mcr": 0, "scr": 0, "dll": 0x01, "dlm": 0}
+
+    # receive: a timed device -------------------------------------------------------------------
+    def _char_cycles(self) -> int:
+        divisor = (self.regs["dlm"] << 8 | self.regs["dll"]) or 1
+        return BITS_PER_CHAR * divisor * self._freq // UART_CLOCK_HZ
+
+    def next_event(self) -> int | None:
+        if self._armed and self.rbr is None and self.consumed < len(self.input):
+            return self._next
+        return None
+
+    def advance(self, now: int) -> int:
+        due = self.next_event()
+        if due is None or due > now:
+            return 0
+        self.rbr = self.input[self.consumed]
+        self._interrupt()
+        return 1 if self.regs["ier"] & 1 else 0
+
+    def _interrupt(self) -> None:
+        if self._raise is not None and self.rbr is not None and self.regs["ier"] & 1:
+            self._raise()
+
+    def _arm(self) -> None:
+        if not self._armed and self.input and self._now is not None:
+            self._armed = True
+            self._next = self._now() + self._char_cycles()
 
     def read(self, port: int, size: int) -> int:
         off = port - BASE
         dlab = self.regs["lcr"] & 0x80
         if off == 0:
-            return self.regs["dll"] if dlab else 0
+            if dlab:
+                return self.regs["dll"]
+            self._arm()
+            if self.rbr is None:
+                return 0
+            value, self.rbr = self.rbr, None
+            self.consumed += 1
+            if self._now is not None:
+                self._next = self._now() + self._char_cycles()
+            return value
         if off == 1:
             return self.regs["dlm"] if dlab else self.regs["ier"]
         if off == 2:
-            return 0x01  # no interrupt pending
+            return 0x04 if self.rbr is not None and self.regs["ier"] & 1 else 0x01
         if off == 3:
             return self.regs["lcr"]
         if off == 4:
             return self.regs["mcr"]
         if off == 5:
-            return 0x60  # THRE | TEMT
+            self._arm()
+            return 0x60 | (1 if self.rbr is not None else 0)  # THRE | TEMT | DR
         if off == 6:
             return 0xB0  # CTS, DSR, DCD asserted
         return self.regs["scr"]
@@ -46,6 +105,8 @@ class UART16550:
         self.output += data
         if self._echo is not None:
             self._echo(bytes(data))
+        if self._on_output is not None:
+            self._on_output(self.output)
 
     def write(self, port: int, size: int, value: int) -> None:
         off = port - BASE
@@ -58,8 +119,16 @@ class UART16550:
                 self.output.append(value)
                 if self._echo is not None:
                     self._echo(bytes((value,)))
+                if self._on_output is not None:
+                    self._on_output(self.output)
         elif off == 1:
-            self.regs["dlm" if dlab else "ier"] = value
+            if dlab:
+                self.regs["dlm"] = value
+            else:
+                self.regs["ier"] = value & 0x0F
+                if value & 1:
+                    self._arm()
+                    self._interrupt()
         elif off == 3:
             self.regs["lcr"] = value
         elif off == 4:

@@ -58,6 +58,9 @@ DEVICE_PLACES: dict[str, Place] = {
     "rtl8139": Place.USER,
     "debugexit": Place.USER,
     "unassigned": Place.USER,
+    "cmos": Place.USER,             # QEMU's mc146818rtc
+    "cga": Place.USER,              # QEMU's VGA
+    "kbd": Place.USER,              # QEMU's i8042
     "lapic": Place.KERNEL,
     "ioapic": Place.KERNEL,
 }
@@ -104,7 +107,7 @@ _PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF2, 0xF
 
 @dataclass
 class RunEnd:
-    status: str          # exited | halted | budget | crashed | interrupted
+    status: str          # exited | halted | console | budget | crashed | interrupted
     detail: str
     guest_value: int | None = None
     address: int | None = None
@@ -324,7 +327,7 @@ class KVM:
         dev = self._ports[port]
         value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
         if self._port_exit(icount, port, size, value, Direction.IN):
-            self._reschedule()
+            self._reschedule(timers_changed=self._timer_ports[port])  # a read may schedule (UART RBR)
         return value
 
     def _on_out(self, port, size, value, _key):
@@ -435,10 +438,12 @@ class KVM:
 
     def _on_intr(self, uc, intno, _data):
         eip, ebp = uc.reg_read_batch([UC_X86_REG_EIP, UC_X86_REG_EBP])
-        if intno >= 32 or (intno == 3 and self.m.read_virtual(eip - 1, 1) == b"\xcc"):
-            software = True  # int n / int3: EIP is already past the instruction
+        if intno == 3 and self.m.read_virtual(eip - 1, 1) == b"\xcc":
+            software = 1  # int3: EIP is already past the one-byte instruction
+        elif intno >= 32 or self.m.read_virtual(eip - 2, 2) == bytes((0xCD, intno)):
+            software = 2  # int n
         else:
-            software = False
+            software = 0
         error = None
         if not software and intno in ERROR_CODE_VECTORS:
             error = self._page_fault_code(eip) if intno == 14 else 0
@@ -464,13 +469,13 @@ class KVM:
                     return True
         return False
 
-    def _exception(self, vector: int, eip: int, error: int | None, ebp: int, software: bool = False,
+    def _exception(self, vector: int, eip: int, error: int | None, ebp: int, software: int = 0,
                    recorded: bool = False) -> bool:
         if not software and not recorded and vector in self.profile.trapped_exceptions:
             self._exit(ExitReason.EXCEPTION_NMI, Place.KERNEL, Direction.NONE, eip, vector, 0, error or 0, ebp)
         try:
             try:
-                self.m.deliver(vector, eip, error)
+                self.m.deliver(vector, eip, error, software=software)
             except GuestCrash:
                 if software or vector == 8:
                     raise
@@ -487,6 +492,12 @@ class KVM:
             self.rec.append(self.clock.icount, self.clock.now(), eip, ExitReason.TRIPLE_FAULT, Place.KERNEL,
                             Direction.NONE, 0, 0, 0, 0, 0)
             self._end = RunEnd("crashed", cause, address=eip)
+        self.m.counter.stop_after_current()
+
+    def console_matched(self, text: str) -> None:
+        """--until-console: the console printed what the user waits for."""
+        if self._end is None:
+            self._end = RunEnd("console", f"the console printed {text!r}")
         self.m.counter.stop_after_current()
 
     def guest_exit(self, value: int) -> None:
