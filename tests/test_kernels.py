@@ -90,3 +90,44 @@ def test_demand_paging(kernels):
 def test_until_console_stops_at_a_prompt(kernels):
     t = run(kernels["editor"], input=b"abc\n", until_console="line: abc")
     assert t.meta["status"] == "console" and t.meta["console"].endswith("line: abc")
+
+
+def test_interrupt_driven_ide_on_two_disks(kernels, tmp_path):
+    master, slave = tmp_path / "master.img", tmp_path / "slave.img"
+    master.write_bytes(b"MAST" + bytes(1 << 20))
+    slave.write_bytes(b"SLAV" + bytes(1 << 20))
+    before = master.read_bytes(), slave.read_bytes()
+    t = run(kernels["ide"], disk=str(master), disk1=str(slave))
+    console = (f"ide: both drives ok\nmaster sector 0: {int.from_bytes(b'MAST', 'little')}\n"
+               f"slave sector 0: {int.from_bytes(b'SLAV', 'little')}\nirqs 6\n")
+    assert t.meta["console"] == console
+    assert (master.read_bytes(), slave.read_bytes()) == before          # copies unless --disk-writable
+    p = ports(t)
+    # 6 commands (write and read back on each drive, then sector 0 of each): 5 taskfile writes and the
+    # command each; one DRQ poll per write; one status read per interrupt (the handler's ack); 128-dword
+    # rep outsl/insl: 512 bytes fit one string-I/O exit each
+    assert [p[(r, Direction.OUT)] for r in (0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F6, 0x1F7)] == [6] * 6
+    assert p[(0x1F7, Direction.IN)] == 2 + 6
+    assert p[(0x1F0, Direction.OUT)] == 2 and p[(0x1F0, Direction.IN)] == 4
+    assert p[(0xA0, Direction.OUT)] == 1 + 6 and p[(0x20, Direction.OUT)] == 1 + 6   # ICW1, then EOIs
+    assert t.meta["ide"]["sectors_written"] == 2 and t.meta["ide"]["sectors_read"] == 4
+
+
+def test_timer_driven_scheduler_switches_user_processes(kernels):
+    state = {}
+
+    def capture(machine, devices):
+        state["fired"] = devices["pit"].interrupts
+        state["pending"] = devices["pic"].pending()
+
+    t = session.run(load_file(kernels["sched"]), load_profile(None), session.RunOptions(), on_end=capture)
+    console = t.meta["console"]
+    assert console.endswith("\nsched: both done\n")
+    letters = console.split("\n")[0]
+    assert sorted(letters) == sorted("A" * 6 + "B" * 6) and letters not in ("AAAAAABBBBBB", "BBBBBBAAAAAA")
+    r = Counter(t.exits["reason"].tolist())
+    # every tick fires while a process computes: one EXTERNAL_INTERRUPT each, and each one delivered
+    # ends in one EOI (plus ICW1); a tick still pending when the machine stops has none
+    assert r[ExitReason.EXTERNAL_INTERRUPT] == state["fired"] > 1
+    assert ports(t)[(0x20, Direction.OUT)] == 1 + state["fired"] - int(state["pending"])
+    assert ports(t)[(0x43, Direction.OUT)] == 1 and ports(t)[(0x40, Direction.OUT)] == 2

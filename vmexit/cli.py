@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-instructions", type=_int, metavar="N", help="stop after N guest instructions")
     r.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of virtual time")
     r.add_argument("--disk", metavar="IMG", help="IDE disk image (used as a copy unless --disk-writable)")
-    r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to IMG")
+    r.add_argument("--disk1", metavar="IMG", help="the slave drive's image (also a copy unless --disk-writable)")
+    r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to the images")
     r.add_argument("--console", action="store_true", help="echo the guest's serial output to stderr")
     r.add_argument("--input", metavar="TEXT", help="type TEXT into the serial port (\\n for Enter)")
     r.add_argument("--input-file", metavar="FILE", help="type the bytes of FILE into the serial port")
@@ -260,7 +261,8 @@ def cmd_run(args) -> int:
     if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
         raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
     options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
-                         max_seconds=args.max_seconds, disk=args.disk, disk_writable=args.disk_writable,
+                         max_seconds=args.max_seconds, disk=args.disk, disk1=args.disk1,
+                         disk_writable=args.disk_writable,
                          net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                          net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
                          net_window=args.net_window, optimizations=parse_opts(args.opts),

@@ -50,6 +50,7 @@ class RunOptions:
     max_seconds: float | None = None
     disk: str | None = None
     disk_writable: bool = False
+    disk1: str | None = None        # the slave drive's image
     disk_size: int = 16 << 20
     net_ack_every: int = 2          # the TCP_STREAM peer acks every N frames
     net_ack_delay_us: float = 20.0  # ... this long after the frame left the guest
@@ -84,6 +85,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
     machine = X86Machine(options.ram_size)
     recorder = ExitRecorder()
     disk = Disk(options.disk, options.disk_size, options.disk_writable)
+    disk1 = Disk(options.disk1, options.disk_size, options.disk_writable) if options.disk1 else None
     pic = PIC8259()
     vm = None
     if options.hypervisor not in HYPERVISORS:
@@ -104,7 +106,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
 
     uart = UART16550(options.echo, clock.now, clock.freq_hz, lambda: irqs.raise_isa_irq(4), options.input,
                      console_output if options.until_console else None)
-    ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14))
+    ide = IDEDisk(disk, lambda: irqs.raise_isa_irq(14), disk1)
     bmdma = BusMasterIDE(ide, machine.read_physical, machine.write_physical, clock.now, clock.freq_hz)
     nic = RTL8139(NIC_BASE, machine.read_physical, machine.write_physical, lambda: irqs.raise_isa_irq(NIC_IRQ))
     peer = TcpStreamPeer(clock.now, clock.freq_hz, nic.receive, NIC_IRQ, MAC, options.net_ack_every,
@@ -134,6 +136,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     except KeyboardInterrupt:
         end = RunEnd("interrupted", "interrupted by the user (Ctrl-C)")
     disk.flush()
+    if disk1 is not None:
+        disk1.flush()
     if on_end is not None:
         on_end(machine, {"pit": pit, "pic": pic, "uart": uart, "ide": ide, "bmdma": bmdma, "nic": nic,
                          "lapic": lapic, "ioapic": ioapic, "disk": disk})

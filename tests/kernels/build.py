@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KERNELS = ("user", "editor", "paging")
+KERNELS = ("user", "editor", "paging", "ide", "sched")
 CFLAGS = ["-m32", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector", "-fno-omit-frame-pointer",
           "-nostdlib", "-O1", "-Wall", "-Werror", "-fno-asynchronous-unwind-tables", "-mno-sse", "-mno-mmx"]
 

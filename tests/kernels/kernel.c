@@ -117,14 +117,16 @@ void interrupt_dispatch(struct regs *r)
 }
 
 /* 8259 PIC, 8254 PIT ---------------------------------------------------------------------------- */
-void pic_init(u8 unmask_master)
+void pic_init(u16 unmask)
 {
     outb(0x20, 0x11); outb(0xa0, 0x11);   /* ICW1: edge, cascade, ICW4 */
     outb(0x21, 0x20); outb(0xa1, 0x28);   /* vectors 0x20 and 0x28 */
     outb(0x21, 0x04); outb(0xa1, 0x02);   /* cascade on IRQ2 */
     outb(0x21, 0x01); outb(0xa1, 0x01);   /* 8086 mode */
-    outb(0x21, (u8)~unmask_master);
-    outb(0xa1, 0xff);
+    if (unmask & 0xff00)
+        unmask |= 1 << 2;                 /* the cascade */
+    outb(0x21, (u8)~unmask);
+    outb(0xa1, (u8)~(unmask >> 8));
 }
 
 void pic_eoi(int irq)

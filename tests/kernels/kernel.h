@@ -34,7 +34,7 @@ void putu(u32 v);
 void gdt_init(u32 kernel_stack_top);
 void idt_init(void);
 void set_gate(int vector, void (*handler)(void), int dpl);
-void pic_init(u8 unmask_master);
+void pic_init(u16 unmask);
 void pic_eoi(int irq);
 void pit_init(u32 hz);
 void machine_exit(int code) __attribute__((noreturn));

@@ -8,8 +8,9 @@ lbal, lbam, lbah twice and then the device register: the 11 `outb` of the KVM pa
 
 The drive is never busy in virtual time: after a command DRQ is up at once, so a driver's status poll
 succeeds on its first read (one status read per sector, by construction). IRQ14 is raised per
-sector when nIEN (device control bit 1) is clear. Only the master drive exists; the slave reads as
-absent (status 0).
+sector when nIEN (device control bit 1) is clear. The master is always there; a slave exists when a
+second image is given (--disk1), else it reads as absent (status 0). Both drives share the taskfile
+registers, as on a real channel; a command runs on the drive the device register selects.
 
 The disk is a copy: writes go to an overlay of sectors, and reach the user's file only when the
 machine was told the image is writable.
@@ -82,8 +83,8 @@ class IDEDisk:
     name = "ide"
     ports = PORTS
 
-    def __init__(self, disk: Disk, irq14: Callable[[], None]):
-        self.disk = disk
+    def __init__(self, disk: Disk, irq14: Callable[[], None], slave: Disk | None = None):
+        self.disks = [disk, slave]
         self._irq = irq14
         self.regs = {r: [0, 0] for r in ("feature", "nsect", "lbal", "lbam", "lbah")}  # [cur, hob]
         self.device = 0xA0
@@ -102,8 +103,13 @@ class IDEDisk:
         self.dma_pending: tuple[int, int, bool] | None = None
 
     # helpers ---------------------------------------------------------------------------------
+    @property
+    def disk(self) -> Disk:
+        """The selected drive's image (the device register's DEV bit)."""
+        return self.disks[(self.device >> 4) & 1]
+
     def _selected_absent(self) -> bool:
-        return bool(self.device & 0x10)
+        return self.disks[(self.device >> 4) & 1] is None
 
     def _raise(self) -> None:
         if not self.devctl & 0x02:
