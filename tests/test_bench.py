@@ -51,3 +51,9 @@ def bench():
 def test_analysis_case_runs(bench):
     row = bench.analysis_case(20000)
     assert row["exits"] == 20000 and row["trace_bytes_per_exit"] > 0
+
+
+def test_memset_case_runs(bench):
+    row = bench.memset(2)
+    # one rep stosd over 2 MiB: Unicorn counts each of its 524,288 iterations as an instruction
+    assert row["instructions"] > 2 * 262144 and row["memset_ratio"] > 0

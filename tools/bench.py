@@ -5,6 +5,7 @@ Cases (guests in guests/bench/):
   exit-light     compute loop with stores, PIT at 100 Hz: vmexit MIPS / bare Unicorn MIPS on the loop
   exit-heavy     port I/O every few instructions with frame pointers: exits/s with full attribution,
                  and the ratio of bare Unicorn's time to vmexit's on the same image
+  memset         a kernel clearing 200 MiB with one rep stosd at boot: bare Unicorn's time / vmexit's
   hypercall      vmcall loop: exits/s
   mmio           LAPIC register loop: exits/s
   analysis       synthetic 10M-exit trace: exits aggregated per second (hot functions + reasons +
@@ -81,6 +82,25 @@ def exit_heavy(iterations: int) -> dict:
             "exit_heavy_ratio": bare_wall / wall, "wall_s": wall}
 
 
+def memset(megabytes: int) -> dict:
+    image = guests.resolve(str(BENCH / "memset.S"), {"MEGABYTES": megabytes})
+    ram = (megabytes + 8) << 20
+    t0 = time.perf_counter()
+    trace = session.run(image, load_profile(None), session.RunOptions(ram_size=ram))
+    wall = time.perf_counter() - t0
+    assert trace.meta["status"] == "exited", trace.meta["detail"]
+    m = X86Machine(ram)
+    m.load(image)
+    m.boot_multiboot(image.entry)
+    from unicorn.x86_const import UC_X86_REG_ESP
+    m.uc.reg_write(UC_X86_REG_ESP, 0x8F000)
+    t0 = time.perf_counter()
+    m.uc.emu_start(image.symbols["fill"], image.symbols["fill_end"])
+    bare = time.perf_counter() - t0
+    return {"case": "memset", "megabytes": megabytes, "instructions": trace.meta["instructions"],
+            "memset_ratio": bare / wall}
+
+
 def simple(name: str, key: str, iterations: int) -> dict:
     _, trace, wall = _run(name, {"ITERATIONS": iterations})
     assert trace.meta["status"] == "exited", trace.meta["detail"]
@@ -153,6 +173,7 @@ def main() -> int:
     rows = [exit_light(20_000_000 // scale)]
     heavy = exit_heavy(200_000 // scale)
     rows.append(heavy)
+    rows.append(memset(200 // scale))
     rows.append(simple("hypercall", "hypercall_exits_per_s", 200_000 // scale))
     rows.append(simple("mmio", "mmio_exits_per_s", 200_000 // scale))
     rows.append(analysis_case(10_000_000 // scale))
