@@ -73,14 +73,14 @@ def test_pic_programming_stays_in_spec(writes, irqs):
 @given(st.lists(st.tuples(st.sampled_from(list(range(0x1F0, 0x1F8)) + [0x3F6]), st.sampled_from([1, 2, 4]),
                           st.integers(0, 0xFFFFFFFF), st.booleans()), max_size=60))
 def test_ide_programming_stays_in_spec(ops):
-    ide = IDEDisk(Disk(size=64 * 512), lambda: None)
+    ide = IDEDisk(Disk(size=64 * 512), lambda: None, Disk(size=64 * 512) if len(ops) % 2 else None)
     for port, size, value, is_write in ops:
         if is_write:
             ide.write(port, size, value)
         else:
             assert 0 <= ide.read(port, size) < 1 << (8 * size)
         assert 0 <= ide.status <= 0xFF and 0 <= ide.pos <= 512
-        assert all(0 <= lba < 64 and len(data) == 512 for lba, data in ide.disk.overlay.items())
+        assert all(0 <= lba < 64 and len(data) == 512 for lba, data in ide.disks[0].overlay.items())
 
 
 # Random Xen hypercalls (numbers, arguments, request arrays): the model answers with a result in EAX

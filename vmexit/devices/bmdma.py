@@ -131,10 +131,10 @@ class BusMasterIDE:
                     break
             if ok:
                 for i in range(count):
-                    self.drive.disk.write(lba + i, bytes(data[i * SECTOR:(i + 1) * SECTOR]))
+                    self.drive.active.write(lba + i, bytes(data[i * SECTOR:(i + 1) * SECTOR]))
                 self.drive.sectors_written += count
         elif ok:  # disk -> memory
-            data = b"".join(self.drive.disk.read(lba + i) for i in range(count))
+            data = b"".join(self.drive.active.read(lba + i) for i in range(count))
             at = 0
             for address, n in entries:
                 if at >= need:

@@ -85,6 +85,7 @@ class IDEDisk:
 
     def __init__(self, disk: Disk, irq14: Callable[[], None], slave: Disk | None = None):
         self.disks = [disk, slave]
+        self.active = disk      # the drive the last command went to: its transfer stays with it
         self._irq = irq14
         self.regs = {r: [0, 0] for r in ("feature", "nsect", "lbal", "lbam", "lbah")}  # [cur, hob]
         self.device = 0xA0
@@ -165,7 +166,7 @@ class IDEDisk:
             self._load_sector()
 
     def _load_sector(self) -> None:
-        self.buffer = bytearray(self.disk.read(self.lba))
+        self.buffer = bytearray(self.active.read(self.lba))
         self.pos = 0
         self.status = ST_DRDY | ST_DSC | ST_DRQ
         self.sectors_read += 1
@@ -175,6 +176,7 @@ class IDEDisk:
         self.commands += 1
         if self._selected_absent():
             return
+        self.active = self.disk
         if cmd == 0xEC:
             self.buffer = bytearray(self._identify())
             self.pos = 0
@@ -229,7 +231,7 @@ class IDEDisk:
         self.buffer[self.pos:self.pos + take] = value.to_bytes(size, "little")[:take]
         self.pos += take
         if self.pos >= SECTOR:
-            self.disk.write(self.lba, self.buffer)
+            self.active.write(self.lba, self.buffer)
             self.sectors_written += 1
             self.remaining -= 1
             self.lba += 1
