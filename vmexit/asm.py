@@ -49,7 +49,7 @@ _NUMBER_FIRST = re.compile(r"^\(?\s*(0x[0-9a-fA-F]+|\d+)\s*[-+*/|&]\s*\(?\s*[A-Z
 
 
 _MEMORY = re.compile(r"\[([^\]]*)\]")
-_IDENT = re.compile(r"[A-Za-z_.][\w.]*")
+_IDENT = re.compile(r"(?<![\w.])[A-Za-z_.][\w.]*")  # not the x of 0x40
 _REGISTERS = frozenset("eax ebx ecx edx esi edi esp ebp ax bx cx dx si di sp bp al bl cl dl ah bh ch dh "
                        "cs ds es fs gs ss".split())
 

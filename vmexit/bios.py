@@ -32,7 +32,7 @@ def bios_data_area() -> list[tuple[int, bytes]]:
 
 
 def mp_tables(cpu_signature: int) -> list[tuple[int, bytes]]:
-    entries = [struct.pack("<BBBBIII", 0, 0, 0x14, 0x03, cpu_signature, 0x0781ABFD, 0) + bytes(8)]  # processor
+    entries = [struct.pack("<BBBBII", 0, 0, 0x14, 0x03, cpu_signature, 0x0781ABFD) + bytes(8)]  # processor, 20 B
     entries.append(struct.pack("<BB6s", 1, ISA_BUS, b"ISA   "))                                      # bus
     entries.append(struct.pack("<BBBBI", 2, IOAPIC_ID, 0x11, 0x01, IOAPIC_ADDRESS))                  # I/O APIC
     for irq in range(16):
