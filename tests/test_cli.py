@@ -262,3 +262,13 @@ def test_sweep_of_the_batch_size_under_xen(capsys):
     per_fork = {b: -(-64 // b) - (-32 // b) for b in (1, 2, 4)}   # ceil(2M/B) + ceil(M/B)
     assert exits[1] - exits[2] == 4 * (per_fork[1] - per_fork[2])
     assert exits[2] - exits[4] == 4 * (per_fork[2] - per_fork[4])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "timer", "--input-file", "/nonexistent/typed.txt"], "cannot read --input-file"),
+    (["run", "timer", "--input", "x", "--input-file", "f"], "not both"),
+    (["run", "timer", "--disk1", "/nonexistent/slave.img"], "no such disk image"),
+])
+def test_pc_options_bad_input(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1
