@@ -51,23 +51,11 @@ start_kernel:
     push ebp
     mov ebp, esp
     push ebx
-    call xen_detect
-    cmp dword ptr [pv_xen], 0
-    jne .Lstart_xen
-    call early_serial_init
-    call trap_init
-    mov eax, page_fault
-    push eax
-    mov eax, 14
-    push eax
-    call set_intr_gate
-    add esp, 8
-.Lstart_xen:
+    call pv_boot
     mov eax, msg_start
     push eax
     call printk
     add esp, 4
-    call paging_init
     call fill_user_pages
     xor ebx, ebx
 .Lstart_fork:

@@ -70,6 +70,27 @@
 .set QUEUE_MAX, 64                      # mmu_update requests the lazy queue holds at most
 
 # --- arch/x86/xen/enlighten.c: which paths to take ---
+# pv_boot(): find the hypervisor; natively set up the serial console and the IDT with the page fault
+# handler (under Xen the handler is registered by xen_setup); then the page tables (paging_init).
+pv_boot:
+    push ebp
+    mov ebp, esp
+    call xen_detect
+    cmp dword ptr [pv_xen], 0
+    jne .Lpv_boot_paging
+    call early_serial_init
+    call trap_init
+    mov eax, page_fault
+    push eax
+    mov eax, 14
+    push eax
+    call set_intr_gate
+    add esp, 8
+.Lpv_boot_paging:
+    call paging_init
+    pop ebp
+    ret
+
 # xen_detect(): CPUID 0x40000000 says "XenVMMXenVMM" under Xen; then write the hypercall page (what
 # Xen itself puts there: per hypercall nr, `mov eax, nr; int 0x82; ret` at hypercall_page + nr * 32).
 xen_detect:

@@ -144,6 +144,8 @@ class KVM:
         self._due: int | None = None  # next device event, cached for the current slice
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
+        self._per_items = {(r, p, d): profile.per_item(r, p, d)
+                           for r in (ExitReason.VMCALL, ExitReason.EXCEPTION_NMI) for p in Place for d in Direction}
         self.msrs: dict[int, int] = dict(MSRS)
         self.msrs.update(msr_init or {})
         self._slice_base = 0
@@ -252,7 +254,7 @@ class KVM:
             icount = self._now_icount()
         cost = self._costs[(reason, place, direction)]
         if size and reason in (ExitReason.VMCALL, ExitReason.EXCEPTION_NMI):
-            cost += self.profile.per_item(reason, place, direction) * size
+            cost += self._per_items[(reason, place, direction)] * size
         self.rec.append(icount, self.clock.cycles_at(icount), rip, reason, place, direction, qualifier,
                         size, value, cost, self._caller(ebp))
         self.clock.extra += cost
@@ -456,14 +458,11 @@ class KVM:
         return present | user | (2 if self._writes_memory(eip) else 0)
 
     def _writes_memory(self, eip: int) -> bool:
-        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
         from capstone.x86 import X86_OP_MEM
         code = self.m.read_virtual(eip, 15)
         if not code:
             return False
-        md = Cs(CS_ARCH_X86, CS_MODE_32)
-        md.detail = True
-        for insn in md.disasm(code, eip, 1):
+        for insn in disasm_detail().disasm(code, eip, 1):
             for op in insn.operands:
                 if op.type == X86_OP_MEM and op.access & 2:
                     return True
@@ -712,3 +711,12 @@ def _no_op(*_args) -> None:
 def _disasm():
     from capstone import CS_ARCH_X86, CS_MODE_32, Cs
     return Cs(CS_ARCH_X86, CS_MODE_32)
+
+
+@functools.lru_cache(maxsize=1)
+def disasm_detail():
+    """One capstone decoder with operand details, for the exits that need to decode an instruction."""
+    from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+    md = Cs(CS_ARCH_X86, CS_MODE_32)
+    md.detail = True
+    return md

@@ -35,7 +35,7 @@ from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR3, U
 from .._uc import flush_tlb
 from ..exits import Direction, ExitReason, Place
 from ..machine import GuestCrash
-from .kvm import KVM
+from .kvm import KVM, disasm_detail
 
 HYPERCALL_VECTOR = 0x82
 EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
@@ -175,7 +175,7 @@ class XenPV(KVM):
         code = self.m.read_virtual(eip, 15)
         if not code:
             return None
-        md = _detail_disasm()
+        md = disasm_detail()
         insn = next(md.disasm(code, eip, 1), None)
         if insn is None or insn.mnemonic != "mov" or insn.opcode[0] not in _STORE_OPCODES:
             return None
@@ -189,8 +189,9 @@ class XenPV(KVM):
         return None
 
     # page tables -------------------------------------------------------------------------------
-    def _pt_update(self, ptr: int, val: int) -> int:
-        """One MMU_NORMAL_PT_UPDATE: 0, or -errno (nothing changed)."""
+    def _pt_update(self, ptr: int, val: int, flush: bool = True) -> int:
+        """One MMU_NORMAL_PT_UPDATE: 0, or -errno (nothing changed). Unicorn's cached translations are
+        dropped after it (or, for a batch, once after the batch: flush=False)."""
         frame = ptr >> 12
         if ptr & 3 or frame not in self.pt_level or not self.m.in_ram(ptr, 4):
             return -EINVAL
@@ -209,7 +210,8 @@ class XenPV(KVM):
                 self.pt_level[target] = 1
         self.m.write_physical(ptr, struct.pack("<I", val))
         self.stats["pt_updates"] += 1
-        flush_tlb(self.uc)
+        if flush:
+            flush_tlb(self.uc)
         return 0
 
     def _validate_l1(self, frame: int) -> bool:
@@ -273,10 +275,12 @@ class XenPV(KVM):
             if ptr & 3 != MMU_NORMAL_PT_UPDATE or ptr >> 32 or val >> 32:
                 result = -EINVAL
                 break
-            result = self._pt_update(ptr, val)
+            result = self._pt_update(ptr, val, flush=False)
             if result:
                 break
             done += 1
+        if done:
+            flush_tlb(self.uc)
         if done_ptr:
             self.m.write_virtual(done_ptr, struct.pack("<I", done))
         return result, count
@@ -408,13 +412,6 @@ _HANDLERS = {
     14: XenPV.hc_update_va_mapping, 18: XenPV.hc_console_io, 26: XenPV.hc_mmuext_op, 29: XenPV.hc_sched_op,
     48: XenPV.hc_pf_offload_register,
 }
-
-
-def _detail_disasm():
-    from capstone import CS_ARCH_X86, CS_MODE_32, Cs
-    md = Cs(CS_ARCH_X86, CS_MODE_32)
-    md.detail = True
-    return md
 
 
 _CAPSTONE_REGS = {"eax": UC_X86_REG_EAX, "ebx": UC_X86_REG_EBX, "ecx": UC_X86_REG_ECX, "edx": UC_X86_REG_EDX,
