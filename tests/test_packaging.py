@@ -1,0 +1,15 @@
+"""The wheel carries every package: a user's `pip install .` must get what the checkout's tests import."""
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_vmexit_package_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vmexit").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
+    data_dirs = {"vmexit.profiles": "vmexit/profiles", "vmexit.data": "vmexit/data"}
+    for package, directory in data_dirs.items():
+        assert package in listed and any((ROOT / directory).glob("*.json"))
