@@ -53,3 +53,15 @@ def test_the_numbers_by_construction(outputs):
     saved = doc["verify_pmtmr_rate"]["rows"][2]
     assert saved["exits"] == 64
     assert doc["io_scheduler"]["rows"][2]["exits"] == 0
+
+
+def test_the_xen_experiments_by_construction(outputs):
+    doc = json.loads((outputs[0] / "reproduce.json").read_text())
+    fork = doc["xen_fork"]["rows"]
+    assert [r["paper_us"] for r in fork] == [130, 451, 252]
+    assert [(r["exits_per_op"], r["hypercalls_per_op"]) for r in fork] == [(0, 0), (26, 18), (18, 10)]
+    for row in doc["xen_batching"]["rows"]:
+        b = row["BATCH"]
+        expected = 0 if b == 0 else -(-64 // b) - (-32 // b)
+        assert row["mmu_update_per_op"] == expected
+        assert row["trapped_writes_per_op"] == (104 if b == 0 else 0)
