@@ -609,3 +609,88 @@ def test_ring3_interrupts_use_the_tss_stack_and_check_the_gate_dpl():
     assert values[0x82] == [0x23, 0x70000]
     assert values[0x80][1] == 0x41 * 8 + 2
     assert values[0x80][0] == user + 2
+
+
+NESTED = IDT_SETUP + """
+    mov eax, trap_handler               # vector 0x41 becomes a trap gate (type 0xf): IF stays set
+    mov word ptr [0x10000 + 0x41 * 8], ax
+    mov word ptr [0x10000 + 0x41 * 8 + 4], 0x8f00
+    shr eax, 16
+    mov word ptr [0x10000 + 0x41 * 8 + 6], ax
+    mov eax, intr_handler               # vector 0x42 stays an interrupt gate: IF cleared
+    mov word ptr [0x10000 + 0x42 * 8], ax
+    shr eax, 16
+    mov word ptr [0x10000 + 0x42 * 8 + 6], ax
+    sti
+    int 0x41
+    int 0x42
+    mov dword ptr [0xfee000f0], 0x1ff   # LAPIC on; periodic timer on vector 0x40 every 100 us
+    mov dword ptr [0xfee003e0], 0xb
+    mov dword ptr [0xfee00320], 0x20040
+    mov dword ptr [0xfee00380], 100000
+.Lwait:
+    cmp dword ptr [ticks], 4
+    jb .Lwait
+    cli
+    mov eax, [maxdepth]
+    out 0x80, eax
+    out 0xf4, al
+handler:
+    push eax
+    inc dword ptr [depth]
+    inc dword ptr [ticks]
+    mov eax, [depth]
+    cmp eax, [maxdepth]
+    jbe .Lnot_deeper
+    mov [maxdepth], eax
+.Lnot_deeper:
+    mov dword ptr [0xfee000b0], 0       # EOI first, so the next tick can nest
+    cmp dword ptr [depth], 1
+    jne .Linner
+    mov eax, [ticks]
+    sti                                 # the outer handler waits, interrupts on, for the next tick
+spin:
+    cmp [ticks], eax
+    je spin
+    cli
+    jmp .Lleave
+.Linner:
+    mov eax, [esp + 4]                  # where the nested tick interrupted
+    out 0x81, eax
+.Lleave:
+    dec dword ptr [depth]
+    pop eax
+    iretd
+trap_handler:
+    pushfd
+    pop eax
+    out 0x82, eax
+    iretd
+intr_handler:
+    pushfd
+    pop eax
+    out 0x83, eax
+    iretd
+.align 4
+ticks:
+    .long 0
+depth:
+    .long 0
+maxdepth:
+    .long 0
+""" + IDT_DATA
+
+
+def test_nested_interrupts_and_trap_versus_interrupt_gates():
+    t = run_inline(NESTED)
+    assert t.meta["status"] == "exited"
+    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    out = {q: io[io["qualifier"] == q]["value"].tolist() for q in (0x80, 0x81, 0x82, 0x83)}
+    assert out[0x82][0] & 0x200 and not out[0x83][0] & 0x200  # trap gate keeps IF, interrupt gate clears it
+    # ticks 2 and 4 arrive inside the handlers of ticks 1 and 3, at the outer handler's wait loop
+    assert out[0x80] == [2]
+    spin = t.symbols["spin"]
+    assert len(out[0x81]) == 2 and all(spin <= eip < spin + 8 for eip in out[0x81])
+    ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
+    assert ext["qualifier"].tolist() == [0x40] * 4
+    assert np.all(np.diff(ext["cycles"].astype(np.int64)) == 283000)
