@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .hypervisors import HYPERVISORS
 from .exits import ExitReason
 from .render import RENDERERS
 from .trace import Trace, write_atomic
+
+if TYPE_CHECKING:
+    from .render.plot import Figure
 
 PAPER = json.loads(analysis.PAPER_DATA.read_text(encoding="utf-8"))
 TICK_SECONDS = 0.1   # virtual time each tick-rate run covers
@@ -255,7 +258,7 @@ def _by_function(t: Trace, top: int | None) -> dict[str, int]:
     return {r["function"]: r["count"] for r in rep.rows}
 
 
-def fig_coalescing(traces: dict[str, Trace]) -> "plot.Figure":
+def fig_coalescing(traces: dict[str, Trace]) -> "Figure":
     from .render.plot import Figure
     runs = {"before": "ide", "static": "ide-coalesce-static", "dynamic": "ide-coalesce-dynamic"}
     counts = {label: _by_function(traces[name], None) for label, name in runs.items()}
@@ -264,7 +267,7 @@ def fig_coalescing(traces: dict[str, Trace]) -> "plot.Figure":
                   functions, {label: [c.get(f, 0) for f in functions] for label, c in counts.items()})
 
 
-def fig_tickrate(traces: dict[str, Trace]) -> "plot.Figure":
+def fig_tickrate(traces: dict[str, Trace]) -> "Figure":
     from .render.plot import Figure
     labels = [analysis.variant(traces[n].meta).replace("-D TICKS=1000000", "").strip() or "HZ=1000"
               for n in TICK_RUNS]
@@ -274,7 +277,7 @@ def fig_tickrate(traces: dict[str, Trace]) -> "plot.Figure":
                            "exit time (us)": [round(_exit_time(traces[n]) * 1e6) for n in TICK_RUNS]})
 
 
-def fig_napi(traces: dict[str, Trace]) -> "plot.Figure":
+def fig_napi(traces: dict[str, Trace]) -> "Figure":
     from .render.plot import Figure
     runs = ("netperf", "netperf-no-napi")
     per_frame = {}
@@ -289,8 +292,7 @@ def fig_napi(traces: dict[str, Trace]) -> "plot.Figure":
                               for n in runs})
 
 
-#: Every figure, by file name (written as .png and .svg).
-def fig_batching(traces: dict[str, Trace]) -> "plot.Figure":
+def fig_batching(traces: dict[str, Trace]) -> "Figure":
     from .render.plot import Figure
     rep = xen_batching(traces)
     return Figure("fork under Xen PV: page-table update batch size", "BATCH", "exits per fork",
@@ -299,6 +301,7 @@ def fig_batching(traces: dict[str, Trace]) -> "plot.Figure":
                   secondary_label="microseconds")
 
 
+#: Every figure, by file name (written as .png and .svg).
 FIGURES = {"coalescing": fig_coalescing, "tickrate": fig_tickrate, "napi": fig_napi, "batching": fig_batching}
 
 

@@ -31,7 +31,7 @@ from .devices.uart import UART16550
 from .devices.unassigned import unassigned_gaps
 from .exits import ExitRecorder
 from .hypervisors import HYPERVISORS
-from .hypervisors.kvm import RunEnd
+from .vcpu import RunEnd
 from .loader import Image
 from .machine import X86Machine
 from .optimizations import OPTIMIZATIONS

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import pytest
 from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
                                UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ESI, UC_X86_REG_ESP)
@@ -13,7 +12,7 @@ from vmexit.costs import load_profile
 from vmexit.exits import ExitReason
 from vmexit.optimizations.coalesce_dynamic import LookAhead
 
-from ..conftest import count, run_inline
+from ..conftest import run_inline
 
 EXIT = "    out 0xf4, al\n"
 REGS = (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_ESI, UC_X86_REG_EDI,

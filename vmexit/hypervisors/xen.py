@@ -1,7 +1,8 @@
 """The Xen PV memory model (PAPERS.md section 2, seeds/001): page tables the guest may not write,
 hypercalls that update them one by one or in batches, and page faults that go through Xen first.
 
-Same vCPU, devices and run loop as the KVM model (hypervisors/kvm.py); what differs:
+Same vCPU and run loop (vcpu.py), devices, and port and MSR exits as the KVM model (kvm.py); what
+differs:
 - Hypercalls (Xen's 32-bit ABI, xen/include/public/xen.h): nr in EAX, arguments in EBX, ECX, EDX,
   ESI, EDI, result in EAX; entered with `int 0x82` (32-bit PV, the hypercall page's stubs) or `vmcall`
   (HVM/PVH style). Each is one VMCALL exit with the hypercall number as qualifier; for the batched ones
@@ -286,7 +287,9 @@ class XenPV(KVM):
         return result, count
 
     def hc_update_va_mapping(self, args) -> tuple[int, int]:
-        va, lo, hi, flags = args[0], args[1], args[2], args[3]
+        # the flags (UVMF_INVLPG, UVMF_TLB_FLUSH) need no handling: _pt_update always drops Unicorn's
+        # translation cache, which a guest cannot tell from the flush it asked for
+        va, lo, hi = args[0], args[1], args[2]
         if hi:
             return -EINVAL, 1
         cr3 = self.uc.reg_read(UC_X86_REG_CR3) & ~0xFFF
