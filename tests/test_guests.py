@@ -160,6 +160,22 @@ def test_specjbb_timer_paths_by_construction():
     assert int((apic & in_function("setup_APIC_timer")).sum()) == 3
 
 
+def test_specjbb_on_a_low_resolution_host_has_table_1s_softirq_window():
+    # With both guest timers delivered on the host's 1 ms tick, the PIT and the LAPIC timer expire
+    # together: one host interrupt (one EXTERNAL_INTERRUPT) per tick, the LAPIC tick taken first
+    # (higher priority), and the PIT's interrupt pending until __do_softirq re-enables interrupts:
+    # one INTERRUPT_WINDOW exit there per tick, Table 1's second row.
+    t = session.run(guests.resolve("specjbb"), load_profile(None), session.RunOptions(host_timer_hz=1000))
+    assert t.meta["status"] == "exited"
+    jiffies = 20
+    window = t.exits[t.exits["reason"] == ExitReason.INTERRUPT_WINDOW]
+    softirq = t.symbols["__do_softirq"]
+    end = min(a for a in t.symbols.values() if a > softirq)
+    assert len(window) == jiffies and np.all((window["rip"] >= softirq) & (window["rip"] < end))
+    assert count(t, ExitReason.EXTERNAL_INTERRUPT) == jiffies
+    assert t.meta["lapic"]["timer_interrupts"] == jiffies
+
+
 def test_bonnie_dma_path_by_construction():
     t = session.run(guests.resolve("bonnie"), load_profile(None), session.RunOptions())
     assert t.meta["status"] == "exited" and t.meta["console"] == "bonnie: start\nbonnie: ok\n"

@@ -44,6 +44,10 @@ def test_the_numbers_by_construction(outputs):
             t4[("ours ide: __ide_do_rw_disk", "static (-D COALESCE=1)")]["after"]) == (352, 32)
     assert t4[("ours ide: __ide_do_rw_disk", "dynamic (--opt coalesce)")]["after"] == 32
     assert t4[("paper 0xc054fcc0", "static (xKVM)")]["before"] == 111050
+    # Table 1: __do_softirq's window exits only when the host delivers both timers on its tick
+    softirq = {name: [r["count"] for r in doc[name]["rows"] if r["function"] == "__do_softirq"]
+               for name in ("table1", "table1_host_tick")}
+    assert softirq == {"table1": [None], "table1_host_tick": [20]}
     pit = doc["pit"]["rows"]
     assert [(r["count"], r["count_run"]) for r in pit] == [(1193, 1193), (1193, 4773), (1193, 11932), (11932, 11932)]
     assert pit[2]["interrupts"] * 10 <= pit[0]["interrupts"] <= pit[2]["interrupts"] * 10 + 10

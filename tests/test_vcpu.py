@@ -248,3 +248,30 @@ def test_fast_register_path_gives_identical_traces(guest, monkeypatch):
     monkeypatch.setattr(_uc.CpuState, "locate", classmethod(lambda cls, uc: None))
     slow = session.run(guests.resolve(guest), load_profile(None), session.RunOptions()).to_bytes()
     assert fast == slow
+
+
+def test_host_timer_hz_delivers_guest_timers_on_the_host_tick():
+    # The PIT's 1000 Hz period (1193 PIT clocks, 2,829,569.1 cycles) is a little shorter than the
+    # host's 1 ms tick (2,830,000 cycles): each tick fires at the first host tick at or after it.
+    body = IDT_SETUP + PIT_1000HZ + """
+    sti
+.Lwait:
+    cmp dword ptr [ticks], 3
+    jb .Lwait
+""" + EXIT + EOI_HANDLER + IDT_DATA
+    exact = run_inline(body)
+    host = run_inline(body, host_timer_hz=1000)
+    tick = 2830000
+    due = exact.exits[exact.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]["cycles"].astype(np.int64)
+    got = host.exits[host.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]["cycles"].astype(np.int64)
+    assert len(got) == len(due) == 3
+    assert np.all(got % tick == 0) and np.all(got == -(-due // tick) * tick)
+    assert host.meta["options"]["host_timer_hz"] == 1000
+
+
+def test_host_timer_hz_is_ignored_without_a_host():
+    body = IDT_SETUP + PIT_1000HZ + "    sti\n.Lwait:\n    cmp dword ptr [ticks], 2\n    jb .Lwait\n" + EXIT \
+        + EOI_HANDLER + IDT_DATA
+    a = run_inline(body, hypervisor="native")
+    b = run_inline(body, hypervisor="native", host_timer_hz=1000)
+    assert a.meta["virtual_seconds"] == b.meta["virtual_seconds"]

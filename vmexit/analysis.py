@@ -71,10 +71,13 @@ class Pricing:
 
 
 def variant(meta: dict) -> str:
-    """What a run changed from the default: guest constants (-D) and optimizations (--opt)."""
+    """What a run changed from the default: guest constants (-D), optimizations (--opt) and the host's
+    timer rate (--host-timer-hz)."""
     parts = [f"-D {k}={v}" for k, v in sorted((meta.get("constants") or {}).items())]
-    opts = (meta.get("options") or {}).get("optimizations") or {}
-    parts += [f"--opt {k}={v}" for k, v in sorted(opts.items())]
+    options = meta.get("options") or {}
+    parts += [f"--opt {k}={v}" for k, v in sorted((options.get("optimizations") or {}).items())]
+    if options.get("host_timer_hz"):
+        parts.append(f"--host-timer-hz {options['host_timer_hz']}")
     return " ".join(parts) or "default"
 
 

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{DEFAULT_PROFILE} for kvm)")
     r.add_argument("--hypervisor", choices=tuple(HYPERVISORS), default="kvm",
                    help="the exit model: kvm (default), xen-pv (paravirtual memory), native (no hypervisor)")
+    r.add_argument("--host-timer-hz", type=int, default=0, metavar="HZ",
+                   help="the host runs guest timers (PIT, LAPIC) on its own HZ tick, as a low-resolution "
+                        "host does; 0 (default): they fire when due")
     r.add_argument("--memory", type=_size, default=64 << 20, help="guest RAM (default 64M)")
     r.add_argument("--max-instructions", type=_int, metavar="N", help="stop after N guest instructions")
     r.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of virtual time")
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an optimization and its values (repeatable; 'off' for a run without it)")
     sw.add_argument("--profile", help="cost profile name or file (default: the hypervisor's)")
     sw.add_argument("--hypervisor", choices=tuple(HYPERVISORS), default="kvm", help="the exit model (default kvm)")
+    sw.add_argument("--host-timer-hz", type=int, default=0, metavar="HZ",
+                    help="guest timers fire on a host tick of HZ (default 0: when due)")
     sw.add_argument("--max-instructions", type=_int, metavar="N", help="stop each run after N guest instructions")
     sw.add_argument("--max-seconds", type=float, metavar="S", help="stop each run after S seconds of virtual time")
     sw.add_argument("--per", metavar="NAME", help="a guest constant counting the operations a run does (e.g. "
@@ -266,7 +271,8 @@ def cmd_run(args) -> int:
                          net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                          net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
                          net_window=args.net_window, optimizations=parse_opts(args.opts),
-                         hypervisor=args.hypervisor, input=typed, until_console=args.until_console, echo=echo)
+                         hypervisor=args.hypervisor, host_timer_hz=_host_timer_hz(args, profile),
+                         input=typed, until_console=args.until_console, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
     if args.paper and analysis.xen_paper_for(image.name) is not None:
         return _xen_paper(args, image, options)
@@ -373,6 +379,7 @@ def cmd_sweep(args) -> int:
 
     from .session import RunOptions, run
     profile = _profile_for(args)
+    host_hz = _host_timer_hz(args, profile)
     axes: list[tuple[str, str, list]] = [("D", name, values) for name, values in args.defines]
     for text in args.opts:
         name, sep, values = text.partition("=")
@@ -404,7 +411,7 @@ def cmd_sweep(args) -> int:
                     raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
                 per_counts.append(n)
             options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
-                                 optimizations=opts, hypervisor=args.hypervisor)
+                                 optimizations=opts, hypervisor=args.hypervisor, host_timer_hz=host_hz)
             points.append((label, run(image, profile, options)))
     finally:
         bar.close()
@@ -439,6 +446,12 @@ def cmd_sweep(args) -> int:
             raise UsageError(f"cannot write {args.plot}: {e.strerror or e}") from None
     codes = {STATUS_EXIT_CODES.get(r["status"], EXIT_INTERNAL) for r in rep.rows}
     return max(codes)
+
+
+def _host_timer_hz(args, profile) -> int:
+    if not 0 <= args.host_timer_hz <= profile.freq_hz:
+        raise UsageError(f"--host-timer-hz {args.host_timer_hz}: give 0 (off) up to the CPU clock, {profile.freq_hz} Hz")
+    return args.host_timer_hz
 
 
 def cmd_build(args) -> int:

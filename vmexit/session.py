@@ -59,6 +59,7 @@ class RunOptions:
     net_window: int = 16
     optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
     hypervisor: str = "kvm"         # a key of hypervisors.HYPERVISORS
+    host_timer_hz: int = 0          # guest timers fire on a host tick of this rate (0: when due)
     input: bytes = b""              # typed into the UART (--input, --input-file)
     until_console: str | None = None  # end the run when the console has printed this
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
@@ -91,6 +92,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
     if options.hypervisor not in HYPERVISORS:
         raise ValueError(f"unknown hypervisor {options.hypervisor!r} (known: {', '.join(HYPERVISORS)})")
     model = HYPERVISORS[options.hypervisor][0]
+    if not 0 <= options.host_timer_hz <= profile.freq_hz:
+        raise ValueError(f"host timer rate {options.host_timer_hz} Hz: give 0 (off) to {profile.freq_hz} Hz")
 
     def guest_exit(value: int) -> None:  # the debug-exit device is built before the VM it ends
         vm.guest_exit(value)
@@ -129,7 +132,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
                                    machine.write_physical)
         extra = {"console": uart.emit, "offload": offload}
     vm = model(machine, image, clock, profile, recorder, port_devices, [pit, lapic, peer, bmdma, uart], irqs,
-               mmio_devices, lookahead=lookahead, **extra)
+               mmio_devices, lookahead=lookahead, host_timer_hz=options.host_timer_hz, **extra)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * clock.freq_hz)
     try:
         end = vm.run(options.max_instructions, max_cycles, progress)

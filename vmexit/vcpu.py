@@ -6,7 +6,8 @@ are due (an event that fires while the guest runs is a host interrupt arriving i
 EXTERNAL_INTERRUPT exit), injects the interrupt controller's pending interrupt through the guest IDT,
 honours sti's one-instruction shadow, finds the instruction that opens an interrupt window when an
 interrupt is pending with IF=0 (an INTERRUPT_WINDOW exit, as on VMX with interrupt-window exiting), and
-sleeps through HLT to the next event. Runs end from hooks or counts only, never from Unicorn's
+sleeps through HLT to the next event. With a host timer rate (--host-timer-hz) the timers the model
+names as host timers fire on the host's tick grid instead, as on a host whose hrtimers run at its tick. Runs end from hooks or counts only, never from Unicorn's
 wall-clock timeout (not deterministic; it corrupted a real kernel in 10 of 44 boots here).
 
 What exits, where it is handled and what the guest sees is the hypervisor model's (hypervisors/):
@@ -45,7 +46,7 @@ class VCPU:
     name = "vcpu"
 
     def __init__(self, machine: X86Machine, clock: Clock, profile: Profile, recorder: ExitRecorder,
-                 timed_devices: list, pic):
+                 timed_devices: list, pic, host_timers: tuple = (), host_timer_hz: int = 0):
         self.m = machine
         self.uc = machine.uc
         self.clock = clock
@@ -53,6 +54,10 @@ class VCPU:
         self.rec = recorder
         self.pic = pic
         self.timed = timed_devices
+        # Host timer resolution (--host-timer-hz): the devices whose events are host timers fire on the
+        # host's tick grid (cycle multiples of freq / HZ) instead of when due; 0: when due.
+        self._host_timers = frozenset(host_timers) if host_timer_hz else frozenset()
+        self._host_tick = clock.freq_hz // host_timer_hz if host_timer_hz else 0
         self._due: int | None = None  # next device event, cached for the current slice
         self._costs = {(r, p, d): profile.cost(r, p, d)
                        for r in ExitReason for p in Place for d in Direction}
@@ -140,23 +145,40 @@ class VCPU:
     # device events, stepping, HLT -----------------------------------------------------------------------
     def _next_due(self) -> int | None:
         due = None
+        tick, host_timers = self._host_tick, self._host_timers
         for dev in self.timed:
             t = dev.next_event()
+            if t is not None and dev in host_timers:
+                t = -(-t // tick) * tick  # the host tick at or after the expiry
             if t is not None and (due is None or t < due):
                 due = t
         return due
 
     def _advance_devices(self, running: bool) -> None:
         """Fire every device event that is due. An event that fires while the guest runs is a host
-        interrupt arriving in guest mode: an EXTERNAL_INTERRUPT exit at the current EIP."""
+        interrupt arriving in guest mode: an EXTERNAL_INTERRUPT exit at the current EIP. Host timers
+        (see __init__) fire at the last host tick, and all of them that expire at one tick share its
+        one interrupt: one exit, with the vector of the first of them (in device order)."""
         now = self.clock.now()
+        host_now = now - now % self._host_tick if self._host_tick else now
+        host_fired, host_vector = 0, 0
         for dev in self.timed:
-            fired = dev.advance(now)
+            host = dev in self._host_timers
+            fired = dev.advance(host_now if host else now)
             if fired and running:
-                eip, ebp = self._eip_ebp()
                 vector = dev.timer_vector() if hasattr(dev, "timer_vector") else self.pic.vector_of(dev.irq)
-                for _ in range(fired):
-                    self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
+                if host:
+                    if fired > host_fired:
+                        host_fired, host_vector = fired, vector
+                    continue
+                self._external_interrupts(fired, vector)
+        if host_fired:
+            self._external_interrupts(host_fired, host_vector)
+
+    def _external_interrupts(self, count: int, vector: int) -> None:
+        eip, ebp = self._eip_ebp()
+        for _ in range(count):
+            self._exit(ExitReason.EXTERNAL_INTERRUPT, Place.KERNEL, Direction.NONE, eip, vector, 0, 0, ebp)
 
     def _inject(self) -> None:
         """Deliver the PIC's highest-priority interrupt through the guest IDT (no exit of its own)."""

@@ -112,8 +112,11 @@ class KVM(VCPU):
 
     def __init__(self, machine: X86Machine, image: Image, clock: Clock, profile: Profile,
                  recorder: ExitRecorder, port_devices: list, timed_devices: list, pic,
-                 mmio_devices: list = (), msr_init: dict[int, int] | None = None, lookahead=None):
-        super().__init__(machine, clock, profile, recorder, timed_devices, pic)
+                 mmio_devices: list = (), msr_init: dict[int, int] | None = None, lookahead=None,
+                 host_timer_hz: int = 0):
+        # the guest's timers that KVM runs as host hrtimers: the in-kernel ones (PIT, LAPIC timer)
+        host_timers = tuple(d for d in timed_devices if DEVICE_PLACES.get(d.name) == Place.KERNEL)
+        super().__init__(machine, clock, profile, recorder, timed_devices, pic, host_timers, host_timer_hz)
         self._ports: list = [None] * 0x10000
         self._places = bytearray([Place.USER]) * 0x10000
         self._timer_ports = [False] * 0x10000

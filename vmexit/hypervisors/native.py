@@ -14,6 +14,9 @@ from .kvm import KVM
 class Native(KVM):
     name = "native"
 
+    def __init__(self, *args, host_timer_hz: int = 0, **kw):
+        super().__init__(*args, host_timer_hz=0, **kw)  # no host: timers fire when due
+
     def _exit(self, *args, **kw) -> None:
         return None
 
