@@ -56,3 +56,13 @@ handler:
 ticks:
     .long 0
 """
+
+
+def wait_for_ticks(n: int) -> str:
+    """A whole guest: the 1000 Hz PIT tick on, interrupts on, spin until n ticks were handled, exit."""
+    return IDT_SETUP + PIT_1000HZ + f"""
+    sti
+.Lwait:
+    cmp dword ptr [ticks], {n}
+    jb .Lwait
+""" + EXIT + EOI_HANDLER + IDT_DATA

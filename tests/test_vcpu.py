@@ -8,7 +8,7 @@ import pytest
 from vmexit.exits import ExitReason
 
 from .conftest import count, run_inline
-from .snippets import EOI_HANDLER, EXIT, IDT_DATA, IDT_SETUP, PIT_1000HZ
+from .snippets import EOI_HANDLER, EXIT, IDT_DATA, IDT_SETUP, PIT_1000HZ, wait_for_ticks
 
 
 def test_hlt_with_interrupts_off_ends_the_run():
@@ -91,12 +91,7 @@ back:
 
 
 def test_external_interrupts_while_running_are_exits():
-    t = run_inline(IDT_SETUP + PIT_1000HZ + """
-    sti
-.Lwait:
-    cmp dword ptr [ticks], 3
-    jb .Lwait
-""" + EXIT + EOI_HANDLER + IDT_DATA)
+    t = run_inline(wait_for_ticks(3))
     ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
     assert len(ext) == 3 and set(ext["qualifier"].tolist()) == {0x20}
     # each one lands exactly at its due time (instruction granularity): tick k is due at
@@ -109,12 +104,7 @@ def test_external_interrupts_while_running_are_exits():
 def test_exits_recorded_between_slices_use_the_executed_count():
     # A tick ends a slice by count; the EXTERNAL_INTERRUPT recorded after it carries exactly the
     # instructions executed, the same count the trace's totals and the next exit continue from.
-    t = run_inline(IDT_SETUP + PIT_1000HZ + """
-    sti
-.Lwait:
-    cmp dword ptr [ticks], 1
-    jb .Lwait
-""" + EXIT + EOI_HANDLER + IDT_DATA)
+    t = run_inline(wait_for_ticks(1))
     ext = t.exits[t.exits["reason"] == ExitReason.EXTERNAL_INTERRUPT]
     assert len(ext) == 1
     row = ext[0]
@@ -253,12 +243,7 @@ def test_fast_register_path_gives_identical_traces(guest, monkeypatch):
 def test_host_timer_hz_delivers_guest_timers_on_the_host_tick():
     # The PIT's 1000 Hz period (1193 PIT clocks, 2,829,569.1 cycles) is a little shorter than the
     # host's 1 ms tick (2,830,000 cycles): each tick fires at the first host tick at or after it.
-    body = IDT_SETUP + PIT_1000HZ + """
-    sti
-.Lwait:
-    cmp dword ptr [ticks], 3
-    jb .Lwait
-""" + EXIT + EOI_HANDLER + IDT_DATA
+    body = wait_for_ticks(3)
     exact = run_inline(body)
     host = run_inline(body, host_timer_hz=1000)
     tick = 2830000
@@ -270,8 +255,7 @@ def test_host_timer_hz_delivers_guest_timers_on_the_host_tick():
 
 
 def test_host_timer_hz_is_ignored_without_a_host():
-    body = IDT_SETUP + PIT_1000HZ + "    sti\n.Lwait:\n    cmp dword ptr [ticks], 2\n    jb .Lwait\n" + EXIT \
-        + EOI_HANDLER + IDT_DATA
+    body = wait_for_ticks(2)
     a = run_inline(body, hypervisor="native")
     b = run_inline(body, hypervisor="native", host_timer_hz=1000)
     assert a.meta["virtual_seconds"] == b.meta["virtual_seconds"]
