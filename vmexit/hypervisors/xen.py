@@ -263,27 +263,33 @@ class XenPV(KVM):
             return -ENOSYS, 0
         return handler(self, args)
 
-    def hc_mmu_update(self, args) -> tuple[int, int]:
-        reqs, count, done_ptr = args[0], args[1], args[2]
+    def _batch(self, addr: int, count: int, done_ptr: int, fmt: str, apply) -> tuple[int, int, int]:
+        """A batched hypercall's frame (mmu_update, mmuext_op): 1..MAX_BATCH requests of `fmt` read from
+        guest memory, applied in order until one fails, the number done written to done_ptr.
+        Returns (result, requests priced, requests done)."""
         if not 1 <= count <= MAX_BATCH:
-            return -EINVAL, 0
-        raw = self.m.read_virtual(reqs, 16 * count)
+            return -EINVAL, 0, 0
+        raw = self.m.read_virtual(addr, struct.calcsize(fmt) * count)
         if raw is None:
-            return -EFAULT, 0
-        done = 0
-        result = 0
-        for ptr, val in struct.iter_unpack("<QQ", raw):
-            if ptr & 3 != MMU_NORMAL_PT_UPDATE or ptr >> 32 or val >> 32:
-                result = -EINVAL
-                break
-            result = self._pt_update(ptr, val, flush=False)
+            return -EFAULT, 0, 0
+        done = result = 0
+        for request in struct.iter_unpack(fmt, raw):
+            result = apply(*request)
             if result:
                 break
             done += 1
-        if done:
-            flush_tlb(self.uc)
         if done_ptr:
             self.m.write_virtual(done_ptr, struct.pack("<I", done))
+        return result, count, done
+
+    def hc_mmu_update(self, args) -> tuple[int, int]:
+        def update(ptr: int, val: int) -> int:
+            if ptr & 3 != MMU_NORMAL_PT_UPDATE or ptr >> 32 or val >> 32:
+                return -EINVAL
+            return self._pt_update(ptr, val, flush=False)
+        result, count, done = self._batch(args[0], args[1], args[2], "<QQ", update)
+        if done:
+            flush_tlb(self.uc)
         return result, count
 
     def hc_update_va_mapping(self, args) -> tuple[int, int]:
@@ -300,33 +306,22 @@ class XenPV(KVM):
         return result, 1
 
     def hc_mmuext_op(self, args) -> tuple[int, int]:
-        ops, count, done_ptr = args[0], args[1], args[2]
-        if not 1 <= count <= MAX_BATCH:
-            return -EINVAL, 0
-        raw = self.m.read_virtual(ops, 12 * count)
-        if raw is None:
-            return -EFAULT, 0
-        done = 0
-        result = 0
-        for cmd, arg1, _arg2 in struct.iter_unpack("<III", raw):
-            if cmd in (MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE):
-                result = self._pin(arg1, 1 if cmd == MMUEXT_PIN_L1_TABLE else 2)
-            elif cmd == MMUEXT_UNPIN_TABLE:
-                result = 0 if arg1 in self.pinned else -EINVAL
-                self.pinned.discard(arg1)
-            elif cmd == MMUEXT_NEW_BASEPTR:
-                result = self._new_baseptr(arg1)
-            elif cmd in (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL):
-                flush_tlb(self.uc)
-                result = 0
-            else:
-                result = -EINVAL
-            if result:
-                break
-            done += 1
-        if done_ptr:
-            self.m.write_virtual(done_ptr, struct.pack("<I", done))
+        result, count, _ = self._batch(args[0], args[1], args[2], "<III", self._mmuext)
         return result, count
+
+    def _mmuext(self, cmd: int, arg1: int, _arg2: int) -> int:
+        if cmd in (MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE):
+            return self._pin(arg1, 1 if cmd == MMUEXT_PIN_L1_TABLE else 2)
+        if cmd == MMUEXT_UNPIN_TABLE:
+            result = 0 if arg1 in self.pinned else -EINVAL
+            self.pinned.discard(arg1)
+            return result
+        if cmd == MMUEXT_NEW_BASEPTR:
+            return self._new_baseptr(arg1)
+        if cmd in (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL):
+            flush_tlb(self.uc)
+            return 0
+        return -EINVAL
 
     def _new_baseptr(self, frame: int) -> int:
         if self.pt_level.get(frame) != 2 or frame not in self.pinned:
