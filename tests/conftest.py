@@ -20,6 +20,8 @@ _start:
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/* from current output")
+    parser.addoption("--update-reference", action="store_true",
+                     help="rewrite tests/reference/*.npz (the recorded runs) from the current code")
 
 
 @pytest.fixture
