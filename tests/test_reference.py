@@ -50,16 +50,8 @@ META_KEYS = ("instructions", "cycles", "idle_cycles", "virtual_seconds", "status
 
 def _run(name: str) -> session.Trace:
     guest, constants, options = CASES[name]
-    profile = load_profile(HYPERVISORS_PROFILE[options.get("hypervisor", "kvm")])
+    profile = load_profile(HYPERVISORS[options.get("hypervisor", "kvm")].profile)
     return session.run(guests.resolve(guest, dict(constants)), profile, session.RunOptions(**options))
-
-
-def _profile_name(hypervisor: str) -> str:
-    entry = HYPERVISORS[hypervisor]
-    return entry.profile if hasattr(entry, "profile") else entry[1]
-
-
-HYPERVISORS_PROFILE = {hv: _profile_name(hv) for hv in ("kvm", "xen-pv", "native")}
 
 
 def _save(path: Path, trace) -> None:

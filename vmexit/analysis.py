@@ -285,14 +285,9 @@ def by_mmio(trace: Trace, pricing: Pricing) -> Report:
 
 def hypercall_name(hypervisor: str, nr: int) -> str:
     """A hypercall's name under the trace's hypervisor (xenalyze's breakdown of VMCALL)."""
-    from .hypervisors.kvm import HYPERCALLS
-    from .hypervisors.xen import HYPERCALL_NAMES
-    from .optimizations.coalesce_static import XKVM_IO_COALESCE
-    if hypervisor == "xen-pv":
-        return HYPERCALL_NAMES.get(nr, f"hypercall {nr}")
-    names = {n: entry[0] for n, entry in HYPERCALLS.items()}
-    names[XKVM_IO_COALESCE] = "XKVM_IO_COALESCE"
-    return names.get(nr, f"hypercall {nr}")
+    from .hypervisors import HYPERVISORS, hypercalls
+    entry = HYPERVISORS.get(hypervisor)
+    return entry.hypercall_name(nr) if entry is not None else hypercalls.name({}, nr)
 
 
 def by_hypercall(trace: Trace, pricing: Pricing) -> Report:

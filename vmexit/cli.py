@@ -237,7 +237,7 @@ class _Progress:
 
 
 def _profile_for(args):
-    return load_profile(args.profile or HYPERVISORS[args.hypervisor][1])
+    return load_profile(args.profile or HYPERVISORS[args.hypervisor].profile)
 
 
 def cmd_run(args) -> int:
@@ -322,7 +322,7 @@ def _xen_paper(args, image, options) -> int:
     runs, worst = [], EXIT_OK
     for hypervisor, opts, label in systems:
         opt = dataclasses.replace(options, hypervisor=hypervisor, optimizations=dict(options.optimizations, **opts))
-        profile = load_profile(args.profile or HYPERVISORS[hypervisor][1])
+        profile = load_profile(args.profile or HYPERVISORS[hypervisor].profile)
         pair = [run(img, profile, opt) for img in (image, doubled)]
         worst = max([worst] + [STATUS_EXIT_CODES.get(t.meta["status"], EXIT_INTERNAL) for t in pair])
         runs.append((label, *pair))

@@ -84,7 +84,7 @@ def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None =
         image = guests.resolve(spec.guest, dict(spec.constants))
         options = session.RunOptions(max_seconds=spec.max_seconds, optimizations=dict(spec.opts),
                                      hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz)
-        run_profile = load_profile(HYPERVISORS["xen-pv"][1]) if spec.hypervisor == "xen-pv" else profile
+        run_profile = load_profile(HYPERVISORS["xen-pv"].profile) if spec.hypervisor == "xen-pv" else profile
         traces[name] = session.run(image, run_profile, options)
     if progress is not None:
         progress("", len(RUNS), len(RUNS))

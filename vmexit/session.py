@@ -91,7 +91,7 @@ def run(image: Image, profile: Profile, options: RunOptions,
     vm = None
     if options.hypervisor not in HYPERVISORS:
         raise ValueError(f"unknown hypervisor {options.hypervisor!r} (known: {', '.join(HYPERVISORS)})")
-    model = HYPERVISORS[options.hypervisor][0]
+    model = HYPERVISORS[options.hypervisor].model()
     if not 0 <= options.host_timer_hz <= profile.freq_hz:
         raise ValueError(f"host timer rate {options.host_timer_hz} Hz: give 0 (off) to {profile.freq_hz} Hz")
 
