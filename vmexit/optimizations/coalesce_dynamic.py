@@ -14,9 +14,6 @@ interrupt taken, an interrupt pending when the next access comes (the VMM would 
 """
 from __future__ import annotations
 
-from capstone import CS_ARCH_X86, CS_MODE_32, Cs
-from capstone.x86 import X86_OP_IMM, X86_OP_REG
-
 DEFAULT_WINDOW = 64   # instructions looked ahead (ours; the paper gives no figure)
 MAX_WINDOW = 4096
 
@@ -36,6 +33,7 @@ class LookAhead:
     def __init__(self, read_code, window: int = DEFAULT_WINDOW):
         self._read_code = read_code       # (address, size) -> bytes
         self.window = window
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs  # here: the option table must load without capstone
         self._md = Cs(CS_ARCH_X86, CS_MODE_32)
         self._md.detail = True
         self._plans: dict[int, dict[int, int]] = {}
@@ -63,6 +61,7 @@ class LookAhead:
 
 
 def _mergeable(insn) -> bool:
+    from capstone.x86 import X86_OP_IMM, X86_OP_REG
     if insn.mnemonic not in PORT_IO and insn.mnemonic not in REGISTER_ONLY:
         return False
     if insn.prefix[0] in (0xF2, 0xF3):  # rep/lock-like prefixes: string or locked forms
