@@ -232,7 +232,8 @@ def test_runaway_loop_with_interrupts_off_hits_the_budget():
 
 @pytest.mark.parametrize("guest", ["timer", "ide"])
 def test_fast_register_path_gives_identical_traces(guest, monkeypatch):
-    from vmexit import _uc, guests, session
+    from vmexit import guests, session
+    from vmexit.engine import _uc
     from vmexit.costs import load_profile
     fast = session.run(guests.resolve(guest), load_profile(None), session.RunOptions()).to_bytes()
     monkeypatch.setattr(_uc.CpuState, "locate", classmethod(lambda cls, uc: None))

@@ -55,10 +55,10 @@ def _bare(image, start: str, end: str, esp: int = 0x8F000) -> float:
     m.load(image)
     m.boot_multiboot(image.entry)
     from unicorn.x86_const import UC_X86_REG_EBP, UC_X86_REG_ESP
-    m.uc.reg_write(UC_X86_REG_ESP, esp)
-    m.uc.reg_write(UC_X86_REG_EBP, esp)
+    m.engine.uc.reg_write(UC_X86_REG_ESP, esp)
+    m.engine.uc.reg_write(UC_X86_REG_EBP, esp)
     t0 = time.perf_counter()
-    m.uc.emu_start(image.symbols[start], image.symbols[end])
+    m.engine.uc.emu_start(image.symbols[start], image.symbols[end])
     return time.perf_counter() - t0
 
 
@@ -93,9 +93,9 @@ def memset(megabytes: int) -> dict:
     m.load(image)
     m.boot_multiboot(image.entry)
     from unicorn.x86_const import UC_X86_REG_ESP
-    m.uc.reg_write(UC_X86_REG_ESP, 0x8F000)
+    m.engine.uc.reg_write(UC_X86_REG_ESP, 0x8F000)
     t0 = time.perf_counter()
-    m.uc.emu_start(image.symbols["fill"], image.symbols["fill_end"])
+    m.engine.uc.emu_start(image.symbols["fill"], image.symbols["fill_end"])
     bare = time.perf_counter() - t0
     return {"case": "memset", "megabytes": megabytes, "instructions": trace.meta["instructions"],
             "memset_ratio": bare / wall}

@@ -33,6 +33,10 @@ class Clock:
         k = 0 if need <= 0 else -(-need * self.cpi_den // self.cpi_num)
         return max(k, self.icount)
 
+    def catch_up(self, cycles: int) -> None:
+        """Another domain ran on the CPU until `cycles` (host.py): this domain's view of time moves on."""
+        self.extra += max(cycles - self.now(), 0)
+
     def idle_until(self, cycles: int) -> None:
         """HLT: time jumps to `cycles` without executing anything."""
         gap = max(cycles - self.now(), 0)

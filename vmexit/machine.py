@@ -1,6 +1,6 @@
-"""X86Machine: one 32-bit x86 CPU and its RAM in Unicorn, entered as a multiboot loader leaves it.
+"""X86Machine: one 32-bit x86 CPU and its RAM on a CPU engine, entered as a multiboot loader leaves it.
 
-What the machine does and Unicorn does not: exact instruction counting per slice (see _uc.py),
+The machine runs on a CPU engine (engine/: Unicorn today) and adds what an engine does not do:
 delivery of interrupts and exceptions through the guest IDT (Intel SDM vol. 3A, 6.12: push EFLAGS, CS,
 EIP and an error code where the vector has one, clear IF for interrupt gates, clear TF/NT/RF), and
 virtual-to-physical translation for the 32-bit two-level page tables (4 KiB pages and 4 MiB PSE pages)
@@ -12,21 +12,10 @@ information structure.
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
 import struct
-from dataclasses import dataclass
 
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc, UcError
-from unicorn.x86_const import (
-    UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_EAX,
-    UC_X86_REG_EBX, UC_X86_REG_EFLAGS,
-    UC_X86_REG_EIP, UC_X86_REG_ES, UC_X86_REG_ESP, UC_X86_REG_FS, UC_X86_REG_GDTR,
-    UC_X86_REG_GS, UC_X86_REG_IDTR, UC_X86_REG_SS, UC_X86_REG_TR,
-)
-
-from ._uc import ExceptionStateReset, InstructionCounter
 from . import bios
+from .engine import engine_class
 from .loader import MULTIBOOT_BOOTLOADER_MAGIC, Image, LoadError
 
 GDT_ADDRESS = 0x800
@@ -49,26 +38,14 @@ class GuestCrash(Exception):
         self.address = address
 
 
-@dataclass
-class SliceEnd:
-    executed: int        # instructions executed in the slice
-    exhausted: bool      # the count ran out (or a hook asked to stop after an instruction)
-    error: UcError | None
-
-
 class X86Machine:
-    def __init__(self, ram_size: int = 64 << 20):
+    def __init__(self, ram_size: int = 64 << 20, engine: str = "unicorn"):
         if ram_size < (2 << 20) or ram_size % 4096:
             raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
         self.ram_size = ram_size
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        # Guest RAM is our own anonymous mapping handed to Unicorn, so that the exit path can read
-        # guest memory (frame pointers, instruction bytes) without a call through the binding.
-        self.ram = mmap.mmap(-1, ram_size)
-        self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
-        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ctypes.addressof(self._ram_anchor))
-        self.counter = InstructionCounter(self.uc)
-        self.reset_exception_state = ExceptionStateReset(self.uc)
+        self.engine = engine_class(engine)(ram_size)
+        self.ram = self.engine.ram
+        self.reset_exception_state = self.engine.reset_exception_state
 
     # memory ------------------------------------------------------------------------------------
     def load(self, image: Image) -> None:
@@ -77,9 +54,9 @@ class X86Machine:
             if seg.address < 0x1000 or end > self.ram_size:
                 raise LoadError(f"{image.name}: segment 0x{seg.address:x}-0x{end:x} lies outside guest RAM "
                                 f"(0x1000-0x{self.ram_size:x}; see --memory)")
-            self.uc.mem_write(seg.address, seg.data)
+            self.engine.write(seg.address, seg.data)
             if seg.memsize > len(seg.data):
-                self.uc.mem_write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))
+                self.engine.write(seg.address + len(seg.data), bytes(seg.memsize - len(seg.data)))
 
     def read_physical(self, paddr: int, size: int) -> bytes | None:
         """Guest-physical bytes for a device (DMA); None when any part is outside RAM."""
@@ -89,7 +66,7 @@ class X86Machine:
         """A device's write to guest RAM (through Unicorn, so translated code stays coherent)."""
         if not self.in_ram(paddr, len(data)):
             return False
-        self.uc.mem_write(paddr, bytes(data))
+        self.engine.write(paddr, data)
         return True
 
     def in_ram(self, address: int, size: int = 1) -> bool:
@@ -97,18 +74,18 @@ class X86Machine:
 
     def translate(self, vaddr: int) -> int | None:
         """Physical address for a linear address under the guest's current page tables."""
-        cr0 = self.uc.reg_read(UC_X86_REG_CR0)
+        cr0 = self.engine.reg("cr0")
         vaddr &= 0xFFFFFFFF
         if not cr0 & 0x80000000:
             return vaddr
-        cr3 = self.uc.reg_read(UC_X86_REG_CR3) & 0xFFFFF000
+        cr3 = self.engine.reg("cr3") & 0xFFFFF000
         pde_addr = cr3 + ((vaddr >> 22) << 2)
         if not self.in_ram(pde_addr, 4):
             return None
         pde = struct.unpack_from("<I", self.ram, pde_addr)[0]
         if not pde & 1:
             return None
-        if pde & 0x80 and self.uc.reg_read(UC_X86_REG_CR4) & 0x10:
+        if pde & 0x80 and self.engine.reg("cr4") & 0x10:
             return (pde & 0xFFC00000) | (vaddr & 0x3FFFFF)
         pte_addr = (pde & 0xFFFFF000) + (((vaddr >> 12) & 0x3FF) << 2)
         if not self.in_ram(pte_addr, 4):
@@ -136,61 +113,49 @@ class X86Machine:
             chunk = min(len(data), 0x1000 - (vaddr & 0xFFF))
             if paddr is None or not self.in_ram(paddr, chunk):
                 return False
-            self.uc.mem_write(paddr, data[:chunk])
+            self.engine.write(paddr, data[:chunk])
             vaddr += chunk
             data = data[chunk:]
         return True
 
     # boot ----------------------------------------------------------------------------------------
     def boot_multiboot(self, entry: int) -> None:
-        uc = self.uc
+        e = self.engine
         # null, flat code (0x08), flat data (0x10): what GRUB leaves
-        uc.mem_write(GDT_ADDRESS, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
-        uc.reg_write(UC_X86_REG_GDTR, (0, GDT_ADDRESS, 23, 0))
-        uc.reg_write(UC_X86_REG_CS, 0x08)
-        for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_SS, UC_X86_REG_FS, UC_X86_REG_GS):
-            uc.reg_write(reg, 0x10)
+        e.write(GDT_ADDRESS, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
+        e.set_reg("gdtr", (0, GDT_ADDRESS, 23, 0))
+        e.set_reg("cs", 0x08)
+        for reg in ("ds", "es", "ss", "fs", "gs"):
+            e.set_reg(reg, 0x10)
         mem_upper = (self.ram_size - (1 << 20)) // 1024
         for address, data in bios.bios_data_area() + bios.mp_tables(CPU_SIGNATURE):
-            uc.mem_write(address, data)
+            e.write(address, data)
         mmap = bios.memory_map(self.ram_size)
-        uc.mem_write(MMAP_ADDRESS, mmap)
+        e.write(MMAP_ADDRESS, mmap)
         # flags bit 0: mem_lower/mem_upper valid; bit 6: mmap_length/mmap_addr valid
         info = bytearray(struct.pack("<III", 0x41, LOW_MEMORY_KIB, mem_upper) + bytes(104))
         struct.pack_into("<II", info, 44, len(mmap), MMAP_ADDRESS)
-        uc.mem_write(MBI_ADDRESS, bytes(info))
-        uc.reg_write(UC_X86_REG_EAX, MULTIBOOT_BOOTLOADER_MAGIC)
-        uc.reg_write(UC_X86_REG_EBX, MBI_ADDRESS)
-        uc.reg_write(UC_X86_REG_ESP, BOOT_STACK)
-        uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
-        uc.reg_write(UC_X86_REG_EIP, entry)
+        e.write(MBI_ADDRESS, bytes(info))
+        e.set_reg("eax", MULTIBOOT_BOOTLOADER_MAGIC)
+        e.set_reg("ebx", MBI_ADDRESS)
+        e.set_reg("esp", BOOT_STACK)
+        e.set_reg("eflags", 0x2)
+        e.set_reg("eip", entry)
 
     # execution -----------------------------------------------------------------------------------
     def eip(self) -> int:
-        return self.uc.reg_read(UC_X86_REG_EIP)
+        return self.engine.reg("eip")
 
     def interrupts_enabled(self) -> bool:
-        return bool(self.uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG)
-
-    def run_slice(self, count: int) -> SliceEnd:
-        """Run at most `count` instructions from the current EIP."""
-        start = self.uc.reg_read(UC_X86_REG_EIP)
-        error = None
-        try:
-            self.uc.emu_start(start, 0xFFFFFFFF, 0, count)
-        except UcError as e:
-            error = e
-        raw = self.counter.raw()
-        limit = self.counter.limit()
-        return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, error=error)
+        return bool(self.engine.reg("eflags") & IF_FLAG)
 
     def deliver_to(self, handler: int, selector: int, return_eip: int, error_code: int | None = None,
                    mask_interrupts: bool = True) -> None:
         """Enter a handler the hypervisor knows (a Xen trap table entry) with an interrupt frame."""
-        uc = self.uc
-        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
-        cs = uc.reg_read(UC_X86_REG_CS)
-        esp = uc.reg_read(UC_X86_REG_ESP)
+        e = self.engine
+        eflags = e.reg("eflags")
+        cs = e.reg("cs")
+        esp = e.reg("esp")
         frame = struct.pack("<III", return_eip & 0xFFFFFFFF, cs, eflags)
         if error_code is not None:
             frame = struct.pack("<I", error_code & 0xFFFFFFFF) + frame
@@ -200,11 +165,11 @@ class X86Machine:
         eflags &= ~((1 << 8) | (1 << 14) | (1 << 16))
         if mask_interrupts:
             eflags &= ~IF_FLAG
-        uc.reg_write(UC_X86_REG_ESP, esp)
-        uc.reg_write(UC_X86_REG_EFLAGS, eflags)
+        e.set_reg("esp", esp)
+        e.set_reg("eflags", eflags)
         if selector and selector != cs:
-            uc.reg_write(UC_X86_REG_CS, selector)
-        uc.reg_write(UC_X86_REG_EIP, handler)
+            e.set_reg("cs", selector)
+        e.set_reg("eip", handler)
         self.reset_exception_state()
 
     def deliver(self, vector: int, return_eip: int, error_code: int | None = None, software: int = 0) -> None:
@@ -213,8 +178,8 @@ class X86Machine:
         #GP(vector * 8 + 2) (`software` is the length of the int instruction, 0 for anything else);
         from ring 3 the handler runs on the TSS's SS0:ESP0 stack, with the old
         SS:ESP pushed below EFLAGS, CS, EIP and the error code; an interrupt gate clears IF."""
-        uc = self.uc
-        _, idt_base, idt_limit, _ = uc.reg_read(UC_X86_REG_IDTR)
+        e = self.engine
+        _, idt_base, idt_limit, _ = e.reg("idtr")
         if vector * 8 + 7 > idt_limit:
             raise GuestCrash(f"vector {vector} is beyond the IDT limit ({idt_limit})", return_eip)
         gate = self.read_virtual(idt_base + vector * 8, 8)
@@ -224,18 +189,18 @@ class X86Machine:
         gate_type = type_attr & 0x1F
         if not type_attr & 0x80 or gate_type not in (0x0E, 0x0F):
             raise GuestCrash(f"no present interrupt/trap gate for vector {vector}", return_eip)
-        cs = uc.reg_read(UC_X86_REG_CS)
+        cs = e.reg("cs")
         cpl = cs & 3
         if software and (type_attr >> 5) & 3 < cpl:
             self.deliver(13, return_eip - software, vector * 8 + 2)
             return
-        eflags = uc.reg_read(UC_X86_REG_EFLAGS)
-        esp = uc.reg_read(UC_X86_REG_ESP)
+        eflags = e.reg("eflags")
+        esp = e.reg("esp")
         frame = struct.pack("<III", return_eip & 0xFFFFFFFF, cs, eflags)
         to_ring0 = cpl > (selector & 3)
         if to_ring0:
-            frame += struct.pack("<II", esp, uc.reg_read(UC_X86_REG_SS))
-            tss = uc.reg_read(UC_X86_REG_TR)[1]
+            frame += struct.pack("<II", esp, e.reg("ss"))
+            tss = e.reg("tr")[1]
             raw = self.read_virtual(tss + 4, 8)
             if raw is None:
                 raise GuestCrash(f"no TSS to find the ring-0 stack for vector {vector}", return_eip)
@@ -250,21 +215,10 @@ class X86Machine:
         if gate_type == 0x0E:
             eflags &= ~IF_FLAG
         if to_ring0:
-            self._enter_ring0(ss0, selector)
+            self.engine.enter_ring0(ss0, selector)
         elif selector != cs:
-            uc.reg_write(UC_X86_REG_CS, selector)
-        uc.reg_write(UC_X86_REG_ESP, esp)
-        uc.reg_write(UC_X86_REG_EFLAGS, eflags)
-        uc.reg_write(UC_X86_REG_EIP, off_lo | (off_hi << 16))
+            e.set_reg("cs", selector)
+        e.set_reg("esp", esp)
+        e.set_reg("eflags", eflags)
+        e.set_reg("eip", off_lo | (off_hi << 16))
         self.reset_exception_state()
-
-    def _enter_ring0(self, ss: int, cs: int) -> None:
-        """Load a ring-0 SS and CS from ring 3. Unicorn 2.1 refuses SS of another privilege while CPL is
-        3, so protection is switched off for the one write that clears SS, as measured to work."""
-        uc = self.uc
-        cr0 = uc.reg_read(UC_X86_REG_CR0)
-        uc.reg_write(UC_X86_REG_CR0, cr0 & ~1)
-        uc.reg_write(UC_X86_REG_SS, 0)
-        uc.reg_write(UC_X86_REG_CR0, cr0)
-        uc.reg_write(UC_X86_REG_SS, ss)
-        uc.reg_write(UC_X86_REG_CS, cs)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBP, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDI,
-                               UC_X86_REG_EDX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP, UC_X86_REG_ESI, UC_X86_REG_ESP)
 
 from vmexit import guests, session
 from vmexit.costs import load_profile
@@ -15,15 +13,14 @@ from vmexit.optimizations.coalesce_dynamic import LookAhead
 from ..conftest import run_inline
 
 EXIT = "    out 0xf4, al\n"
-REGS = (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_ESI, UC_X86_REG_EDI,
-        UC_X86_REG_ESP, UC_X86_REG_EBP, UC_X86_REG_EIP, UC_X86_REG_EFLAGS)
+REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags")
 
 
 def run(name: str, opts: dict, **options):
     state = {}
 
     def capture(machine, devices):
-        state["regs"] = [machine.uc.reg_read(r) for r in REGS]
+        state["regs"] = [machine.engine.reg(r) for r in REGS]
         state["ram"] = hashlib.sha256(machine.ram[:machine.ram_size]).hexdigest()
         ide, nic = devices["ide"], devices["nic"]
         state["disk"] = sorted(devices["disk"].overlay.items())

@@ -16,13 +16,19 @@ class Hypervisor:
     name: str
     summary: str
     profile: str                     # default cost profile (costs.PROFILES)
-    model_path: str                  # "module:Class" of the exit model, imported on first use
+    builder: str                     # "module:function" building the exit model, imported on first use
     hypercalls: dict[int, str] = field(default_factory=dict)
     stats: str | None = None         # the meta key under which the model's run statistics are kept
+    hook_points: tuple[str, ...] = ("io_exit", "timer_load")   # where optimizations can attach
+    records: bool = True             # whether its exits are recorded (native: nothing exits)
+    #: the guest timers the host runs as its own timers (--host-timer-hz): KVM's in-kernel PIT and LAPIC
+    #: timer are hrtimers of the host (arch/x86/kvm/i8254.c, lapic.c); natively there is no host
+    host_timers: tuple[str, ...] = ("pit", "lapic")
 
-    def model(self) -> type:
-        module, _, cls = self.model_path.partition(":")
-        return getattr(importlib.import_module(module, __name__), cls)
+    def build(self, ctx):
+        """The exit model for one domain (ctx: model.ModelContext)."""
+        module, _, fn = self.builder.partition(":")
+        return getattr(importlib.import_module(module, __name__), fn)(ctx)
 
     def hypercall_name(self, nr: int) -> str:
         return hypercalls.name(self.hypercalls, nr)
@@ -31,8 +37,10 @@ class Hypervisor:
 #: Every hypervisor model, explicitly.
 HYPERVISORS: dict[str, Hypervisor] = {
     "kvm": Hypervisor("kvm", "KVM-76: port, MMIO, CPUID, MSR, HLT, hypercall and interrupt exits",
-                      "kvm76-q9550", ".kvm:KVM", hypercalls.KVM),
+                      "kvm76-q9550", ".kvm:build", hypercalls.KVM),
     "xen-pv": Hypervisor("xen-pv", "Xen paravirtual domain: hypercalls, guarded page tables, bounced faults",
-                         "xen-pv-q9550", ".xen:XenPV", hypercalls.XEN, stats="xen"),
-    "native": Hypervisor("native", "no hypervisor: nothing exits (the baseline)", "kvm76-q9550", ".native:Native"),
+                         "xen-pv-q9550", ".xen:build", hypercalls.XEN, stats="xen",
+                         hook_points=("io_exit", "timer_load", "page_fault")),
+    "native": Hypervisor("native", "no hypervisor: nothing exits (the baseline)", "kvm76-q9550", ".native:build",
+                         records=False, host_timers=()),
 }

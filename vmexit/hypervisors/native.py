@@ -1,36 +1,34 @@
 """No hypervisor: the baseline the Xen and KVM models are compared against.
 
-The same vCPU, devices and run loop, but nothing exits: port and MMIO accesses go straight to the
-devices, faults and interrupts to the guest's IDT, and nothing is recorded or charged. CPUID shows no
+The same vCPU, devices and components as KVM's model, but nothing is recorded or charged: port and
+MMIO accesses go straight to the devices, faults and interrupts to the guest's IDT. CPUID shows no
 hypervisor (leaf 1 ECX bit 31 clear, leaf 0x40000000 empty), so a guest takes its native paths, and
 `vmcall` is an invalid instruction (#UD to the guest) as on bare metal. Virtual time is the
-instructions at the profile's CPI plus idle time.
+instructions at the profile's CPI plus idle time; there is no host, so timers fire when due.
 """
 from __future__ import annotations
 
-from .kvm import KVM
+from . import kvm
+from .model import ExitModel
+from .msr import MSRFile
 
 
-class Native(KVM):
-    name = "native"
+def cpuid(profile):
+    kvm_answer = kvm.cpuid(profile, kvm.SIGNATURE, 0x40000001)
 
-    def __init__(self, *args, host_timer_hz: int = 0, **kw):
-        super().__init__(*args, host_timer_hz=0, **kw)  # no host: timers fire when due
-
-    def _exit(self, *args, **kw) -> None:
-        return None
-
-    def _port_exit(self, icount: int, port: int, size: int, value: int, direction: int) -> bool:
-        return True  # not an exit; True so that a write that moves a timer is still rescheduled
-
-    def _on_invalid(self, uc, _data):
-        eip, ebp = self._eip_ebp()
-        return self._exception(6, eip, None, ebp)
-
-    def _cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
+    def answer(leaf: int, sub: int) -> tuple[int, int, int, int]:
         if leaf == 0x40000000:
             return 0, 0, 0, 0
-        a, b, c, d = super()._cpuid(leaf, sub)
+        a, b, c, d = kvm_answer(leaf, sub)
         if leaf == 1:
             c &= ~0x80000000
         return a, b, c, d
+    return answer
+
+
+def build(ctx) -> ExitModel:
+    model = ExitModel("native", ctx.vcpu, ctx.machine, ctx.profile, kvm.port_bus(ctx, records=False), None,
+                      cpuid(ctx.profile))
+    model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
+    model.install(ctx.image, kvm.mmio(ctx))
+    return model

@@ -1,6 +1,8 @@
 """The paper's optimizations that live in the hypervisor, switched on with `--opt NAME[=VALUE]`.
 
-Each is one module, used at one named hook point of the hypervisor model:
+Each is one module, used at one named hook point of the hypervisor model; its entry in OPTIMIZATIONS
+carries its wiring: how it is built for a domain, where it hooks, what it reports into the run's meta
+and the line the text report prints for it.
 - `coalesce` (coalesce_dynamic.py), hook point `io_exit`: after an I/O exit, the following run of port
   I/O and register-only instructions is handled inside it;
 - `tick-hz` (tickrate.py), hook point `timer_load`: a periodic PIT / LAPIC timer count the guest loads
@@ -14,12 +16,25 @@ rate in the guest, verify_pmtmr_rate and elevator removal) are guest constants, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from . import coalesce_dynamic, tickrate
+import numpy as np
+
+from . import coalesce_dynamic, pf_offload, tickrate
 
 
 class OptionError(ValueError):
     """An --opt that names no optimization or has a bad value."""
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What an optimization's report may look at once the run is over."""
+    emulated: np.ndarray     # exits.EMULATED_DTYPE rows
+    devices: dict            # the domain's devices by name
+    seconds: float           # virtual seconds of the run
+    hook_points: tuple       # the hook points the run's hypervisor model offers
+    hypervisor: str
 
 
 @dataclass(frozen=True)
@@ -31,20 +46,60 @@ class Optimization:
     default: int | None  # VALUE when omitted (None: a value is required)
     low: int
     high: int
+    build: Callable[[int, object], object]            # (value, machine) -> what sits at the hook point
+    report: Callable[[object, int, RunFacts], dict]    # (it, value, run) -> its meta entry's fields
+    describe: Callable[[dict], str]                    # its meta entry -> one line of the text report
+
+    def outcome(self, built, value: int, run: RunFacts) -> dict:
+        """The meta entry: value, hook point, and what it did (a note when it had nothing to do)."""
+        entry: dict = {"value": value, "hook": self.hook}
+        if self.hook not in run.hook_points:
+            entry["note"] = f"no-op: the {run.hypervisor} model has no {self.hook} hook point ({self.summary})"
+        else:
+            entry.update(self.report(built, value, run))
+        return entry
+
+
+def _coalesce_report(_lookahead, _value: int, run: RunFacts) -> dict:
+    merged = int(len(run.emulated))
+    out = {"accesses_merged": merged, "merging_exits": int(len(np.unique(run.emulated["exit"])))}
+    if not merged:
+        out["note"] = "no-op: no run of port I/O followed an I/O exit within the window"
+    return out
+
+
+def _coalesce_text(entry: dict) -> str:
+    return (f"{entry['accesses_merged']:,} port accesses handled inside {entry['merging_exits']:,} "
+            f"exits instead of exiting themselves")
 
 
 #: Every optimization option, explicitly.
 OPTIMIZATIONS: dict[str, Optimization] = {
     "coalesce": Optimization(
         "coalesce", "io_exit", "dynamic I/O coalescing: one exit for a run of port I/O",
-        "instructions looked ahead", coalesce_dynamic.DEFAULT_WINDOW, 1, coalesce_dynamic.MAX_WINDOW),
+        "instructions looked ahead", coalesce_dynamic.DEFAULT_WINDOW, 1, coalesce_dynamic.MAX_WINDOW,
+        build=lambda value, machine: coalesce_dynamic.LookAhead(machine.read_virtual, value),
+        report=_coalesce_report, describe=_coalesce_text),
     "tick-hz": Optimization(
         "tick-hz", "timer_load", "transparent tick-rate reduction of periodic PIT/LAPIC timers",
-        "target tick rate in Hz", None, tickrate.MIN_HZ, tickrate.MAX_HZ),
+        "target tick rate in Hz", None, tickrate.MIN_HZ, tickrate.MAX_HZ,
+        build=lambda value, machine: tickrate.TickRate(value),
+        report=lambda tick, _value, run: tickrate.run_report(tick, run.devices, run.seconds),
+        describe=tickrate.describe),
     "xen-pf-offload": Optimization(
         "xen-pf-offload", "page_fault", "Xen fixes demand-zero and copy-on-write faults itself (xen-pv)",
-        "1 on, 0 off", 1, 0, 1),
+        "1 on, 0 off", 1, 0, 1,
+        build=lambda value, machine: pf_offload.FaultOffload.for_machine(machine) if value else None,
+        report=pf_offload.run_report, describe=pf_offload.describe),
 }
+
+
+def summary_line(name: str, entry: dict) -> str:
+    """The text report's line for one optimization's meta entry (a saved trace's, too)."""
+    if "note" in entry:
+        return entry["note"]
+    opt = OPTIMIZATIONS.get(name)
+    return opt.describe(entry) if opt is not None else ""
 
 
 def parse_opts(texts: list[str]) -> dict[str, int]:

@@ -27,6 +27,10 @@ class FaultOffload:
         self.region: tuple[int, int, int, int] | None = None
         self.resolved = {"zero": 0, "cow": 0}
 
+    @classmethod
+    def for_machine(cls, machine) -> "FaultOffload":
+        return cls(machine.read_virtual, machine.write_virtual, machine.read_physical, machine.write_physical)
+
     def register(self, pointer: int) -> int:
         raw = self._rv(pointer, 16)
         if raw is None:
@@ -68,3 +72,16 @@ class FaultOffload:
             self._wp(frame, self._rp(pte & ~0xFFF, PAGE))
         self.resolved[kind] += 1
         return kind, pte_addr, frame | PTE_P | PTE_RW | PTE_U
+
+
+def run_report(offload: FaultOffload | None, value: int, _run) -> dict:
+    if not value:
+        return {"note": "off"}
+    if offload.region is None:
+        return {"note": "no-op: the guest registered no range for Xen to handle"}
+    return {"zero_faults": offload.resolved["zero"], "cow_faults": offload.resolved["cow"]}
+
+
+def describe(entry: dict) -> str:
+    return (f"{entry['cow_faults']:,} copy-on-write and {entry['zero_faults']:,} demand-zero faults fixed in Xen "
+            f"without a bounce to the guest")

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from ..devices.lapic import APIC_BUS_HZ
+from ..devices.pit import PIT_HZ
+
 MIN_HZ, MAX_HZ = 1, 100000
 
 
@@ -48,3 +51,20 @@ class TickRate:
         if not out["timers"]:
             out["note"] = "no-op: the guest started no periodic timer faster than the target"
         return out
+
+
+def run_report(tick: TickRate, devices: dict, seconds: float) -> dict:
+    """The report for a PC's two periodic timers at the end of a run."""
+    pit, lapic = devices["pit"], devices["lapic"]
+    return tick.report({"pit": (pit.interrupts, PIT_HZ),
+                        "lapic": (lapic.fired_total, Fraction(APIC_BUS_HZ, lapic.divisor()))}, seconds)
+
+
+def describe(entry: dict) -> str:
+    parts = []
+    for timer, x in entry["timers"].items():
+        parts.append(f"{timer} {x['guest_hz']:.1f} Hz -> {x['actual_hz']:.1f} Hz "
+                     f"(count {x['guest_count']} -> {x['actual_count']}), {x['interrupts']:,} interrupts, "
+                     f"guest clock {x['guest_seconds']:.6f} s vs {x['virtual_seconds']:.6f} s virtual "
+                     f"(drift {x['drift_s']:+.6f} s)")
+    return "; ".join(parts)

@@ -1,6 +1,7 @@
 """Renderers: Report -> str. One module per format, listed in one explicit table."""
 from __future__ import annotations
 
+from ..optimizations import summary_line
 from . import csv, json, markdown, text
 
 RENDERERS = {
@@ -58,25 +59,5 @@ def totals_line(report) -> str:
                  f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time; {net['exits_per_frame']:.2f} exits "
                  f"and {net['exit_us_per_frame']:.2f} us of exit time per frame")
     for name, opt in (t.get("optimizations") or {}).items():
-        line += f"\nOptimization {name}={opt['value']}: {_opt_summary(name, opt)}"
+        line += f"\nOptimization {name}={opt['value']}: {summary_line(name, opt)}"
     return line
-
-
-def _opt_summary(name: str, opt: dict) -> str:
-    if "note" in opt:
-        return opt["note"]
-    if name == "coalesce":
-        return (f"{opt['accesses_merged']:,} port accesses handled inside {opt['merging_exits']:,} "
-                f"exits instead of exiting themselves")
-    if name == "xen-pf-offload":
-        return (f"{opt['cow_faults']:,} copy-on-write and {opt['zero_faults']:,} demand-zero faults fixed in Xen "
-                f"without a bounce to the guest")
-    if name == "tick-hz":
-        parts = []
-        for timer, x in opt["timers"].items():
-            parts.append(f"{timer} {x['guest_hz']:.1f} Hz -> {x['actual_hz']:.1f} Hz "
-                         f"(count {x['guest_count']} -> {x['actual_count']}), {x['interrupts']:,} interrupts, "
-                         f"guest clock {x['guest_seconds']:.6f} s vs {x['virtual_seconds']:.6f} s virtual "
-                         f"(drift {x['drift_s']:+.6f} s)")
-        return "; ".join(parts)
-    return ""

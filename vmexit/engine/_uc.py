@@ -116,22 +116,60 @@ class InstructionCounter:
         self._count.value = max(n, self._counter.value)
 
 
-def add_insn_hook(uc: Uc, insn: int, cfunctype, fn) -> int:
-    """An instruction hook without the binding's two Python layers per call. Like the binding, an
-    exception in `fn` is kept on the Uc and re-raised by emu_start after stopping the emulation."""
-    from unicorn import UC_HOOK_INSN
+def _guarded(uc: Uc, fn):
+    """`fn` as a libunicorn callback body: like the binding's, an exception is kept on the Uc and
+    re-raised by emu_start after the emulation stops."""
+    def on_error(e: BaseException):
+        if uc._hook_exception is None:
+            uc._hook_exception = e
+        uc.emu_stop()
+        return 0
+    return on_error
 
-    def wrapper(_handle, *args):
-        try:
-            return fn(*args)
-        except BaseException as e:
-            if uc._hook_exception is None:
-                uc._hook_exception = e
-            uc.emu_stop()
-            return 0
 
-    fptr = ctypes.cast(cfunctype(wrapper), cfunctype)
-    return uc._Uc__do_hook_add(UC_HOOK_INSN, fptr, 1, 0, ctypes.c_int(insn))
+def raw_callback(uc: Uc, cfunctype, fn, arity: int):
+    """A ctypes callback that calls fn with the hook's own arguments only (not the engine handle and
+    the user-data pointer), without the binding's two Python layers per call."""
+    on_error = _guarded(uc, fn)
+    if arity == 0:
+        def wrapper(_h, _d):
+            try:
+                return fn()
+            except BaseException as e:
+                return on_error(e)
+    elif arity == 1:
+        def wrapper(_h, a, _d):
+            try:
+                return fn(a)
+            except BaseException as e:
+                return on_error(e)
+    elif arity == 2:
+        def wrapper(_h, a, b, _d):
+            try:
+                return fn(a, b)
+            except BaseException as e:
+                return on_error(e)
+    else:
+        def wrapper(_h, a, b, c, _d):
+            try:
+                return fn(a, b, c)
+            except BaseException as e:
+                return on_error(e)
+    return ctypes.cast(cfunctype(wrapper), cfunctype)
+
+
+def add_raw_hook(uc: Uc, htype: int, fptr, begin: int = 1, end: int = 0, *extra: int) -> int:
+    """Register a raw_callback as a hook (the binding keeps the pointer alive with the handle)."""
+    return uc._Uc__do_hook_add(htype, fptr, begin, end, *[ctypes.c_int(x) for x in extra])
+
+
+def mmio_map_raw(uc: Uc, base: int, size: int, read_ptr, write_ptr) -> None:
+    """uc_mmio_map with raw callbacks; the caller keeps the pointers alive."""
+    from unicorn import UcError
+    from unicorn.unicorn_py3.unicorn import uclib
+    status = uclib.uc_mmio_map(uc._uch, base, size, read_ptr, 0, write_ptr, 0)
+    if status:
+        raise UcError(status)
 
 
 class _RegisterBatch:

@@ -1,0 +1,113 @@
+"""A domain: one guest machine -- its image in its own RAM on its own CPU engine, the PC's devices built
+from their table (devices/pc.py), interrupt routing, one vCPU, the hypervisor's exit model for it, the
+optimizations attached at the model's hook points, and the recorder of its exits. Nothing in a domain
+reaches another domain except through the host (host.py).
+"""
+from __future__ import annotations
+
+from . import __version__
+from .clock import Clock
+from .costs import Profile
+from .devices import pc
+from .devices.unassigned import unassigned_gaps
+from .exits import ExitRecorder
+from .hypervisors import HYPERVISORS, Hypervisor
+from .hypervisors.model import ModelContext
+from .loader import Image
+from .machine import X86Machine
+from .optimizations import OPTIMIZATIONS, RunFacts
+from .trace import Trace
+from .vcpu import VCPU, Ending, RunEnd, TimedDevice
+
+
+class Domain:
+    def __init__(self, image: Image, profile: Profile, options, domid: int = 0):
+        """options: session.RunOptions (hypervisor, optimizations, devices' settings)."""
+        unknown = set(options.optimizations) - set(OPTIMIZATIONS)
+        if unknown:
+            raise ValueError(f"unknown optimization(s): {', '.join(sorted(unknown))}")
+        if options.hypervisor not in HYPERVISORS:
+            raise ValueError(f"unknown hypervisor {options.hypervisor!r} (known: {', '.join(HYPERVISORS)})")
+        if not 0 <= options.host_timer_hz <= profile.freq_hz:
+            raise ValueError(f"host timer rate {options.host_timer_hz} Hz: give 0 (off) to {profile.freq_hz} Hz")
+        self.domid = domid
+        self.image, self.profile, self.options = image, profile, options
+        self.hypervisor: Hypervisor = HYPERVISORS[options.hypervisor]
+        self.clock = Clock(profile.freq_hz, *profile.cpi)
+        self.machine = X86Machine(options.ram_size)
+        self.recorder = ExitRecorder()
+        self.ending = Ending(self.machine.engine.counter)
+        self.hooks = self._attach_optimizations()
+        wiring = pc.Wiring(self.clock, self.machine, options, self.ending, self.hooks.get("timer_load"))
+        self.devices = pc.build(wiring)
+        self.machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
+        self.machine.boot_multiboot(image.entry)
+        self.vcpu = self._vcpu()
+        self.model = self.hypervisor.build(self._model_context())
+
+    def _attach_optimizations(self) -> dict:
+        """The optimization at each hook point the model offers (others report themselves no-ops)."""
+        hooks = {}
+        for name, value in sorted(self.options.optimizations.items()):
+            opt = OPTIMIZATIONS[name]
+            if opt.hook in self.hypervisor.hook_points:
+                hooks[opt.hook] = opt.build(value, self.machine)
+        return hooks
+
+    def _vcpu(self) -> VCPU:
+        hv, devices = self.hypervisor, self.devices
+        irqs = devices[pc.INTERRUPTS]
+        timed = [TimedDevice(devices[name], _vector(pc.vector_of(name), devices[name], irqs),
+                             host_timer=name in hv.host_timers) for name in pc.TIMED]
+        host_hz = self.options.host_timer_hz if hv.host_timers else 0
+        return VCPU(self.machine, self.clock, self.profile, self.recorder, irqs, timed, self.ending,
+                    records=hv.records, host_timer_hz=host_hz)
+
+    def _model_context(self) -> ModelContext:
+        devices = self.devices
+        mmio = [(devices[name], pc.moves_timers(name)) for name in pc.MMIO]
+        mmio += [(gap, False) for gap in unassigned_gaps([dev for dev, _ in mmio])]
+        return ModelContext(self.vcpu, self.machine, self.clock, self.profile, self.image,
+                            ports=[(devices[name], pc.moves_timers(name)) for name in pc.PORTS], mmio=mmio,
+                            hooks=self.hooks, console=devices["uart"].emit)
+
+    # running ---------------------------------------------------------------------------------------
+    def run(self, max_instructions=None, max_cycles=None, progress=None, until=None) -> RunEnd | None:
+        return self.vcpu.run(max_instructions, max_cycles, progress, until)
+
+    def interrupted(self) -> RunEnd:
+        self.ending.finish(RunEnd("interrupted", "interrupted by the user (Ctrl-C)"))
+        return self.ending.end
+
+    def close(self) -> None:
+        """The run is over: the disks keep what the guest wrote (to the user's images only if asked)."""
+        for name in ("disk", "disk1"):
+            if self.devices[name] is not None:
+                self.devices[name].flush()
+
+    # the record of the run ---------------------------------------------------------------------------
+    def trace(self) -> Trace:
+        end, clock, options = self.ending.end, self.clock, self.options
+        cycles = clock.now()
+        seconds = cycles / clock.freq_hz
+        emulated = self.recorder.emulated()
+        meta = {
+            "vmexit_version": __version__, "guest": self.image.name, "guest_kind": self.image.kind,
+            "guest_sha256": self.image.sha256, "constants": self.image.constants, "options": options.recorded(),
+            "profile": self.profile.name, "hypervisor": options.hypervisor, "freq_hz": clock.freq_hz,
+            "cpi": [clock.cpi_num, clock.cpi_den], "instructions": clock.icount, "cycles": cycles,
+            "virtual_seconds": seconds, "idle_cycles": clock.idle,
+            "status": end.status, "detail": end.detail, "guest_value": end.guest_value, "end_address": end.address,
+        }
+        meta.update(pc.results(self.devices, seconds, options))
+        if self.hypervisor.stats is not None:
+            meta[self.hypervisor.stats] = self.model.stats()
+        facts = RunFacts(emulated, self.devices, seconds, self.hypervisor.hook_points, self.hypervisor.name)
+        meta["optimizations"] = {name: OPTIMIZATIONS[name].outcome(self.hooks.get(OPTIMIZATIONS[name].hook),
+                                                                   value, facts)
+                                 for name, value in sorted(options.optimizations.items())}
+        return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated)
+
+
+def _vector(vector, device, irqs):
+    return lambda: vector(device, irqs)

@@ -1,0 +1,52 @@
+"""The CPU engine: what executes guest instructions, behind the small interface the vCPU, the machine
+and the exit models use. Nothing above this package imports an emulator.
+
+An engine gives:
+- guest RAM from physical address 0 (`ram`, a buffer the exit path reads directly; writes go through
+  `write` so that translated code stays coherent), MMIO ranges with read/write callbacks (`map_mmio`),
+  and cache control (`flush_tlb` after the host edits a guest page table, `flush_code`);
+- registers by name (`reg`, `set_reg`, and `reader`/`writer` for a fixed list on a hot path), and
+  `eip_ebp`, the two registers every exit reads, and `enter_ring0(ss, cs)` for a delivery from ring 3;
+- `run(count)`: execute at most `count` instructions from EIP and say how the slice ended (SliceEnd),
+  with `counter`, the exact instruction counter inside any callback (`executed()`, `current.value`,
+  `set_limit(n)` to end the slice after n instructions, `stop_after_current()`);
+- traps, each a callback with the event's own arguments: port in/out, CPUID, an invalid opcode, an
+  interrupt or exception raised by an instruction, execution reaching an address, the start of every
+  basic block (`watch_blocks`, removable);
+- `reset_exception_state()` after the host delivered an exception itself.
+
+Engines are listed in ENGINES (name -> "module:Class", imported when a run builds one). The one today
+is Unicorn (unicorn.py); a second (the host's KVM) goes beside it without touching devices, recorder,
+analysis or renderers.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+#: Every engine, explicitly: name -> "module:Class".
+ENGINES: dict[str, str] = {
+    "unicorn": ".unicorn:UnicornEngine",
+}
+
+
+@dataclass
+class Fault:
+    """Why a slice stopped on an error: `fetch` (code fetched from unmapped or protected memory) or
+    `other`, with the engine's message."""
+    kind: str
+    message: str
+
+
+@dataclass
+class SliceEnd:
+    executed: int        # instructions executed in the slice
+    exhausted: bool      # the count ran out (or a callback asked to stop after an instruction)
+    fault: Fault | None
+
+
+def engine_class(name: str) -> type:
+    if name not in ENGINES:
+        raise ValueError(f"unknown CPU engine {name!r} (known: {', '.join(ENGINES)})")
+    module, _, cls = ENGINES[name].partition(":")
+    return getattr(importlib.import_module(module, __name__), cls)

@@ -1,0 +1,155 @@
+"""The Unicorn engine (unicorn 2.1.x): guest RAM is our own anonymous mapping handed to Unicorn, so the
+exit path reads guest memory without a call through the binding; exact instruction counting and the
+exception-state reset come from two internal fields found by probing (_uc.py); every trap is a raw
+libunicorn callback that calls its handler with the event's own arguments.
+
+Unicorn facts this relies on (2.1.4, measured): VMCALL raises UC_ERR_INSN_INVALID with EIP at the
+instruction; writing EIP works in invalid-opcode, interrupt and code callbacks but not in IN/OUT/CPUID
+ones; Unicorn delivers nothing through the guest IDT; HLT ends emu_start with EIP after it. Runs end
+from callbacks or counts only, never from emu_start's wall-clock timeout (not deterministic).
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
+                     UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
+from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
+from unicorn.unicorn_py3.arch.intel import (HOOK_INSN_CPUID_CFUNC, HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC)
+from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_INSN_INVALID_CFUNC, HOOK_INTR_CFUNC,
+                                         MMIO_READ_CFUNC, MMIO_WRITE_CFUNC)
+from unicorn import x86_const as X
+
+from . import Fault, SliceEnd
+from ._uc import (CpuState, ExceptionStateReset, InstructionCounter, RegisterReader, RegisterWriter,
+                  add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
+
+#: Register names the rest of vmexit uses -> Unicorn's ids.
+REGISTERS: dict[str, int] = {
+    name: getattr(X, f"UC_X86_REG_{name.upper()}")
+    for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags", "cs", "ds", "es",
+                 "ss", "fs", "gs", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
+}
+
+
+class UnicornEngine:
+    name = "unicorn"
+
+    def __init__(self, ram_size: int):
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.ram = mmap.mmap(-1, ram_size)
+        self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ctypes.addressof(self._ram_anchor))
+        self.counter = InstructionCounter(self.uc)
+        self.reset_exception_state = ExceptionStateReset(self.uc)
+        # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
+        # libunicorn; both give the same numbers (tests/test_vcpu.py checks the traces).
+        self.eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        self._keep: list = []  # callbacks libunicorn holds pointers to
+
+    # registers -----------------------------------------------------------------------------------
+    def reg(self, name: str):
+        return self.uc.reg_read(REGISTERS[name])
+
+    def set_reg(self, name: str, value) -> None:
+        self.uc.reg_write(REGISTERS[name], value)
+
+    def reader(self, names: list[str]):
+        """A callable returning the values of `names`, one call into libunicorn."""
+        return RegisterReader(self.uc, [REGISTERS[n] for n in names])
+
+    def writer(self, names: list[str]):
+        """A callable taking the values of `names` (32-bit), one call into libunicorn."""
+        return RegisterWriter(self.uc, [REGISTERS[n] for n in names])
+
+    def enter_ring0(self, ss: int, cs: int) -> None:
+        """Load a ring-0 SS and CS from ring 3. Unicorn 2.1 refuses SS of another privilege while CPL
+        is 3, so protection is switched off for the one write that clears SS, as measured to work."""
+        cr0 = self.reg("cr0")
+        self.set_reg("cr0", cr0 & ~1)
+        self.set_reg("ss", 0)
+        self.set_reg("cr0", cr0)
+        self.set_reg("ss", ss)
+        self.set_reg("cs", cs)
+
+    # memory ----------------------------------------------------------------------------------------
+    def write(self, paddr: int, data: bytes) -> None:
+        self.uc.mem_write(paddr, bytes(data))
+
+    def map_mmio(self, base: int, size: int, on_read, on_write) -> None:
+        """on_read(offset, size) -> value; on_write(offset, size, value). A (no-op) memory hook on the
+        range makes Unicorn keep EIP exact inside the callbacks, so exits get the accessing instruction."""
+        read = raw_callback(self.uc, MMIO_READ_CFUNC, on_read, 2)
+        write = raw_callback(self.uc, MMIO_WRITE_CFUNC, on_write, 3)
+        mmio_map_raw(self.uc, base, size, read, write)
+        self._keep += [read, write]
+        self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
+
+    def flush_tlb(self) -> None:
+        flush_tlb(self.uc)
+
+    def flush_code(self) -> None:
+        self.uc.ctl_flush_tb()
+
+    # running ---------------------------------------------------------------------------------------
+    def run(self, count: int) -> SliceEnd:
+        """Run at most `count` instructions from the current EIP."""
+        fault = None
+        try:
+            self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, count)
+        except UcError as e:
+            kind = "fetch" if e.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) else "other"
+            fault = Fault(kind, str(e))
+        raw = self.counter.raw()
+        limit = self.counter.limit()
+        return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, fault=fault)
+
+    # traps -----------------------------------------------------------------------------------------
+    def trap_port_in(self, fn) -> None:
+        """fn(port, size) -> value read."""
+        self._hook(UC_HOOK_INSN, HOOK_INSN_IN_CFUNC, fn, 2, 1, 0, X.UC_X86_INS_IN)
+
+    def trap_port_out(self, fn) -> None:
+        """fn(port, size, value)."""
+        self._hook(UC_HOOK_INSN, HOOK_INSN_OUT_CFUNC, fn, 3, 1, 0, X.UC_X86_INS_OUT)
+
+    def trap_cpuid(self, fn) -> None:
+        """fn() handles the CPUID at EIP (registers in and out through reg/set_reg)."""
+        self._hook(UC_HOOK_INSN, HOOK_INSN_CPUID_CFUNC, _returning(fn, 1), 0, 1, 0, X.UC_X86_INS_CPUID)
+
+    def trap_invalid(self, fn) -> None:
+        """fn() -> True when it handled the invalid opcode at EIP (VMCALL lands here)."""
+        self._hook(UC_HOOK_INSN_INVALID, HOOK_INSN_INVALID_CFUNC, fn, 0)
+
+    def trap_interrupt(self, fn) -> None:
+        """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
+        self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, fn, 1)
+
+    def trap_at(self, address: int, fn) -> None:
+        """fn(address) before the instruction at address executes."""
+        self._hook(UC_HOOK_CODE, HOOK_CODE_CFUNC, lambda a, _size: fn(a), 2, address, address)
+
+    def watch_blocks(self, fn) -> int:
+        """fn(address, size) at the start of every basic block, until unwatch(handle). Cached
+        translations were made without it: the code cache is flushed on both ends."""
+        self.flush_code()
+        return self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2)
+
+    def unwatch(self, handle: int) -> None:
+        self.uc.hook_del(handle)
+        self.flush_code()
+
+    def _hook(self, htype: int, cfunctype, fn, arity: int, begin: int = 1, end: int = 0, *extra: int) -> int:
+        return add_raw_hook(self.uc, htype, raw_callback(self.uc, cfunctype, fn, arity), begin, end, *extra)
+
+
+def _returning(fn, value: int):
+    def call():
+        fn()
+        return value
+    return call
+
+
+def _no_op(*_args) -> None:
+    return None
