@@ -83,9 +83,12 @@ class VCPU:
         # Host timer resolution (--host-timer-hz): host timers fire on the host's tick grid (cycle
         # multiples of freq / HZ) instead of when due; 0: when due.
         self._host_tick = clock.freq_hz // host_timer_hz if host_timer_hz else 0
-        self._due: int | None = None  # next device event, cached for the current slice
-        self._prices = {(r, p, d): (profile.cost(r, p, d), profile.per_item(r, p, d))
-                        for r in ExitReason for p in Place for d in Direction}
+        self._due: int | None = None  # when the current slice ends (next device event), cached
+        self._until: int | None = None  # the end of the host's time slice, if it gives one
+        # reason -> place -> direction -> (cycles, cycles per item), keyed by plain ints: an enum key
+        # would hash through Python code on every exit
+        self._prices = {int(r): [[(profile.cost(r, p, d), profile.per_item(r, p, d)) for d in Direction]
+                                 for p in Place] for r in ExitReason}
         self.exit = self._record if records else self._unrecorded
         self._slice_base = 0
         self._exhausted = False
@@ -113,6 +116,12 @@ class VCPU:
         self.clock.icount = icount
         return icount
 
+    def code(self, eip: int, size: int) -> bytes | None:
+        """Guest bytes at a linear address (read straight from RAM while the guest does not page)."""
+        if self.paging:
+            return self.m.read_virtual(eip, size)
+        return self._ram[eip:eip + size]
+
     def caller(self, ebp: int) -> int:
         if not ebp:
             return 0
@@ -127,7 +136,7 @@ class VCPU:
         """Record one exit, priced by the profile (per item of `size` where the profile says so)."""
         if icount is None:
             icount = self.now_icount()
-        base, per_item = self._prices[(reason, place, direction)]
+        base, per_item = self._prices[reason][place][direction]
         cost = base + per_item * size if per_item else base
         clock = self.clock
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, rip, reason, place,
@@ -150,7 +159,7 @@ class VCPU:
             self.counter.stop_after_current()
             return
         if timers_changed:
-            self._due = self.next_due()
+            self._due = self._slice_end(self.next_due())
         due = self._due
         if due is not None:
             k = self.clock.icount_when(due)
@@ -321,6 +330,7 @@ class VCPU:
             progress: Callable[[int, int], None] | None = None, until: int | None = None) -> RunEnd | None:
         """Run to the end of the guest or a budget. With `until` (a host of several domains): return
         None when virtual time reaches it or the guest halts waiting for an event."""
+        self._until = until
         try:
             if self.halted and not self._resume_from_halt(max_cycles):
                 return self.ending.end
@@ -334,7 +344,7 @@ class VCPU:
                         break
                 else:
                     self._disarm_window()
-                self._slice(self._slice_limit(max_instructions, max_cycles, until), progress)
+                self._slice(self._slice_limit(max_instructions, max_cycles), progress)
                 if self.ending.end is not None or self._exhausted:
                     continue
                 if not self._after_halt(max_cycles, until):
@@ -372,11 +382,17 @@ class VCPU:
         self._arm_window()
         return self._open_window()
 
-    def _slice_limit(self, max_instructions: int | None, max_cycles: int | None, until: int | None) -> int:
+    def _slice_end(self, due: int | None) -> int | None:
+        """The virtual time the current slice ends at: the next device event, or the end of the host's
+        time slice (a host of several domains) if that comes first."""
+        until = self._until
+        return due if until is None or (due is not None and due < until) else until
+
+    def _slice_limit(self, max_instructions: int | None, max_cycles: int | None) -> int:
         clock = self.clock
-        self._due = due = self.next_due()
+        self._due = due = self._slice_end(self.next_due())
         limit = 1 << 62
-        for cycles in (due, max_cycles, until):
+        for cycles in (due, max_cycles):
             if cycles is not None:
                 limit = min(limit, clock.icount_when(cycles) - clock.icount)
         if max_instructions is not None:

@@ -85,7 +85,7 @@ class ExitModel:
 
     def _on_invalid(self) -> bool:
         eip, ebp = self.vcpu.eip_ebp()
-        if self.hypercalls is not None and self.m.read_virtual(eip, 3) in _VMCALLS:
+        if self.hypercalls is not None and self.vcpu.code(eip, 3) in _VMCALLS:
             self.hypercalls.enter(eip, ebp, eip + 3)
             return True
         return self.exception(6, eip, None, ebp)  # #UD

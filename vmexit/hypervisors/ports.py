@@ -17,6 +17,8 @@ from ..exits import Direction, ExitReason, Place
 
 STRING_PIO_CHUNK = 1024
 _UNSEEN = object()
+# plain ints for the exit path (an IntEnum hashes and compares through Python code)
+_IO, _IN, _OUT = int(ExitReason.IO_INSTRUCTION), int(Direction.IN), int(Direction.OUT)
 
 #: String I/O opcodes: ins (6c/6d) and outs (6e/6f).
 _STRING_IO = {0x6C: Direction.IN, 0x6D: Direction.IN, 0x6E: Direction.OUT, 0x6F: Direction.OUT}
@@ -52,7 +54,7 @@ class PortBus:
         icount = vcpu.icount_in_trap()  # the device reads the clock
         dev = self._ports[port]
         value = dev.read(port, size) if dev is not None else (1 << (8 * size)) - 1
-        if self._exit(icount, port, size, value, Direction.IN):
+        if self._exit(icount, port, size, value, _IN):
             vcpu.reschedule(timers_changed=self._timer_ports[port])  # a read may schedule (UART RBR)
         return value
 
@@ -60,7 +62,7 @@ class PortBus:
         vcpu = self.vcpu
         icount = vcpu.icount_in_trap()
         value &= (1 << (8 * size)) - 1
-        recorded = self._exit(icount, port, size, value, Direction.OUT)
+        recorded = self._exit(icount, port, size, value, _OUT)
         dev = self._ports[port]
         if dev is not None:
             dev.write(port, size, value)
@@ -93,7 +95,7 @@ class PortBus:
                 vcpu.emulated(eip, place, direction, port, size, value, self._emulation_costs[place][direction])
                 return True
             self._merge = None
-        vcpu.exit(ExitReason.IO_INSTRUCTION, place, direction, eip, port, size, value, ebp, icount)
+        vcpu.exit(_IO, place, direction, eip, port, size, value, ebp, icount)
         if self._lookahead is not None:
             plan = self._lookahead.plan(eip)
             if plan:
