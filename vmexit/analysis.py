@@ -14,13 +14,10 @@ Time is modeled cost: the trace's own costs, or a profile's prices when a report
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .exits import ExitReason
 from .trace import Trace
 from .views import VIEWS, Context, View, group, group_by
 
@@ -332,80 +329,3 @@ def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: 
     statuses = sorted({r["status"] for r in rows})
     return Report(by="sweep", title=title, columns=columns, rows=rows,
                   totals={"summary": f"{len(rows)} runs; ended: {', '.join(statuses)}"})
-
-
-PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
-XEN_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_paper.json"
-
-
-def xen_paper_for(guest: str) -> dict | None:
-    """Seed 001's figure for a fork/exec guest, if it has one."""
-    doc = json.loads(XEN_PAPER_DATA.read_text(encoding="utf-8"))
-    entry = doc["workloads"].get(guest)
-    return None if entry is None else dict(entry, source=doc["source"], title=doc["title"], systems=doc["systems"])
-
-
-def beside_xen_paper(runs: list[tuple[str, Trace, Trace]], operations: int, paper: dict) -> Report:
-    """One row per system (native, Xen PV, Xen PV with fault offload): the paper's latency beside ours.
-    Each system ran twice, with `operations` and with twice as many; per operation is the difference
-    divided by `operations`, so boot and the end do not count (lmbench amortizes them the same way)."""
-    rows = []
-    for system, paper_us, (label, once, twice) in zip(paper["systems"], paper["us"], runs):
-        seconds = float(twice.meta["virtual_seconds"]) - float(once.meta["virtual_seconds"])
-        exits = len(twice.exits) - len(once.exits)
-        calls = int((twice.exits["reason"] == ExitReason.VMCALL).sum() - (once.exits["reason"] == ExitReason.VMCALL).sum())
-        rows.append({"system": system, "ours": label, "paper_us": paper_us, "us": seconds / operations * 1e6,
-                     "exits_per_op": exits / operations, "hypercalls_per_op": calls / operations})
-    base_p, base_o = rows[1]["paper_us"], rows[1]["us"]
-    for r in rows:
-        r["paper_vs_xen"] = r["paper_us"] / base_p
-        r["ours_vs_xen"] = r["us"] / base_o if base_o else None
-    columns = [Column("system", "system", "str"), Column("ours", "ours run as", "str"),
-               Column("paper_us", "paper us", "int"), Column("us", "our us / op", "ratio"),
-               Column("paper_vs_xen", "paper vs Xen", "ratio"), Column("ours_vs_xen", "ours vs Xen", "ratio"),
-               Column("exits_per_op", "exits / op", "ratio"), Column("hypercalls_per_op", "hypercalls / op", "ratio")]
-    title = f"{paper['title']}, {paper['label']}, beside {runs[0][1].meta.get('guest', '?')}"
-    note = (f"Source: {paper['source']}. Ours: modeled virtual time per operation, from runs of {operations} "
-            f"and {2 * operations} operations (the guest's {paper['constant']}); the paper's times are whole "
-            f"lmbench processes on real hardware, ours a {operations}-operation miniature: compare the ratios.")
-    return Report(by="paper", title=title, columns=columns, rows=rows, totals={"summary": note})
-
-
-def paper_table_for(guest: str) -> dict | None:
-    """The KVM paper's table whose workload this guest models, if any."""
-    doc = json.loads(PAPER_DATA.read_text(encoding="utf-8"))
-    for table in doc["tables"].values():
-        if guest in table["guests"]:
-            return dict(table, source=doc["source"])
-    return None
-
-
-def beside_paper(trace: Trace, table: dict) -> Report:
-    """Ours beside the paper: one row per function the paper lists (its rows keep their rank),
-    with our exits, time share and rank for that function; then our other top functions."""
-    ours = hot_sites(trace, "function", None, "caller" in table["rows"][0], Pricing.of(trace))
-    by_function = {r["function"]: r for r in ours.rows}
-    rows, seen = [], set()
-    for p in table["rows"]:
-        mine = by_function.get(p["function"], {})
-        seen.add(p["function"])
-        row = {"paper_rank": p["rank"], "function": p["function"], "paper_address": p["address"],
-               "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"),
-               "rank": mine.get("rank"), "count": mine.get("count"), "time_pct": mine.get("time_pct")}
-        if "caller" in p:
-            row.update(paper_caller=p["caller"], caller=mine.get("caller"))
-        rows.append(row)
-    for mine in ours.rows[:5]:
-        if mine["function"] not in seen:
-            rows.append({"paper_rank": None, "function": mine["function"], "paper_address": None,
-                         "paper_exits": None, "paper_time_pct": None, "rank": mine["rank"],
-                         "count": mine["count"], "time_pct": mine["time_pct"]})
-    columns = [Column("paper_rank", "paper #", "int"), Column("function", "function", "str"),
-               Column("paper_exits", "paper exits", "int"), Column("paper_time_pct", "paper %", "pct"),
-               Column("rank", "our #", "int"), Column("count", "our exits", "int"),
-               Column("time_pct", "our % of run", "pct")]
-    if "caller" in table["rows"][0]:
-        columns[2:4] = [Column("paper_caller", "paper caller", "str")]
-        columns.append(Column("caller", "our caller", "str"))
-    return Report(by="paper", title=f"{table['title']} beside {trace.meta.get('guest', '?')}",
-                  columns=columns, rows=rows, totals=_totals(trace, Pricing.of(trace)))

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, analysis
+from . import __version__, analysis, papers
 from .asm import AsmError
 from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
 from .devices.ide import DiskError
@@ -274,9 +274,9 @@ def cmd_run(args) -> int:
                          hypervisor=args.hypervisor, host_timer_hz=_host_timer_hz(args, profile),
                          input=typed, until_console=args.until_console, echo=echo)
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
-    if args.paper and analysis.xen_paper_for(image.name) is not None:
+    if args.paper and papers.xen_paper_for(image.name) is not None:
         return _xen_paper(args, image, options)
-    paper = analysis.paper_table_for(image.name) if args.paper else None
+    paper = papers.paper_table_for(image.name) if args.paper else None
     if args.paper and paper is None:
         raise UsageError(f"the papers have no table for guest {image.name!r}")
     progress = _Progress(show, args.max_instructions)
@@ -293,7 +293,7 @@ def cmd_run(args) -> int:
             print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
             return EXIT_USAGE
     if paper is not None:
-        _emit(RENDERERS[args.format](analysis.beside_paper(trace, paper)), args.report_file)
+        _emit(RENDERERS[args.format](papers.beside_paper(trace, paper)), args.report_file)
     else:
         _emit(_render(trace, args), args.report_file)
     status = trace.meta["status"]
@@ -306,27 +306,28 @@ def cmd_run(args) -> int:
 
 
 def _xen_paper(args, image, options) -> int:
-    """seed 001's figure: the guest natively, under Xen PV, and under Xen PV with fault offload, each
-    with the guest's operation count and twice it (per operation = the difference)."""
+    """The Xen report's Fig. 4 beside ours: every run of papers.xen_runs, with the guest as given."""
     import dataclasses
 
     from .session import run
-    paper = analysis.xen_paper_for(image.name)
+    paper = papers.xen_paper_for(image.name)
     name = paper["constant"]
     n = image.constants.get(name, getattr(image, "defaults", {}).get(name))
     if not n:
         raise UsageError(f"{image.name}: no {name} constant to count operations by")
-    systems = [("native", {}, "native"), ("xen-pv", {}, "xen-pv"),
-               ("xen-pv", {"xen-pf-offload": 1}, "xen-pv --opt xen-pf-offload")]
-    doubled = resolve(args.guest, dict(args.defines, **{name: 2 * n}), args.symbols, args.load_addr, args.entry)
-    runs, worst = [], EXIT_OK
-    for hypervisor, opts, label in systems:
-        opt = dataclasses.replace(options, hypervisor=hypervisor, optimizations=dict(options.optimizations, **opts))
-        profile = load_profile(args.profile or HYPERVISORS[hypervisor].profile)
-        pair = [run(img, profile, opt) for img in (image, doubled)]
-        worst = max([worst] + [STATUS_EXIT_CODES.get(t.meta["status"], EXIT_INTERNAL) for t in pair])
-        runs.append((label, *pair))
-    _emit(RENDERERS[args.format](analysis.beside_xen_paper(runs, n, paper)), args.report_file)
+    images, traces, worst = {}, {}, EXIT_OK
+    for xen_run in papers.xen_runs(paper, n):
+        constants = dict(args.defines, **xen_run.constants)
+        key = tuple(sorted(constants.items()))
+        if key not in images:
+            images[key] = resolve(args.guest, constants, args.symbols, args.load_addr, args.entry)
+        system = xen_run.system
+        opt = dataclasses.replace(options, hypervisor=system.hypervisor,
+                                  optimizations=dict(options.optimizations, **system.optimizations))
+        profile = load_profile(args.profile or HYPERVISORS[system.hypervisor].profile)
+        trace = traces[xen_run.name] = run(images[key], profile, opt)
+        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+    _emit(RENDERERS[args.format](papers.beside_xen_paper(paper, n, traces)), args.report_file)
     return worst
 
 
