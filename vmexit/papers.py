@@ -138,7 +138,7 @@ def beside_paper(trace: Trace, table: dict) -> Report:
                   footer=f"Source: {table['source']}.{_paper_basis(table)}")
 
 
-# the Xen page-fault report's Fig. 4 --------------------------------------------------------------------
+# the Xen page-fault report's Fig. 4 -------------------------------------------------------------------
 @dataclass(frozen=True)
 class XenSystem:
     paper: str             # the system's name in the figure
