@@ -148,3 +148,14 @@ def test_compare_by_reason_and_port():
         ("0x1f7:PIN", 5, 5, 1.0), ("0x1f0:POUT", 3, 0, 0.0)]
     with pytest.raises(ValueError):
         analysis.compare(synthetic(), _after(), "mmio")
+
+
+def test_one_exit_time():
+    """Report totals, comparisons and sweeps all take a trace's modeled exit time from exit_seconds."""
+    t = synthetic()
+    assert analysis.exit_seconds(t) == pytest.approx(2.21)
+    assert analysis.report(t, "reason").totals["time_s"] == analysis.exit_seconds(t)
+    assert analysis.compare(t, _after()).totals["before"]["time_s"] == analysis.exit_seconds(t)
+    assert analysis.sweep([({"X": 1}, t)]).rows[0]["time_s"] == analysis.exit_seconds(t)
+    prof = load_profile("kvm-skylake")
+    assert analysis.report(t, "function", profile=prof).totals["time_s"] == analysis.exit_seconds(t, prof)

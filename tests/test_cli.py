@@ -272,3 +272,63 @@ def test_sweep_of_the_batch_size_under_xen(capsys):
 def test_pc_options_bad_input(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
     assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1
+
+
+_WITHOUT_EMULATOR = r"""
+import contextlib, importlib.abc, io, json, sys
+
+BLOCKED = ("unicorn", "capstone", "keystone")
+
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not installed here")
+        return None
+
+
+for name in BLOCKED:
+    sys.modules[name] = None
+sys.meta_path.insert(0, Blocked())
+
+from vmexit.cli import main
+
+results = []
+for argv in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    results.append([code, out.getvalue()])
+loaded = sorted(m for m, module in sys.modules.items()
+                if module is not None and m.partition(".")[0] in BLOCKED + ("vmexit",))
+print(json.dumps({"results": results, "loaded": loaded}))
+"""
+
+
+def test_report_and_compare_need_no_emulator(tmp_path, capsys):
+    """Every view of `report` and `compare`, in every format, from saved traces, in a Python where
+    unicorn, capstone and keystone cannot be imported: the same output as here."""
+    from vmexit import analysis, guests, session
+    from vmexit.costs import load_profile
+    from vmexit.hypervisors import HYPERVISORS
+    from vmexit.render import RENDERERS
+    runs = {"ide": ("ide", {}, {}), "ide-coalesce": ("ide", {}, {"optimizations": {"coalesce": 64}}),
+            "ide4": ("ide", {"SECTORS": 4}, {}), "specjbb": ("specjbb", {}, {}),
+            "fork": ("fork", {}, {"hypervisor": "xen-pv"})}
+    for name, (guest, constants, options) in runs.items():
+        profile = load_profile(HYPERVISORS[options.get("hypervisor", "kvm")].profile)
+        session.run(guests.resolve(guest, constants), profile, session.RunOptions(**options)).save(
+            tmp_path / f"{name}.npz")
+    trace = {name: str(tmp_path / f"{name}.npz") for name in runs}
+    argvs = [["report", trace[t], "--by", by, "--format", fmt] + (["--callers"] if callers else [])
+             for t in ("ide", "specjbb", "fork") for by in analysis.BY_CHOICES for fmt in RENDERERS
+             for callers in (False, True)]
+    argvs += [["report", trace["ide"], "--profile", "kvm-skylake", "--by", "reason"]]
+    argvs += [["compare", trace["ide"], trace[after], "--by", by, "--format", fmt]
+              for after in ("ide-coalesce", "ide4") for by in analysis.COMPARE_CHOICES for fmt in RENDERERS]
+    r = subprocess.run([sys.executable, "-c", _WITHOUT_EMULATOR, json.dumps(argvs)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert not {"unicorn", "capstone", "keystone", "vmexit.session", "vmexit.guests"} & set(doc["loaded"])
+    for argv, (code, out) in zip(argvs, doc["results"]):
+        assert (code, out) == run_cli(capsys, *argv)[:2], argv

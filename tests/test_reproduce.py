@@ -93,3 +93,29 @@ def test_the_tables_are_those_recorded_before_the_restructuring(outputs):
     doc = json.loads((outputs[0] / "reproduce.json").read_text())
     old = json.loads((Path(__file__).resolve().parent / "reference" / "reproduce.json").read_text())
     _same_numbers(doc, old, "reproduce")
+
+
+def test_the_xen_runs_are_the_papers_experiment():
+    from vmexit import papers
+    from vmexit.reproduce import XEN_OPERATIONS, RunSpec
+    for guest in ("fork", "exec"):
+        for run in papers.xen_runs(papers.xen_paper_for(guest), XEN_OPERATIONS):
+            assert RUNS[f"{guest}-{run.name}"] == RunSpec(guest, run.constants, run.system.optimizations,
+                                                          hypervisor=run.system.hypervisor)
+
+
+def test_profile_applies_where_the_hypervisor_takes_the_default():
+    from vmexit.costs import load_profile
+    from vmexit.reproduce import profile_for
+    chosen = load_profile("kvm-skylake")
+    assert profile_for("kvm", chosen) is chosen and profile_for("native", chosen) is chosen
+    assert profile_for("xen-pv", chosen).name == "xen-pv-q9550"
+
+
+def test_the_output_cites_the_papers(outputs):
+    md = (outputs[0] / "reproduce.md").read_text()
+    assert "PAPERS.md" not in md and "seed" not in md.lower()
+    assert "Zhang Bin-Bin" in md and "Chang Gung University" in md
+    doc = json.loads((outputs[0] / "reproduce.json").read_text())
+    assert "Table 1" in doc["table1"]["totals"]["source"]
+    assert all(r["exit_time_pct"] is None or 0 < r["exit_time_pct"] <= 100 for r in doc["table1"]["rows"])

@@ -1,25 +1,25 @@
-"""Pure functions Trace -> Report. Every aggregation is numpy (unique / bincount / searchsorted).
+"""Pure functions Trace -> Report. Every aggregation is numpy (unique / bincount / searchsorted); which
+exits a report groups and how its rows are keyed and named is the table of views (views.py).
 
 Layouts follow the sources users already read:
-- by function / address: the KVM paper's Tables 1-2 (rank, exit address, exits, time s / % of total
-  run time, function), with --callers Table 3's caller address and caller (the most frequent [EBP+4]
-  return address at that site, and the function that contains it);
-- by reason, port, mmio: `perf kvm stat report` (tools/perf/arch/x86/util/kvm-stat.c): Samples,
-  Samples%, Time% (of all exit handling time), Min, Max, Avg (+-stddev%), here with p50/p95 too, and
-  the totals line "Total Samples:N, Total events handled time:Xus.".
+- by function / address / caller: the KVM paper's hot-function tables (Zhang et al., "Modifying Guest
+  OS to Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, Tables 1-2: rank, exit
+  address, exits, time s / %, function; with --callers Table 3's caller address and caller: the most
+  frequent [EBP+4] return address at that site, and the function that contains it). Our % is of the
+  whole virtual run; the paper's tables beside ours (papers.py) add the share of exit time;
+- by reason, port, mmio, hypercall: `perf kvm stat report` (tools/perf/arch/x86/util/kvm-stat.c):
+  Samples, Samples%, Time% (of all exit handling time), Min, Max, Avg (+-stddev%), here with p50/p95
+  too, and the totals line "Total Samples:N, Total events handled time:Xus.".
 Time is modeled cost: the trace's own costs, or a profile's prices when a report re-prices a trace.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .exits import Direction, ExitReason, reason_name
-from .symbols import SymbolTable
 from .trace import Trace
+from .views import VIEWS, Context, View, group, group_by
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Report:
     meta: dict = field(default_factory=dict)
 
 
-BY_CHOICES = ("function", "address", "caller", "reason", "port", "mmio", "hypercall")
+BY_CHOICES = tuple(VIEWS)
+COMPARE_CHOICES = tuple(name for name, view in VIEWS.items() if view.comparable)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ class Pricing:
         run = (int(m.get("instructions", 0)) * num / den + costs.sum()) / profile.freq_hz + idle_s
         return cls(costs, profile.freq_hz, run, profile.name)
 
+    @property
+    def exit_seconds(self) -> float:
+        """Modeled exit time: the cost of every exit, in seconds."""
+        return float(self.costs.sum() / self.freq)
+
+
+def exit_seconds(trace: Trace, profile=None) -> float:
+    """A trace's modeled exit time in seconds, at its own costs or re-priced by `profile`."""
+    return Pricing.of(trace, profile).exit_seconds
+
 
 def variant(meta: dict) -> str:
     """What a run changed from the default: guest constants (-D), optimizations (--opt) and the host's
@@ -89,7 +100,7 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
                if nic.get("tx_frames") or nic.get("rx_frames") else None)
     totals = {
         "exits": int(len(trace.exits)),
-        "time_s": float(pricing.costs.sum() / pricing.freq),
+        "time_s": pricing.exit_seconds,
         "instructions": int(m.get("instructions", 0)),
         "virtual_seconds": float(pricing.run_seconds),
         "status": m.get("status", "unknown"),
@@ -107,27 +118,6 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
     return totals
 
 
-DENSE_RANGE = 1 << 24
-
-
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique keys, inverse, counts) of non-negative integer keys. A bincount over the key range when
-    it is small (exit addresses of one image, symbol indices, reasons), else np.unique (a sort)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    if len(keys) == 0:
-        return keys, keys, keys
-    lo = int(keys.min())
-    span = int(keys.max()) - lo + 1
-    if span > DENSE_RANGE:
-        return np.unique(keys, return_inverse=True, return_counts=True)
-    shifted = keys - lo
-    full = np.bincount(shifted, minlength=span)
-    present = np.flatnonzero(full)
-    remap = np.zeros(span, dtype=np.int64)
-    remap[present] = np.arange(len(present))
-    return present + lo, remap[shifted], full[present]
-
-
 def _best_per_group(group_of_pair: np.ndarray, value_of_pair: np.ndarray, count_of_pair: np.ndarray,
                     n_groups: int) -> np.ndarray:
     """For each group, the value of its most frequent pair (ties: the lowest value)."""
@@ -140,66 +130,71 @@ def _best_per_group(group_of_pair: np.ndarray, value_of_pair: np.ndarray, count_
 
 def _most_frequent(inverse: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
     """The most frequent value of `values` within each group of `inverse`."""
-    v_uniq, v_inv, _ = _group(values)
-    pair_uniq, _, pair_counts = _group(inverse * max(len(v_uniq), 1) + v_inv)
+    v_uniq, v_inv, _ = group(values)
+    pair_uniq, _, pair_counts = group(inverse * max(len(v_uniq), 1) + v_inv)
     n_values = max(len(v_uniq), 1)
     return _best_per_group(pair_uniq // n_values, v_uniq[pair_uniq % n_values], pair_counts, n_groups)
 
 
+# the paper's hot-function layout ----------------------------------------------------------------------
+_SITE_COLUMNS = (Column("rank", "#", "int"), Column("address", "exit address", "hex"),
+                 Column("count", "exits", "int"), Column("time_s", "time s", "seconds"),
+                 Column("time_pct", "% of run", "pct"), Column("function", "function", "str"))
+_CALLER_COLUMNS = (Column("caller_address", "caller address", "hex"), Column("caller", "caller", "str"))
+
+
 def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pricing) -> Report:
     """The paper's hot-function table, grouped by function, exit address or caller."""
-    freq = pricing.freq
-    cost = pricing.costs
-    symtab = SymbolTable(trace.symbols)
+    return _sites(trace, VIEWS[by], top, callers, pricing)
+
+
+def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+    ctx = Context.of(trace)
     ex = trace.exits
+    groups = group_by(view, ex, ctx)
+    n = len(groups.keys)
+    sums = groups.sum(pricing.costs)
     run_seconds = pricing.run_seconds or 1.0
-    rows: list[dict] = []
-    rip = ex["rip"].astype(np.int64)
-    if by == "caller":
-        key = symtab.index(ex["caller"])
-    elif by == "function":
-        key = symtab.index(rip)
-    else:
-        key = rip
-    uniq, inverse, counts = _group(key)
-    sums = np.bincount(inverse, weights=cost, minlength=len(uniq))
     # the hottest exit address of each group: function and caller rows show where their exits come from
-    top_rip = _most_frequent(inverse, len(uniq), rip) if len(uniq) else uniq
-    best_callers = _most_frequent(inverse, len(uniq), ex["caller"].astype(np.int64)) if callers else None
-    rank = np.lexsort((uniq, -counts))
-    if top is not None:
-        rank = rank[:top]
-    for r, g in enumerate(rank, 1):
+    top_rip = _most_frequent(groups.inverse, n, groups.pick(ex["rip"].astype(np.int64))) if n else groups.keys
+    best_callers = _most_frequent(groups.inverse, n, groups.pick(ex["caller"].astype(np.int64))) if callers else None
+    rank = np.lexsort((groups.keys, -groups.counts))
+    rows: list[dict] = []
+    for r, g in enumerate(rank if top is None else rank[:top], 1):
         rip = int(top_rip[g])
         row = {
             "rank": r,
             "address": f"0x{rip:08x}",
-            "count": int(counts[g]),
-            "time_s": float(sums[g] / freq),
-            "time_pct": float(100.0 * sums[g] / freq / run_seconds),
-            "function": symtab.name(rip),
+            "count": int(groups.counts[g]),
+            "time_s": float(sums[g] / pricing.freq),
+            "time_pct": float(100.0 * sums[g] / pricing.freq / run_seconds),
+            "function": ctx.symbols.name(rip),
         }
-        if by == "caller":
-            row["caller"] = str(symtab.names[int(uniq[g])])
+        row.update(groups.fields(g, ctx))
         if callers:
             ca = int(best_callers[g])
             row["caller_address"] = f"0x{ca:08x}" if ca else "-"
-            row["caller"] = symtab.name(ca) if ca else "-"
+            row["caller"] = ctx.symbols.name(ca) if ca else "-"
         rows.append(row)
-    columns = [Column("rank", "#", "int"), Column("address", "exit address", "hex"),
-               Column("count", "exits", "int"), Column("time_s", "time s", "seconds"),
-               Column("time_pct", "% of run", "pct"), Column("function", "function", "str")]
-    if by == "caller":
-        columns.insert(1, Column("caller", "caller", "str"))
+    columns = list(_SITE_COLUMNS)
+    if view.column not in {c.key for c in columns}:
+        columns.insert(1, Column(view.column, view.header, "str"))
     elif callers:
-        columns += [Column("caller_address", "caller address", "hex"), Column("caller", "caller", "str")]
-    titles = {"function": "Hot functions", "address": "Hot exit addresses", "caller": "Hot callers"}
-    return Report(by=by, title=f"{titles[by]} ({trace.meta.get('guest', '?')})", columns=columns,
+        columns += _CALLER_COLUMNS
+    return Report(by=view.name, title=view.title.format(guest=trace.meta.get("guest", "?")), columns=columns,
                   rows=rows, totals=_totals(trace, pricing))
 
 
-def _stat_rows(labels: list[int], inverse: np.ndarray, us: np.ndarray, n: int) -> list[dict]:
-    """One perf-kvm-stat row per group: counts and sums by bincount, order statistics per group."""
+# perf kvm stat's layout -------------------------------------------------------------------------------
+_STAT_COLUMNS = [Column("count", "Samples", "int"), Column("count_pct", "Samples%", "pct"),
+                 Column("time_pct", "Time%", "pct"), Column("min_us", "Min Time", "us"),
+                 Column("max_us", "Max Time", "us"), Column("avg_us", "Avg time", "us_pm"),
+                 Column("p50_us", "p50", "us"), Column("p95_us", "p95", "us")]
+
+
+def _stat_rows(inverse: np.ndarray, us: np.ndarray, n: int) -> list[tuple[int, dict]]:
+    """(group, row) of one perf-kvm-stat row per group, most samples first: counts and sums by bincount,
+    order statistics per group."""
     counts = np.bincount(inverse, minlength=n)
     sums = np.bincount(inverse, weights=us, minlength=n)
     total_n = max(int(counts.sum()), 1)
@@ -212,7 +207,7 @@ def _stat_rows(labels: list[int], inverse: np.ndarray, us: np.ndarray, n: int) -
         vals = us[inverse == g]
         mean = float(sums[g]) / c
         p50, p95 = np.percentile(vals, [50, 95])
-        rows.append({
+        rows.append((int(g), {
             "count": c,
             "count_pct": 100.0 * c / total_n,
             "time_pct": 100.0 * float(sums[g]) / total_us,
@@ -222,130 +217,77 @@ def _stat_rows(labels: list[int], inverse: np.ndarray, us: np.ndarray, n: int) -
             "stddev_pct": float(100.0 * vals.std() / mean) if mean else 0.0,
             "p50_us": float(p50),
             "p95_us": float(p95),
-            "_label": labels[g],
-        })
+        }))
     return rows
 
 
-_STAT_COLUMNS = [Column("count", "Samples", "int"), Column("count_pct", "Samples%", "pct"),
-                 Column("time_pct", "Time%", "pct"), Column("min_us", "Min Time", "us"),
-                 Column("max_us", "Max Time", "us"), Column("avg_us", "Avg time", "us_pm"),
-                 Column("p50_us", "p50", "us"), Column("p95_us", "p95", "us")]
-
-
-def _stat_report(trace: Trace, by: str, title: str, label_key: str, label_header: str,
-                 select: np.ndarray, keys: np.ndarray, pricing: Pricing) -> Report:
-    """perf-kvm-stat rows for the selected exits grouped by integer keys (row["_label"] = the key)."""
-    us = pricing.costs[select] * 1e6 / pricing.freq
-    uniq, inverse, _ = _group(keys)
-    rows = _stat_rows([int(k) for k in uniq], inverse, us, len(uniq))
+def _stat(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+    """perf-kvm-stat rows of the exits a view selects, one per key (--callers does not apply)."""
+    ctx = Context.of(trace)
+    groups = group_by(view, trace.exits, ctx)
+    us = groups.pick(pricing.costs) * 1e6 / pricing.freq
+    extra = {name: groups.sum(trace.exits[source].astype(np.float64)) for name, source, _ in view.sums}
+    rows = []
+    for g, row in _stat_rows(groups.inverse, us, len(groups.keys)):
+        row.update(groups.fields(g, ctx))
+        row.update({name: int(sums[g]) for name, sums in extra.items()})
+        rows.append(row)
+    if top is not None and not view.every_row:
+        rows = rows[:top]
     totals = _totals(trace, pricing)
-    totals["selected_exits"] = int(select.sum())
-    footer = f"Total Samples:{int(select.sum())}, Total events handled time:{us.sum():.2f}us."
-    return Report(by=by, title=title, columns=[Column(label_key, label_header, "str")] + _STAT_COLUMNS,
+    totals["selected_exits"] = groups.selected
+    footer = f"Total Samples:{groups.selected}, Total events handled time:{us.sum():.2f}us."
+    columns = ([Column(view.column, view.header, "str")] + [Column(name, header, "int") for name, _, header in view.sums]
+               + _STAT_COLUMNS)
+    return Report(by=view.name, title=view.title.format(guest=trace.meta.get("guest", "?")), columns=columns,
                   rows=rows, totals=totals, footer=footer)
 
 
-def by_reason(trace: Trace, pricing: Pricing) -> Report:
-    ex = trace.exits
-    select = np.ones(len(ex), dtype=bool)
-    report = _stat_report(trace, "reason", "Analyze events for all VMs, all VCPUs", "reason", "VM-EXIT",
-                          select, ex["reason"].astype(np.int64), pricing)
-    for row in report.rows:
-        row["reason"] = reason_name(int(row.pop("_label")))
-    return report
+#: How each layout of views.py is laid out as a report.
+LAYOUTS = {"sites": _sites, "stat": _stat}
 
 
-def _access_report(trace: Trace, pricing: Pricing, by: str, reasons: tuple, header: str, where: str,
-                   words: tuple[str, str], marks: tuple[str, str]) -> Report:
-    """perf kvm stat --event=ioport / mmio: one row per (qualifier, direction), keyed `0x1f7:PIN`."""
-    ex = trace.exits
-    select = np.isin(ex["reason"], reasons)
-    keys = (ex["qualifier"][select].astype(np.int64) << 2) | ex["direction"][select].astype(np.int64)
-    report = _stat_report(trace, by, f"Analyze events for all VMs, all VCPUs ({by if by == 'mmio' else 'ioport'})",
-                          "key", header, select, keys, pricing)
-    for row in report.rows:
-        k = int(row.pop("_label"))
-        value, is_in = k >> 2, (k & 3) == Direction.IN
-        row[where] = f"0x{value:x}"
-        row["direction"] = words[0] if is_in else words[1]
-        row["key"] = f"0x{value:x}:{marks[0] if is_in else marks[1]}"
-    return report
+def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
+           profile=None) -> Report:
+    """The report `by` for a trace, priced by its own costs or re-priced by `profile`."""
+    view = VIEWS.get(by)
+    if view is None:
+        raise ValueError(f"unknown report {by!r} (choose from {', '.join(BY_CHOICES)})")
+    return LAYOUTS[view.layout](trace, view, top, callers, Pricing.of(trace, profile))
 
 
-def by_port(trace: Trace, pricing: Pricing) -> Report:
-    return _access_report(trace, pricing, "port", (ExitReason.IO_INSTRUCTION,), "IO Port Access", "port",
-                          ("in", "out"), ("PIN", "POUT"))
+# comparisons ------------------------------------------------------------------------------------------
+def _keyed_counts(trace: Trace, view: View) -> dict[str, tuple[int, float]]:
+    """{row label: (exits, modeled seconds)} for one side of a comparison."""
+    ctx = Context.of(trace)
+    groups = group_by(view, trace.exits, ctx)
+    sums = groups.sum(trace.exits["cost"].astype(np.float64) / trace.freq_hz)
+    return {groups.label(g, ctx): (int(groups.counts[g]), float(sums[g])) for g in range(len(groups.keys))}
 
 
-def by_mmio(trace: Trace, pricing: Pricing) -> Report:
-    return _access_report(trace, pricing, "mmio", (ExitReason.EPT_VIOLATION, ExitReason.APIC_ACCESS),
-                          "MMIO Access", "address", ("read", "write"), ("R", "W"))
+def _side(t: Trace) -> dict:
+    m = t.meta
+    return {"guest": m.get("guest"), "exits": int(len(t.exits)), "time_s": exit_seconds(t),
+            "instructions": int(m.get("instructions", 0)), "virtual_seconds": float(m.get("virtual_seconds", 0.0)),
+            "status": m.get("status"), "variant": variant(m)}
 
 
-def hypercall_name(hypervisor: str, nr: int) -> str:
-    """A hypercall's name under the trace's hypervisor (xenalyze's breakdown of VMCALL)."""
-    from .hypervisors import HYPERVISORS, hypercalls
-    entry = HYPERVISORS.get(hypervisor)
-    return entry.hypercall_name(nr) if entry is not None else hypercalls.name({}, nr)
-
-
-def by_hypercall(trace: Trace, pricing: Pricing) -> Report:
-    """VMCALL exits by hypercall, perf-kvm-stat columns, plus the requests the batched ones carried."""
-    ex = trace.exits
-    select = ex["reason"] == ExitReason.VMCALL
-    report = _stat_report(trace, "hypercall", "Analyze hypercalls for all VMs, all VCPUs", "hypercall",
-                          "HYPERCALL", select, ex["qualifier"][select].astype(np.int64), pricing)
-    hv = str(trace.meta.get("hypervisor", "kvm"))
-    nrs = ex["qualifier"][select].astype(np.int64)
-    sizes = ex["size"][select].astype(np.int64)
-    for row in report.rows:
-        nr = int(row.pop("_label"))
-        row["hypercall"] = hypercall_name(hv, nr)
-        row["nr"] = nr
-        row["requests"] = int(sizes[nrs == nr].sum())
-    report.columns.insert(1, Column("requests", "Requests", "int"))
-    return report
-
-
-COMPARE_CHOICES = ("function", "address", "reason", "port")
-
-
-def _keyed_counts(trace: Trace, by: str, same_image: bool) -> dict[str, tuple[int, float]]:
-    """{row key: (exits, modeled seconds)} for one side of a comparison."""
-    ex = trace.exits
-    cost = ex["cost"].astype(np.float64) / trace.freq_hz
-    if by == "reason":
-        ints = ex["reason"].astype(np.int64)
-        label = lambda k: reason_name(k)  # noqa: E731
-        select = slice(None)
-    elif by == "port":
-        select = ex["reason"] == ExitReason.IO_INSTRUCTION
-        ints = (ex["qualifier"][select].astype(np.int64) << 2) | ex["direction"][select].astype(np.int64)
-        label = lambda k: f"0x{k >> 2:x}:{'PIN' if (k & 3) == Direction.IN else 'POUT'}"  # noqa: E731
-    elif by == "address" and same_image:
-        ints = ex["rip"].astype(np.int64)
-        symtab = SymbolTable(trace.symbols)
-        label = lambda k: f"0x{k:08x} {symtab.name(k)}"  # noqa: E731
-        select = slice(None)
-    else:  # function, or address across different images: match by function name
-        symtab = SymbolTable(trace.symbols)
-        ints = symtab.index(ex["rip"])
-        label = lambda k: str(symtab.names[k])  # noqa: E731
-        select = slice(None)
-    uniq, inverse, counts = _group(ints)
-    sums = np.bincount(inverse, weights=cost[select], minlength=len(uniq))
-    return {label(int(k)): (int(c), float(t)) for k, c, t in zip(uniq, counts, sums)}
+_COMPARE_COLUMNS = (Column("before", "before", "int"), Column("after", "after", "int"),
+                    Column("delta", "delta", "signed"), Column("ratio", "ratio", "ratio"),
+                    Column("time_before_s", "time before s", "seconds"),
+                    Column("time_after_s", "time after s", "seconds"))
 
 
 def compare(before: Trace, after: Trace, by: str = "function", top: int | None = None) -> Report:
     """The KVM paper's Table 4: exits per site before and after a change, with delta and ratio.
     Rows are matched by address when both traces come from the same image, by function name otherwise."""
-    if by not in COMPARE_CHOICES:
+    view = VIEWS.get(by)
+    if view is None or not view.comparable:
         raise ValueError(f"unknown comparison {by!r} (choose from {', '.join(COMPARE_CHOICES)})")
-    same_image = before.meta.get("guest_sha256") == after.meta.get("guest_sha256")
-    b = _keyed_counts(before, by, same_image)
-    a = _keyed_counts(after, by, same_image)
+    if before.meta.get("guest_sha256") != after.meta.get("guest_sha256") and view.across_images:
+        view = VIEWS[view.across_images]
+    b = _keyed_counts(before, view)
+    a = _keyed_counts(after, view)
     keys = sorted(set(b) | set(a), key=lambda k: (-b.get(k, (0, 0))[0], -a.get(k, (0, 0))[0], k))
     rows = []
     for key in keys[:top] if top is not None else keys:
@@ -353,23 +295,11 @@ def compare(before: Trace, after: Trace, by: str = "function", top: int | None =
         na, ta = a.get(key, (0, 0.0))
         rows.append({"key": key, "before": nb, "after": na, "delta": na - nb,
                      "ratio": (na / nb) if nb else None, "time_before_s": tb, "time_after_s": ta})
-    matched = "address" if (by == "address" and same_image) else ("function name" if by in ("function", "address") else by)
-
-    def side(t: Trace) -> dict:
-        m = t.meta
-        return {"guest": m.get("guest"), "exits": int(len(t.exits)),
-                "time_s": float(t.exits["cost"].astype(np.float64).sum() / t.freq_hz),
-                "instructions": int(m.get("instructions", 0)), "virtual_seconds": float(m.get("virtual_seconds", 0.0)),
-                "status": m.get("status"), "variant": variant(m)}
-
-    totals = {"before": side(before), "after": side(after), "matched_by": matched}
-    columns = [Column("key", {"port": "IO Port Access", "reason": "VM-EXIT"}.get(by, "site"), "str"),
-               Column("before", "before", "int"), Column("after", "after", "int"),
-               Column("delta", "delta", "signed"), Column("ratio", "ratio", "ratio"),
-               Column("time_before_s", "time before s", "seconds"), Column("time_after_s", "time after s", "seconds")]
+    totals = {"before": _side(before), "after": _side(after), "matched_by": view.matched_by}
     title = (f"Exits before and after ({before.meta.get('guest', '?')} -> {after.meta.get('guest', '?')}, "
-             f"by {by}, matched by {matched})")
-    return Report(by=f"compare-{by}", title=title, columns=columns, rows=rows, totals=totals)
+             f"by {by}, matched by {view.matched_by})")
+    return Report(by=f"compare-{by}", title=title, columns=[Column("key", view.header, "str"), *_COMPARE_COLUMNS],
+                  rows=rows, totals=totals)
 
 
 def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: list[int] | None = None) -> Report:
@@ -380,9 +310,8 @@ def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: 
     names = list(points[0][0])
     rows = []
     for i, (params, t) in enumerate(points):
-        exit_s = float(Pricing.of(t).costs.sum() / t.freq_hz)
         row = dict(params)
-        row.update(exits=int(len(t.exits)), time_s=exit_s, instructions=int(t.meta.get("instructions", 0)),
+        row.update(exits=int(len(t.exits)), time_s=exit_seconds(t), instructions=int(t.meta.get("instructions", 0)),
                    virtual_seconds=float(t.meta.get("virtual_seconds", 0.0)), status=t.meta.get("status"))
         if per is not None:
             n = per_counts[i]
@@ -400,95 +329,3 @@ def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: 
     statuses = sorted({r["status"] for r in rows})
     return Report(by="sweep", title=title, columns=columns, rows=rows,
                   totals={"summary": f"{len(rows)} runs; ended: {', '.join(statuses)}"})
-
-
-PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
-XEN_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_paper.json"
-
-
-def xen_paper_for(guest: str) -> dict | None:
-    """Seed 001's figure for a fork/exec guest, if it has one."""
-    doc = json.loads(XEN_PAPER_DATA.read_text(encoding="utf-8"))
-    entry = doc["workloads"].get(guest)
-    return None if entry is None else dict(entry, source=doc["source"], title=doc["title"], systems=doc["systems"])
-
-
-def beside_xen_paper(runs: list[tuple[str, Trace, Trace]], operations: int, paper: dict) -> Report:
-    """One row per system (native, Xen PV, Xen PV with fault offload): the paper's latency beside ours.
-    Each system ran twice, with `operations` and with twice as many; per operation is the difference
-    divided by `operations`, so boot and the end do not count (lmbench amortizes them the same way)."""
-    rows = []
-    for system, paper_us, (label, once, twice) in zip(paper["systems"], paper["us"], runs):
-        seconds = float(twice.meta["virtual_seconds"]) - float(once.meta["virtual_seconds"])
-        exits = len(twice.exits) - len(once.exits)
-        calls = int((twice.exits["reason"] == ExitReason.VMCALL).sum() - (once.exits["reason"] == ExitReason.VMCALL).sum())
-        rows.append({"system": system, "ours": label, "paper_us": paper_us, "us": seconds / operations * 1e6,
-                     "exits_per_op": exits / operations, "hypercalls_per_op": calls / operations})
-    base_p, base_o = rows[1]["paper_us"], rows[1]["us"]
-    for r in rows:
-        r["paper_vs_xen"] = r["paper_us"] / base_p
-        r["ours_vs_xen"] = r["us"] / base_o if base_o else None
-    columns = [Column("system", "system", "str"), Column("ours", "ours run as", "str"),
-               Column("paper_us", "paper us", "int"), Column("us", "our us / op", "ratio"),
-               Column("paper_vs_xen", "paper vs Xen", "ratio"), Column("ours_vs_xen", "ours vs Xen", "ratio"),
-               Column("exits_per_op", "exits / op", "ratio"), Column("hypercalls_per_op", "hypercalls / op", "ratio")]
-    title = f"{paper['title']}, {paper['label']}, beside {runs[0][1].meta.get('guest', '?')}"
-    note = (f"Source: {paper['source']}. Ours: modeled virtual time per operation, from runs of {operations} "
-            f"and {2 * operations} operations (the guest's {paper['constant']}); the paper's times are whole "
-            f"lmbench processes on real hardware, ours a {operations}-operation miniature: compare the ratios.")
-    return Report(by="paper", title=title, columns=columns, rows=rows, totals={"summary": note})
-
-
-def paper_table_for(guest: str) -> dict | None:
-    """The KVM paper's table whose workload this guest models, if any."""
-    doc = json.loads(PAPER_DATA.read_text(encoding="utf-8"))
-    for table in doc["tables"].values():
-        if guest in table["guests"]:
-            return dict(table, source=doc["source"])
-    return None
-
-
-def beside_paper(trace: Trace, table: dict) -> Report:
-    """Ours beside the paper: one row per function the paper lists (its rows keep their rank),
-    with our exits, time share and rank for that function; then our other top functions."""
-    ours = hot_sites(trace, "function", None, "caller" in table["rows"][0], Pricing.of(trace))
-    by_function = {r["function"]: r for r in ours.rows}
-    rows, seen = [], set()
-    for p in table["rows"]:
-        mine = by_function.get(p["function"], {})
-        seen.add(p["function"])
-        row = {"paper_rank": p["rank"], "function": p["function"], "paper_address": p["address"],
-               "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"),
-               "rank": mine.get("rank"), "count": mine.get("count"), "time_pct": mine.get("time_pct")}
-        if "caller" in p:
-            row.update(paper_caller=p["caller"], caller=mine.get("caller"))
-        rows.append(row)
-    for mine in ours.rows[:5]:
-        if mine["function"] not in seen:
-            rows.append({"paper_rank": None, "function": mine["function"], "paper_address": None,
-                         "paper_exits": None, "paper_time_pct": None, "rank": mine["rank"],
-                         "count": mine["count"], "time_pct": mine["time_pct"]})
-    columns = [Column("paper_rank", "paper #", "int"), Column("function", "function", "str"),
-               Column("paper_exits", "paper exits", "int"), Column("paper_time_pct", "paper %", "pct"),
-               Column("rank", "our #", "int"), Column("count", "our exits", "int"),
-               Column("time_pct", "our % of run", "pct")]
-    if "caller" in table["rows"][0]:
-        columns[2:4] = [Column("paper_caller", "paper caller", "str")]
-        columns.append(Column("caller", "our caller", "str"))
-    return Report(by="paper", title=f"{table['title']} beside {trace.meta.get('guest', '?')}",
-                  columns=columns, rows=rows, totals=_totals(trace, Pricing.of(trace)))
-
-
-def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
-           profile=None) -> Report:
-    """The report `by` for a trace, priced by its own costs or re-priced by `profile`."""
-    pricing = Pricing.of(trace, profile)
-    if by in ("function", "address", "caller"):
-        return hot_sites(trace, by, top, callers, pricing)
-    table = {"reason": by_reason, "port": by_port, "mmio": by_mmio, "hypercall": by_hypercall}
-    if by not in table:
-        raise ValueError(f"unknown report {by!r} (choose from {', '.join(BY_CHOICES)})")
-    rep = table[by](trace, pricing)
-    if top is not None and by != "reason":
-        rep.rows = rep.rows[:top]
-    return rep

@@ -16,8 +16,11 @@ from __future__ import annotations
 import functools
 import re
 import struct
+from typing import TYPE_CHECKING
 
-from keystone import KS_ARCH_X86, KS_MODE_32, Ks, KsError
+# keystone is imported where a source is assembled, so that this module (AsmError) loads without it
+if TYPE_CHECKING:
+    from keystone import Ks, KsError
 
 LOAD_ADDRESS = 0x100000
 _LABEL = re.compile(r"^\s*([A-Za-z_][\w$]*)\s*:")
@@ -121,6 +124,7 @@ def _table_entry(name: str, blocks: tuple) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _assemble_cached(source: str, constants: tuple[tuple[str, int], ...], base: int) -> tuple[bytes, tuple]:
+    from keystone import KS_ARCH_X86, KS_MODE_32, Ks, KsError
     body, entries = _prepare(source, dict(constants))
     table = "\n".join(_table_entry(name, blocks) for name, blocks in entries)
     labels = [name for name, _ in entries]
@@ -140,6 +144,7 @@ def _assemble_cached(source: str, constants: tuple[tuple[str, int], ...], base: 
 
 def _locate_error(ks: Ks, body: str, base: int, error: KsError) -> str:
     """Name the first statement keystone rejects (binary search over prefixes, on the error path only)."""
+    from keystone import KsError
     lines = body.splitlines()
 
     def fails(n: int) -> bool:

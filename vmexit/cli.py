@@ -1,5 +1,8 @@
 """The `vmexit` command: parse arguments, call the layers, pick a renderer from the table.
 
+Only the commands that run guests import the emulator side (session, guests): `vmexit report` and
+`vmexit compare` work from saved traces on a machine without unicorn, capstone or keystone.
+
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
 off), 2 bad input or usage, 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
 user, 1 an internal error (a bug: please report it; --debug shows the traceback).
@@ -11,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, analysis
+from . import __version__, analysis, papers
 from .asm import AsmError
 from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
-from .devices.ide import DiskError
-from .guests import GUESTS, guests_dir, resolve
 from .hypervisors import HYPERVISORS
 from .loader import LoadError
 from .optimizations import OPTIMIZATIONS, OptionError, parse_opts
@@ -71,7 +72,7 @@ def _define_list(text: str) -> tuple[str, list[int]]:
 
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
-                   help="group exits by function (default), address, caller, reason, port or mmio")
+                   help=f"group exits by {', '.join(analysis.BY_CHOICES)} (default function)")
     p.add_argument("--top", type=int, default=10, help="rows to show (0: all; default 10)")
     p.add_argument("--callers", action="store_true", help="add the most frequent caller of each row")
     p.add_argument("--format", choices=tuple(RENDERERS), default="text")
@@ -192,6 +193,7 @@ def _render(trace, args, profile=None) -> str:
 
 
 def cmd_guests(args) -> int:
+    from .guests import GUESTS, guests_dir
     width = max(len(n) for n in GUESTS)
     for name, (source, description) in GUESTS.items():
         print(f"{name.ljust(width)}  {description}  [{guests_dir() / source}]")
@@ -236,52 +238,94 @@ class _Progress:
             self._bar.stop()
 
 
+# running guests: only these functions import the emulator side ----------------------------------------
+def _run_guest(image, profile, options, progress=None):
+    """One guest run (vmexit.session.run); a disk image that cannot be used is bad input."""
+    from .devices.ide import DiskError
+    from .session import run
+    try:
+        return run(image, profile, options, progress)
+    except DiskError as e:
+        raise UsageError(str(e)) from None
+
+
+def _source_path(guest: str) -> Path | None:
+    """The assembly source behind a guest argument (a bundled name or a source path); None for a binary."""
+    from .guests import GUESTS, SOURCE_SUFFIXES, guests_dir
+    path = guests_dir() / GUESTS[guest][0] if guest in GUESTS else Path(guest)
+    return path if path.suffix in SOURCE_SUFFIXES else None
+
+
+def _guest_constant(guest: str, constants: dict[str, int], name: str) -> int | None:
+    """A guest constant's value in a run: as given with -D, else as the guest's source defaults it (None
+    when the source sets no such constant, or the guest is a binary)."""
+    from .guests import read_source, source_defaults
+    if name in constants:
+        return constants[name]
+    path = _source_path(guest)
+    return None if path is None else source_defaults(read_source(path)).get(name)
+
+
 def _profile_for(args):
     return load_profile(args.profile or HYPERVISORS[args.hypervisor].profile)
 
 
+def _typed_input(args) -> bytes:
+    """What --input / --input-file type into the serial port."""
+    if args.input is not None and args.input_file is not None:
+        raise UsageError("give --input or --input-file, not both")
+    if args.input is not None:
+        return args.input.encode("latin-1", "replace").decode("unicode_escape").encode("latin-1", "replace")
+    if args.input_file is not None:
+        try:
+            return Path(args.input_file).read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read --input-file {args.input_file}: {e.strerror or e}") from None
+    return b""
+
+
+def _echo(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+def _run_options(args, profile):
+    """`vmexit run`'s options as the session's RunOptions, checked."""
+    from .session import RunOptions
+    typed = _typed_input(args)
+    if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
+        raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
+    return RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
+                      max_seconds=args.max_seconds, disk=args.disk, disk1=args.disk1,
+                      disk_writable=args.disk_writable,
+                      net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
+                      net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
+                      net_window=args.net_window, optimizations=parse_opts(args.opts),
+                      hypervisor=args.hypervisor, host_timer_hz=_host_timer_hz(args, profile),
+                      input=typed, until_console=args.until_console, echo=_echo if args.console else None)
+
+
 def cmd_run(args) -> int:
-    from .session import RunOptions, run
+    from .guests import resolve
     profile = _profile_for(args)
     image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
     if args.output:
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():
             raise UsageError(f"cannot write trace {args.output}: directory {out_dir} does not exist")
-    echo = None
-    if args.console:
-        def echo(data: bytes) -> None:
-            sys.stderr.buffer.write(data)
-            sys.stderr.buffer.flush()
-    typed = b""
-    if args.input is not None and args.input_file is not None:
-        raise UsageError("give --input or --input-file, not both")
-    if args.input is not None:
-        typed = args.input.encode("latin-1", "replace").decode("unicode_escape").encode("latin-1", "replace")
-    elif args.input_file is not None:
-        try:
-            typed = Path(args.input_file).read_bytes()
-        except OSError as e:
-            raise UsageError(f"cannot read --input-file {args.input_file}: {e.strerror or e}") from None
-    if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
-        raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
-    options = RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
-                         max_seconds=args.max_seconds, disk=args.disk, disk1=args.disk1,
-                         disk_writable=args.disk_writable,
-                         net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
-                         net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
-                         net_window=args.net_window, optimizations=parse_opts(args.opts),
-                         hypervisor=args.hypervisor, host_timer_hz=_host_timer_hz(args, profile),
-                         input=typed, until_console=args.until_console, echo=echo)
+    options = _run_options(args, profile)
+    paper = None
+    if args.paper:
+        xen = papers.xen_paper_for(image.name)
+        if xen is not None:
+            return _xen_paper(args, xen, options)
+        paper = papers.paper_table_for(image.name)
+        if paper is None:
+            raise UsageError(f"the papers have no table for guest {image.name!r}")
     show = sys.stderr.isatty() and args.format != "json" and not args.no_progress and not args.console
-    if args.paper and analysis.xen_paper_for(image.name) is not None:
-        return _xen_paper(args, image, options)
-    paper = analysis.paper_table_for(image.name) if args.paper else None
-    if args.paper and paper is None:
-        raise UsageError(f"the papers have no table for guest {image.name!r}")
     progress = _Progress(show, args.max_instructions)
     try:
-        trace = run(image, profile, options, progress)
+        trace = _run_guest(image, profile, options, progress)
     finally:
         progress.close()
     saved = ""
@@ -293,9 +337,14 @@ def cmd_run(args) -> int:
             print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
             return EXIT_USAGE
     if paper is not None:
-        _emit(RENDERERS[args.format](analysis.beside_paper(trace, paper)), args.report_file)
+        _emit(RENDERERS[args.format](papers.beside_paper(trace, paper)), args.report_file)
     else:
         _emit(_render(trace, args), args.report_file)
+    return _ended(trace, saved)
+
+
+def _ended(trace, saved: str) -> int:
+    """The exit code of a run's ending, said on stderr unless the guest ended itself."""
     status = trace.meta["status"]
     code = STATUS_EXIT_CODES.get(status, EXIT_INTERNAL)
     if code != EXIT_OK:
@@ -305,31 +354,31 @@ def cmd_run(args) -> int:
     return code
 
 
-def _xen_paper(args, image, options) -> int:
-    """seed 001's figure: the guest natively, under Xen PV, and under Xen PV with fault offload, each
-    with the guest's operation count and twice it (per operation = the difference)."""
+def _xen_paper(args, paper: dict, options) -> int:
+    """The Xen report's Fig. 4 beside ours: every run of papers.xen_runs, with the guest as given."""
     import dataclasses
 
-    from .session import run
-    paper = analysis.xen_paper_for(image.name)
-    name = paper["constant"]
-    n = image.constants.get(name, getattr(image, "defaults", {}).get(name))
+    from .guests import resolve
+    n = _guest_constant(args.guest, dict(args.defines), paper["constant"])
     if not n:
-        raise UsageError(f"{image.name}: no {name} constant to count operations by")
-    systems = [("native", {}, "native"), ("xen-pv", {}, "xen-pv"),
-               ("xen-pv", {"xen-pf-offload": 1}, "xen-pv --opt xen-pf-offload")]
-    doubled = resolve(args.guest, dict(args.defines, **{name: 2 * n}), args.symbols, args.load_addr, args.entry)
-    runs, worst = [], EXIT_OK
-    for hypervisor, opts, label in systems:
-        opt = dataclasses.replace(options, hypervisor=hypervisor, optimizations=dict(options.optimizations, **opts))
-        profile = load_profile(args.profile or HYPERVISORS[hypervisor].profile)
-        pair = [run(img, profile, opt) for img in (image, doubled)]
-        worst = max([worst] + [STATUS_EXIT_CODES.get(t.meta["status"], EXIT_INTERNAL) for t in pair])
-        runs.append((label, *pair))
-    _emit(RENDERERS[args.format](analysis.beside_xen_paper(runs, n, paper)), args.report_file)
+        raise UsageError(f"{args.guest}: no {paper['constant']} constant to count operations by")
+    images, traces, worst = {}, {}, EXIT_OK
+    for xen_run in papers.xen_runs(paper, n):
+        constants = dict(args.defines, **xen_run.constants)
+        key = tuple(sorted(constants.items()))
+        if key not in images:
+            images[key] = resolve(args.guest, constants, args.symbols, args.load_addr, args.entry)
+        system = xen_run.system
+        opt = dataclasses.replace(options, hypervisor=system.hypervisor,
+                                  optimizations=dict(options.optimizations, **system.optimizations))
+        profile = load_profile(args.profile or HYPERVISORS[system.hypervisor].profile)
+        trace = traces[xen_run.name] = _run_guest(images[key], profile, opt)
+        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+    _emit(RENDERERS[args.format](papers.beside_xen_paper(paper, n, traces)), args.report_file)
     return worst
 
 
+# commands on saved traces: no emulator ----------------------------------------------------------------
 def cmd_report(args) -> int:
     trace = load_trace(args.trace)
     profile = load_profile(args.profile) if args.profile else None
@@ -344,6 +393,7 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+# experiments ------------------------------------------------------------------------------------------
 def cmd_reproduce(args) -> int:
     from . import reproduce
     profile = load_profile(args.profile)
@@ -374,28 +424,28 @@ def cmd_reproduce(args) -> int:
     return EXIT_OK
 
 
-def cmd_sweep(args) -> int:
-    import itertools
-
-    from .session import RunOptions, run
-    profile = _profile_for(args)
-    host_hz = _host_timer_hz(args, profile)
+def _sweep_axes(args) -> list[tuple[str, str, list]]:
+    """(kind, name, values) of every swept list: -D constants, then --opt options (None: off)."""
     axes: list[tuple[str, str, list]] = [("D", name, values) for name, values in args.defines]
     for text in args.opts:
         name, sep, values = text.partition("=")
         if not sep or not values:
             raise UsageError(f"--opt takes NAME=V1,V2,... in a sweep, got {text!r}")
-        choices = []
-        for v in values.split(","):
-            choices.append(None if v == "off" else parse_opts([f"{name}={v}"])[name])
-        axes.append(("opt", name, choices))
+        axes.append(("opt", name, [None if v == "off" else parse_opts([f"{name}={v}"])[name]
+                                   for v in values.split(",")]))
     if not axes:
         raise UsageError("nothing to sweep: give -D NAME=V1,V2,... or --opt NAME=V1,V2,...")
-    if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
-        raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
+    return axes
+
+
+def _sweep_runs(args, axes, profile, host_hz: int) -> tuple[list[tuple[dict, object]], list[int]]:
+    """Every combination of the axes' values run once: ([(label, trace)], operations per run)."""
+    import itertools
+
+    from .guests import resolve
+    from .session import RunOptions
     combos = list(itertools.product(*[values for _, _, values in axes]))
-    show = sys.stderr.isatty() and args.format != "json" and not args.no_progress
-    bar = _Progress(show, len(combos), "runs")
+    bar = _Progress(sys.stderr.isatty() and args.format != "json" and not args.no_progress, len(combos), "runs")
     points, per_counts = [], []
     try:
         for i, combo in enumerate(combos):
@@ -406,46 +456,61 @@ def cmd_sweep(args) -> int:
             bar(i, 0, " ".join(f"{k}={v}" for k, v in label.items()))
             image = resolve(args.guest, constants)
             if args.per is not None:
-                n = constants.get(args.per, getattr(image, "defaults", {}).get(args.per))
+                n = _guest_constant(args.guest, constants, args.per)
                 if n is None:
                     raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
                 per_counts.append(n)
             options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
                                  optimizations=opts, hypervisor=args.hypervisor, host_timer_hz=host_hz)
-            points.append((label, run(image, profile, options)))
+            points.append((label, _run_guest(image, profile, options)))
     finally:
         bar.close()
+    return points, per_counts
+
+
+def _sweep_figure(rep, keys: list[str], per: bool):
+    """One axis: exits and time along it; several: one line per value of the last, along the others."""
+    from .render.plot import Figure
+    y = "exits_per_op" if per else "exits"
+    ylabel = "exits per operation" if per else "exits"
+    if len(keys) == 1:
+        y2 = "us_per_op" if per else "time_s"
+        return Figure(rep.title, keys[0], ylabel, [str(r[keys[0]]) for r in rep.rows],
+                      {y.replace("_", " "): [r[y] or 0 for r in rep.rows]}, kind="line",
+                      secondary={("virtual time / op (us)" if per else "exit time (s)"): [r[y2] or 0 for r in rep.rows]},
+                      secondary_label="microseconds" if per else "seconds")
+    last = keys[-1]
+    cats = list(dict.fromkeys(" ".join(str(r[k]) for k in keys[:-1]) for r in rep.rows))
+    series: dict[str, list] = {}
+    for r in rep.rows:
+        series.setdefault(f"{last}={r[last]}", []).append(r[y] or 0)
+    return Figure(rep.title, ", ".join(keys[:-1]), ylabel, cats, series, kind="line")
+
+
+def _write_plot(fig, path: str) -> None:
+    from .render.plot import PlotUnavailable, render as plot
+    try:
+        data = plot(fig, Path(path).suffix[1:])
+    except PlotUnavailable as e:
+        raise UsageError(str(e)) from None
+    try:
+        write_atomic(Path(path), data)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def cmd_sweep(args) -> int:
+    profile = _profile_for(args)
+    host_hz = _host_timer_hz(args, profile)
+    axes = _sweep_axes(args)
+    if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
+        raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
+    points, per_counts = _sweep_runs(args, axes, profile, host_hz)
     rep = analysis.sweep(points, args.per, per_counts or None)
     _emit(RENDERERS[args.format](rep), args.report_file)
     if args.plot:
-        from .render.plot import Figure, PlotUnavailable, render as plot
-        y = "exits_per_op" if args.per else "exits"
-        y2 = "us_per_op" if args.per else "time_s"
-        keys = list(points[0][0])
-        if len(keys) == 1:  # one axis: exits and time along it
-            fig = Figure(rep.title, keys[0], "exits per operation" if args.per else "exits",
-                         [str(r[keys[0]]) for r in rep.rows], {y.replace("_", " "): [r[y] or 0 for r in rep.rows]},
-                         kind="line", secondary={("virtual time / op (us)" if args.per else "exit time (s)"):
-                                                 [r[y2] or 0 for r in rep.rows]},
-                         secondary_label="microseconds" if args.per else "seconds")
-        else:  # several: one line per value of the last axis, along the others
-            last = keys[-1]
-            cats = list(dict.fromkeys(" ".join(str(r[k]) for k in keys[:-1]) for r in rep.rows))
-            series: dict[str, list] = {}
-            for r in rep.rows:
-                series.setdefault(f"{last}={r[last]}", []).append(r[y] or 0)
-            fig = Figure(rep.title, ", ".join(keys[:-1]), "exits per operation" if args.per else "exits", cats,
-                         series, kind="line")
-        try:
-            data = plot(fig, Path(args.plot).suffix[1:])
-        except PlotUnavailable as e:
-            raise UsageError(str(e)) from None
-        try:
-            write_atomic(Path(args.plot), data)
-        except OSError as e:
-            raise UsageError(f"cannot write {args.plot}: {e.strerror or e}") from None
-    codes = {STATUS_EXIT_CODES.get(r["status"], EXIT_INTERNAL) for r in rep.rows}
-    return max(codes)
+        _write_plot(_sweep_figure(rep, list(points[0][0]), args.per is not None), args.plot)
+    return max(STATUS_EXIT_CODES.get(r["status"], EXIT_INTERNAL) for r in rep.rows)
 
 
 def _host_timer_hz(args, profile) -> int:
@@ -455,16 +520,21 @@ def _host_timer_hz(args, profile) -> int:
 
 
 def cmd_build(args) -> int:
+    from .guests import resolve
     image = resolve(args.guest, dict(args.defines))
-    elf = getattr(image, "elf", None)
-    if elf is None:
+    if _source_path(args.guest) is None:
         raise UsageError(f"{args.guest}: not an assembly source")
+    elf = image.elf  # type: ignore[attr-defined]  # guests.build_source keeps every source's ELF
     try:
         write_atomic(Path(args.output), elf)
     except OSError as e:
         raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
     print(f"{args.output}: {len(elf)} bytes, entry 0x{image.entry:x}, {len(image.symbols)} symbols")
     return EXIT_OK
+
+
+#: The errors that are the user's input, not a bug: one line on stderr, exit code 2.
+USER_ERRORS = (UsageError, LoadError, AsmError, ProfileError, TraceError, OptionError)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
@@ -479,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, LoadError, AsmError, ProfileError, TraceError, DiskError, OptionError) as e:
+    except USER_ERRORS as e:
         print(f"vmexit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

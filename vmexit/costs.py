@@ -9,7 +9,8 @@ A port access the hypervisor emulates inside another exit (I/O coalescing) costs
 kind minus the exit round trip, and the round trip is priced as the profile's VMCALL exit, an exit that
 does nothing but leave the guest and return. That is derived, not measured: it assumes the handling
 (the trip to the device model, user space included) is all that remains once the switch is saved,
-which is the paper's own reading of its coalescing result (PAPERS.md section 1, optimization 1).
+which is the KVM paper's own reading of its coalescing result (Zhang et al., "Modifying Guest OS to
+Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, section 3.1.1).
 """
 from __future__ import annotations
 

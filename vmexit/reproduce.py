@@ -1,9 +1,12 @@
-"""`vmexit reproduce`: the KVM paper's experiments as one matrix of runs, written out as tables beside
-the paper's numbers, the JSON behind them, the traces, and figures.
+"""`vmexit reproduce`: the papers' experiments as one matrix of runs, written out as tables beside the
+papers' numbers, the JSON behind them, the traces, and figures.
 
-The matrix is the table RUNS below (workload x optimization on/off); the experiments are the table
-EXPERIMENTS, each a function from the finished runs to one Report. Everything is virtual time, so two
-runs of `vmexit reproduce` write the same tables and JSON byte for byte.
+The papers are Zhang et al., "Modifying Guest OS to Optimize I/O Virtualization in KVM" (Chinese Journal
+of Computers, 2010) and the Chang Gung University report on Xen page faults; their numbers, and where in
+each paper they stand, come from papers.py. The matrix is the table RUNS below (workload x optimization
+on/off, and the Xen experiment of papers.py); the experiments are the table EXPERIMENTS, each a function
+from the finished runs to one Report. Everything is virtual time, so two runs of `vmexit reproduce`
+write the same tables and JSON byte for byte.
 """
 from __future__ import annotations
 
@@ -14,18 +17,18 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import analysis, guests, session
-from .analysis import Column, Report
-from .costs import Profile, load_profile
+from . import analysis, guests, papers, session
+from .analysis import Column, Report, exit_seconds
+from .costs import DEFAULT_PROFILE, Profile, load_profile
+from .exits import Direction, ExitReason
 from .hypervisors import HYPERVISORS
-from .exits import ExitReason
 from .render import RENDERERS
 from .trace import Trace, write_atomic
 
 if TYPE_CHECKING:
     from .render.plot import Figure
 
-PAPER = json.loads(analysis.PAPER_DATA.read_text(encoding="utf-8"))
+PAPER = papers.kvm_paper()
 TICK_SECONDS = 0.1   # virtual time each tick-rate run covers
 TICK_CONSTANTS = {"TICKS": 1_000_000}  # the timer guest would end after 20 ticks; run on the clock
 HOST_TIMER_HZ = 1000  # Table 1 again with guest timers on a low-resolution host's tick (README, Table 1)
@@ -60,20 +63,27 @@ RUNS: dict[str, RunSpec] = {
     "timer-tick-hz100": RunSpec("timer", TICK_CONSTANTS, {"tick-hz": 100}, TICK_SECONDS),
     "timer-guest-hz100": RunSpec("timer", dict(TICK_CONSTANTS, HZ=100), max_seconds=TICK_SECONDS),
 }
-# seed 001 (Xen page faults): fork and exec natively, under Xen PV, and with Enhanced Xen, each with its
-# operation count and twice it (per operation = the difference); and the batch-size sweep under Xen
-XEN_SYSTEMS = (("native", "native", {}), ("xen", "xen-pv", {}), ("enhanced", "xen-pv", {"xen-pf-offload": 1}))
-XEN_WORKLOADS = (("fork", "FORKS", 4), ("exec", "EXECS", 4))
+# The Xen report's fork and exec (papers.xen_runs: natively, under Xen PV and with Enhanced Xen, each
+# with XEN_OPERATIONS operations and twice as many), and the batch-size sweep under Xen
+XEN_GUESTS = ("fork", "exec")
+XEN_OPERATIONS = 4
 BATCHES = (0, 1, 2, 4, 8, 16, 32, 64)
-for _guest, _const, _n in XEN_WORKLOADS:
-    for _system, _hv, _opts in XEN_SYSTEMS:
-        for _k in (1, 2):
-            RUNS[f"{_guest}-{_system}-x{_k}"] = RunSpec(_guest, {_const: _k * _n}, dict(_opts), hypervisor=_hv)
+for _guest in XEN_GUESTS:
+    for _run in papers.xen_runs(papers.xen_paper_for(_guest), XEN_OPERATIONS):
+        RUNS[f"{_guest}-{_run.name}"] = RunSpec(_guest, dict(_run.constants), dict(_run.system.optimizations),
+                                                hypervisor=_run.system.hypervisor)
 for _b in BATCHES:
     RUNS[f"fork-xen-batch{_b}"] = RunSpec("fork", {"BATCH": _b}, hypervisor="xen-pv")
 
 
 TICK_RUNS = ("timer-hz1000", "timer-tick-hz250", "timer-tick-hz100", "timer-guest-hz100")
+
+
+def profile_for(hypervisor: str, chosen: Profile) -> Profile:
+    """The profile a run of the matrix is priced by: the one chosen with --profile (by default the default
+    profile) for a hypervisor that defaults to the default profile, the hypervisor's own otherwise."""
+    own = HYPERVISORS[hypervisor].profile
+    return chosen if own == DEFAULT_PROFILE else load_profile(own)
 
 
 def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Trace]:
@@ -84,18 +94,13 @@ def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None =
         image = guests.resolve(spec.guest, dict(spec.constants))
         options = session.RunOptions(max_seconds=spec.max_seconds, optimizations=dict(spec.opts),
                                      hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz)
-        run_profile = load_profile(HYPERVISORS["xen-pv"].profile) if spec.hypervisor == "xen-pv" else profile
-        traces[name] = session.run(image, run_profile, options)
+        traces[name] = session.run(image, profile_for(spec.hypervisor, profile), options)
     if progress is not None:
         progress("", len(RUNS), len(RUNS))
     return traces
 
 
 # experiments ---------------------------------------------------------------------------------------
-def _exit_time(t: Trace) -> float:
-    return float(t.exits["cost"].astype(np.float64).sum() / t.freq_hz)
-
-
 def _pct(after: float, before: float) -> float | None:
     return (after / before - 1.0) * 100.0 if before else None
 
@@ -104,9 +109,15 @@ def _summary(by: str, title: str, columns: list[Column], rows: list[dict], note:
     return Report(by=by, title=title, columns=columns, rows=rows, totals={"summary": note})
 
 
+def _paper_says(experiment: str, text: str | None = None) -> str:
+    """What the KVM paper reports for an experiment, and where."""
+    e = PAPER["experiments"][experiment]
+    return f"The paper ({papers.PAPERS[PAPER['paper']].short}), {e['where']}: {e['note'] if text is None else text}."
+
+
 def _paper_table(name: str, guest_run: str, note: str = "") -> Callable[[dict], Report]:
     def make(traces: dict[str, Trace]) -> Report:
-        rep = analysis.beside_paper(traces[guest_run], analysis.paper_table_for(RUNS[guest_run].guest))
+        rep = papers.beside_paper(traces[guest_run], papers.paper_table_for(RUNS[guest_run].guest))
         rep.title += note
         return rep
     make.__name__ = name
@@ -125,22 +136,21 @@ def table4(traces: dict[str, Trace]) -> Report:
     paper = PAPER["experiments"]["table4"]
     rows = [{"site": f"paper {r['address']}", "variant": "static (xKVM)", "before": r["before"],
              "after": r["after"], "ratio": r["after"] / r["before"]} for r in paper["rows"]]
-    for base, variant, function, label in (
-            ("ide", "ide-coalesce-static", "__ide_do_rw_disk", "static (-D COALESCE=1)"),
-            ("ide", "ide-coalesce-dynamic", "__ide_do_rw_disk", "dynamic (--opt coalesce)"),
-            ("bonnie", "bonnie-coalesce-static", "iowrite8", "static (-D COALESCE=1)"),
-            ("bonnie", "bonnie-coalesce-dynamic", "iowrite8", "dynamic (--opt coalesce)")):
+    # (before, after, the site's function, coalescing, functions the after run's exits moved to)
+    for base, variant, function, label, moved in (
+            ("ide", "ide-coalesce-static", "__ide_do_rw_disk", "static (-D COALESCE=1)", ()),
+            ("ide", "ide-coalesce-dynamic", "__ide_do_rw_disk", "dynamic (--opt coalesce)", ()),
+            ("bonnie", "bonnie-coalesce-static", "iowrite8", "static (-D COALESCE=1)", ("xkvm_io_flush",)),
+            ("bonnie", "bonnie-coalesce-dynamic", "iowrite8", "dynamic (--opt coalesce)", ())):
         b = _function_exits(traces[base], function)
-        a = _function_exits(traces[variant], function)
-        if function == "iowrite8" and variant.endswith("static"):
-            a += _function_exits(traces[variant], "xkvm_io_flush")
+        a = sum(_function_exits(traces[variant], f) for f in (function, *moved))
         rows.append({"site": f"ours {RUNS[base].guest}: {function}", "variant": label, "before": b, "after": a,
                      "ratio": a / b if b else None,
-                     "time_change_pct": _pct(_exit_time(traces[variant]), _exit_time(traces[base]))})
+                     "time_change_pct": _pct(exit_seconds(traces[variant]), exit_seconds(traces[base]))})
     cols = [Column("site", "site", "str"), Column("variant", "coalescing", "str"), Column("before", "before", "int"),
             Column("after", "after", "int"), Column("ratio", "ratio", "ratio"),
             Column("time_change_pct", "exit time change", "pct")]
-    note = ("Paper: " + paper["note"] + ". Ours: exits at the site's function (for bonnie's static variant, "
+    note = (_paper_says("table4") + " Ours: exits at the site's function (for bonnie's static variant, "
             "iowrite8 plus the hypercall's xkvm_io_flush); exit time change is the whole run's modeled exit time.")
     return _summary("table4", paper["title"] + ", beside ours", cols, rows, note)
 
@@ -153,14 +163,14 @@ def pit(traces: dict[str, Trace]) -> Report:
         p = t.meta["pit"]
         timer = ((t.meta.get("optimizations") or {}).get("tick-hz") or {}).get("timers", {}).get("pit")
         rows.append({"run": analysis.variant(t.meta), "count": p["count"], "count_run": p["count_run"],
-                     "interrupts": p["interrupts"], "exits": int(len(t.exits)), "exit_time_s": _exit_time(t),
+                     "interrupts": p["interrupts"], "exits": int(len(t.exits)), "exit_time_s": exit_seconds(t),
                      "drift_s": timer["drift_s"] if timer else 0.0})
     cols = [Column("run", "run", "str"), Column("count", "PIT count loaded", "int"),
             Column("count_run", "PIT count run", "int"), Column("interrupts", "timer interrupts", "int"),
             Column("exits", "exits", "int"), Column("exit_time_s", "exit time s", "seconds"),
             Column("drift_s", "guest clock drift s", "seconds")]
-    note = (f"Paper: count {paper['counts']['1000']} for HZ=1000 becomes {paper['counts']['100']} for 100 Hz; "
-            f"{paper['note']}. Ours: {TICK_SECONDS} s of virtual time each.")
+    note = (_paper_says("pit", f"count {paper['counts']['1000']} for HZ=1000 becomes {paper['counts']['100']} "
+                               f"for 100 Hz; {paper['note']}") + f" Ours: {TICK_SECONDS} s of virtual time each.")
     return _summary("pit", "Tick-rate reduction: PIT values, timer interrupts, exits and drift", cols, rows, note)
 
 
@@ -176,21 +186,22 @@ def napi(traces: dict[str, Trace]) -> Report:
         base_tp = tp if base_tp is None else base_tp
         rows.append({"run": analysis.variant(t.meta), "frames": frames, "exits": int(len(t.exits)),
                      "exits_per_frame": len(t.exits) / frames if frames else None,
-                     "us_per_frame": _exit_time(t) / frames * 1e6 if frames else None,
+                     "us_per_frame": exit_seconds(t) / frames * 1e6 if frames else None,
                      "throughput": tp, "change_pct": _pct(tp, base_tp)})
     cols = [Column("run", "run", "str"), Column("frames", "frames", "int"), Column("exits", "exits", "int"),
             Column("exits_per_frame", "exits / frame", "ratio"), Column("us_per_frame", "exit time / frame", "us"),
             Column("throughput", "Mbit/s", "ratio"), Column("change_pct", "throughput change", "pct")]
-    return _summary("napi", "NAPI removal (netperf)", cols, rows, "Paper: " + paper["note"] + ".")
+    return _summary("napi", "NAPI removal (netperf)", cols, rows, _paper_says("napi"))
 
 
 def _redundant(title: str, key: str, base: str, variant: str, paper_note: str) -> Callable[[dict], Report]:
+    """A guest-side removal (-D): both runs, and what the removal saved."""
     def make(traces: dict[str, Trace]) -> Report:
         rows = []
         for name in (base, variant):
             t = traces[name]
             rows.append({"run": analysis.variant(t.meta), "exits": int(len(t.exits)),
-                         "instructions": int(t.meta["instructions"]), "exit_time_s": _exit_time(t),
+                         "instructions": int(t.meta["instructions"]), "exit_time_s": exit_seconds(t),
                          "virtual_s": float(t.meta["virtual_seconds"])})
         b, a = rows
         rows.append({"run": "saved", "exits": b["exits"] - a["exits"],
@@ -199,24 +210,18 @@ def _redundant(title: str, key: str, base: str, variant: str, paper_note: str) -
         cols = [Column("run", "run", "str"), Column("exits", "exits", "int"),
                 Column("instructions", "instructions", "int"), Column("exit_time_s", "exit time s", "seconds"),
                 Column("virtual_s", "virtual s", "seconds")]
-        return _summary(key, title, cols, rows, "Paper: " + paper_note + ".")
+        return _summary(key, title, cols, rows, paper_note)
     make.__name__ = key
     return make
 
 
 def _xen_paper(guest: str) -> Callable[[dict], Report]:
     def make(traces: dict[str, Trace]) -> Report:
-        paper = analysis.xen_paper_for(guest)
-        n = dict((g, k) for g, _, k in XEN_WORKLOADS)[guest]
-        runs = [(label_of(hv, opts), traces[f"{guest}-{system}-x1"], traces[f"{guest}-{system}-x2"])
-                for system, hv, opts in XEN_SYSTEMS]
-        return analysis.beside_xen_paper(runs, n, paper)
+        paper = papers.xen_paper_for(guest)
+        runs = papers.xen_runs(paper, XEN_OPERATIONS)
+        return papers.beside_xen_paper(paper, XEN_OPERATIONS, {r.name: traces[f"{guest}-{r.name}"] for r in runs})
     make.__name__ = f"xen_{guest}"
     return make
-
-
-def label_of(hypervisor: str, opts: dict) -> str:
-    return " ".join([hypervisor] + [f"--opt {k}" for k in opts])
 
 
 def xen_batching(traces: dict[str, Trace]) -> Report:
@@ -227,12 +232,15 @@ def xen_batching(traces: dict[str, Trace]) -> Report:
     rep.by, rep.title = "xen_batching", "Xen PV: page-table update batching (fork, boot included)"
     for row, (_, t) in zip(rep.rows, points):
         e = t.exits
-        row["mmu_update_per_op"] = int(((e["reason"] == ExitReason.VMCALL) & (e["qualifier"] == 1)).sum()) / forks
-        row["trapped_writes_per_op"] = int(((e["reason"] == ExitReason.EXCEPTION_NMI) & (e["direction"] == 2)).sum()) / forks
+        mmu_update = (e["reason"] == ExitReason.VMCALL) & (e["qualifier"] == 1)  # __HYPERVISOR_mmu_update
+        trapped = (e["reason"] == ExitReason.EXCEPTION_NMI) & (e["direction"] == Direction.OUT)
+        row["mmu_update_per_op"] = int(mmu_update.sum()) / forks
+        row["trapped_writes_per_op"] = int(trapped.sum()) / forks
     rep.columns += [Column("mmu_update_per_op", "mmu_update / fork", "ratio"),
                     Column("trapped_writes_per_op", "trapped writes / fork", "ratio")]
-    rep.totals = {"summary": "Seed 001: Xen queues page-table updates and flushes them in one hypercall; ours "
-                             "per fork of 32 pages: ceil(64/B) + ceil(32/B) mmu_update, 104 trapped writes at B=0."}
+    rep.totals = {"summary": f"As {papers.PAPERS['xen-pf'].short} describes, Xen queues page-table updates and "
+                             "flushes them in one hypercall; ours per fork of 32 pages: ceil(64/B) + ceil(32/B) "
+                             "mmu_update, 104 trapped writes at B=0."}
     return rep
 
 
@@ -248,14 +256,15 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
     "napi": napi,
     "verify_pmtmr_rate": _redundant("Redundant function removal: verify_pmtmr_rate (bonnie)", "verify_pmtmr_rate",
                                     "bonnie", "bonnie-no-pmtmr-verify",
-                                    PAPER["experiments"]["verify_pmtmr_rate"]["note"]),
+                                    _paper_says("verify_pmtmr_rate")),
     "xen_fork": _xen_paper("fork"),
     "xen_exec": _xen_paper("exec"),
     "xen_batching": xen_batching,
     "io_scheduler": _redundant("Guest I/O scheduler removal: FIFO instead of a sorting elevator (bonnie)",
                                "io_scheduler", "bonnie", "bonnie-fifo",
-                               "host CFQ with a FIFO guest: block write +{block_write_gain_pct} %, block read "
-                               "+{block_read_gain_pct} %".format(**PAPER["experiments"]["io_scheduler"])),
+                               _paper_says("io_scheduler", "host CFQ with a FIFO guest: block write "
+                                           "+{block_write_gain_pct} %, block read +{block_read_gain_pct} %"
+                                           .format(**PAPER["experiments"]["io_scheduler"]))),
 }
 
 
@@ -281,7 +290,7 @@ def fig_tickrate(traces: dict[str, Trace]) -> "Figure":
     return Figure(f"timer: {TICK_SECONDS} s of virtual time per tick rate", "run", "count / microseconds",
                   labels, {"timer interrupts": [traces[n].meta["pit"]["interrupts"] for n in TICK_RUNS],
                            "exits": [int(len(traces[n].exits)) for n in TICK_RUNS],
-                           "exit time (us)": [round(_exit_time(traces[n]) * 1e6) for n in TICK_RUNS]})
+                           "exit time (us)": [round(exit_seconds(traces[n]) * 1e6) for n in TICK_RUNS]})
 
 
 def fig_napi(traces: dict[str, Trace]) -> "Figure":
@@ -320,13 +329,15 @@ def write(out: Path, traces: dict[str, Trace], reps: dict[str, Report], figures:
     """Write tables (markdown), JSON, traces and figures under `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    md = ["# vmexit reproduce: the papers' experiments", "",
-          f"Source of the KVM paper's numbers: {PAPER['source']}.", ""]
+    sources = {key: paper.citation() for key, paper in papers.PAPERS.items()}
+    md = ["# vmexit reproduce: the papers' experiments", "", "Sources:", ""]
+    md += [f"- {citation}" for citation in sources.values()] + [""]
     md += [RENDERERS["markdown"](rep) for rep in reps.values()]
     path = out / "reproduce.md"
     write_atomic(path, "\n".join(md).encode())
     written.append(path)
     doc = {name: json.loads(RENDERERS["json"](rep)) for name, rep in reps.items()}
+    doc["sources"] = sources
     doc["runs"] = {name: {"guest": spec.guest, "constants": spec.constants, "optimizations": spec.opts,
                           "hypervisor": spec.hypervisor, "max_seconds": spec.max_seconds,
                           "trace": f"traces/{name}.npz"}

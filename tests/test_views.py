@@ -1,0 +1,67 @@
+"""The table of views: one key, one decoder and one label per view, shared by report and compare."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vmexit import analysis, views
+from vmexit.exits import Direction, ExitReason
+from vmexit.views import VIEWS, Context, group, group_by
+
+from .test_analysis import _after, synthetic
+
+
+def test_every_view_decodes_into_its_column_and_label():
+    t = synthetic()
+    ctx = Context.of(t)
+    for view in VIEWS.values():
+        groups = group_by(view, t.exits, ctx)
+        assert len(groups.keys), view.name
+        for g in range(len(groups.keys)):
+            fields = groups.fields(g, ctx)
+            assert view.column in fields, view.name
+            assert groups.label(g, ctx)
+        assert view.layout in analysis.LAYOUTS
+        assert view.across_images is None or VIEWS[view.across_images].comparable
+
+
+def test_perf_keys_are_written_once():
+    ctx = Context.of(synthetic())
+    port = VIEWS["port"].decode(0x1F7 << 2 | Direction.IN, ctx)
+    assert port == {"port": "0x1f7", "direction": "in", "key": "0x1f7:PIN"}
+    mmio = VIEWS["mmio"].decode(0xFEE000B0 << 2 | Direction.OUT, ctx)
+    assert mmio == {"address": "0xfee000b0", "direction": "write", "key": "0xfee000b0:W"}
+
+
+def test_selection_is_by_reason():
+    t = synthetic()
+    groups = group_by(VIEWS["mmio"], t.exits, Context.of(t))
+    assert groups.selected == int(np.isin(t.exits["reason"], (ExitReason.APIC_ACCESS, ExitReason.EPT_VIOLATION)).sum())
+    assert group_by(VIEWS["reason"], t.exits, Context.of(t)).mask is None
+
+
+@pytest.mark.parametrize("by", analysis.COMPARE_CHOICES)
+def test_report_and_compare_name_rows_alike(by):
+    """A comparison's rows carry the labels the report's rows decode to (same keys, same decoder)."""
+    before, after = synthetic(), _after()
+    before.meta["guest_sha256"] = after.meta["guest_sha256"] = "same"
+    rep = analysis.report(before, by, top=None)
+    ctx = Context.of(before)
+    groups = group_by(VIEWS[by], before.exits, ctx)
+    labels = {groups.label(g, ctx) for g in range(len(groups.keys))}
+    compared = {r["key"] for r in analysis.compare(before, after, by).rows if r["before"]}
+    assert compared == labels and len(rep.rows) == len(labels)
+
+
+def test_dense_and_sparse_grouping_agree():
+    keys = np.array([5, 3, 5, 9, 3, 5], dtype=np.int64)
+    sparse = keys * (views.DENSE_RANGE + 1)
+    for k in (keys, sparse):
+        uniq, inverse, counts = group(k)
+        assert list(counts) == [2, 3, 1] and list(uniq[inverse]) == list(k)
+
+
+def test_unknown_views_are_refused():
+    with pytest.raises(ValueError, match="unknown report"):
+        analysis.report(synthetic(), "nope")
+    assert set(analysis.COMPARE_CHOICES) == {"function", "address", "reason", "port"}
