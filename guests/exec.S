@@ -1,4 +1,4 @@
-# exec.S -- lmbench's "exec proc" memory side in miniature (seed 001, PAPERS.md section 2): a process
+# exec.S -- lmbench's "exec proc" memory side in miniature (the Chang Gung University report on Xen page faults): a process
 # throws its address space away and runs a new program, whose first touch of each of its PAGES pages is
 # a demand-zero fault; EXECS times. Linux 2.6: do_execve -> exec_mmap (the new mm) -> the program runs:
 # do_page_fault -> handle_mm_fault -> do_anonymous_page (a zeroed page, ptep_establish); exit_mmap ->

@@ -1,4 +1,4 @@
-# fork.S -- lmbench's "fork proc" in miniature, the workload of seed 001 (PAPERS.md section 2): a parent
+# fork.S -- lmbench's "fork proc" in miniature, the workload of the Chang Gung University report on Xen page faults: a parent
 # with PAGES mapped pages forks, the child writes to TOUCH of them (copy-on-write faults) and exits, and
 # the parent does it again, FORKS times. The memory code follows Linux 2.6 (mm/memory.c) and its Xen
 # port (arch/x86/xen/mmu.c):

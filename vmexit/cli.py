@@ -249,21 +249,10 @@ def _run_guest(image, profile, options, progress=None):
         raise UsageError(str(e)) from None
 
 
-def _source_path(guest: str) -> Path | None:
-    """The assembly source behind a guest argument (a bundled name or a source path); None for a binary."""
-    from .guests import GUESTS, SOURCE_SUFFIXES, guests_dir
-    path = guests_dir() / GUESTS[guest][0] if guest in GUESTS else Path(guest)
-    return path if path.suffix in SOURCE_SUFFIXES else None
-
-
-def _guest_constant(guest: str, constants: dict[str, int], name: str) -> int | None:
+def _guest_constant(image, constants: dict[str, int], name: str) -> int | None:
     """A guest constant's value in a run: as given with -D, else as the guest's source defaults it (None
     when the source sets no such constant, or the guest is a binary)."""
-    from .guests import read_source, source_defaults
-    if name in constants:
-        return constants[name]
-    path = _source_path(guest)
-    return None if path is None else source_defaults(read_source(path)).get(name)
+    return constants.get(name, image.defaults.get(name))
 
 
 def _profile_for(args):
@@ -359,7 +348,8 @@ def _xen_paper(args, paper: dict, options) -> int:
     import dataclasses
 
     from .guests import resolve
-    n = _guest_constant(args.guest, dict(args.defines), paper["constant"])
+    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
+    n = _guest_constant(image, dict(args.defines), paper["constant"])
     if not n:
         raise UsageError(f"{args.guest}: no {paper['constant']} constant to count operations by")
     images, traces, worst = {}, {}, EXIT_OK
@@ -456,7 +446,7 @@ def _sweep_runs(args, axes, profile, host_hz: int) -> tuple[list[tuple[dict, obj
             bar(i, 0, " ".join(f"{k}={v}" for k, v in label.items()))
             image = resolve(args.guest, constants)
             if args.per is not None:
-                n = _guest_constant(args.guest, constants, args.per)
+                n = _guest_constant(image, constants, args.per)
                 if n is None:
                     raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
                 per_counts.append(n)
@@ -522,9 +512,9 @@ def _host_timer_hz(args, profile) -> int:
 def cmd_build(args) -> int:
     from .guests import resolve
     image = resolve(args.guest, dict(args.defines))
-    if _source_path(args.guest) is None:
+    elf = image.elf
+    if elf is None:
         raise UsageError(f"{args.guest}: not an assembly source")
-    elf = image.elf  # type: ignore[attr-defined]  # guests.build_source keeps every source's ELF
     try:
         write_atomic(Path(args.output), elf)
     except OSError as e:

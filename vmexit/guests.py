@@ -71,8 +71,8 @@ def build_source(path: Path, constants: dict[str, int]) -> Image:
     image = load_elf(elf, path.stem)
     image.kind = "source"
     image.constants = dict(constants)
-    image.defaults = source_defaults(text)  # type: ignore[attr-defined]
-    image.elf = elf  # type: ignore[attr-defined]
+    image.defaults = source_defaults(text)
+    image.elf = elf
     return image
 
 

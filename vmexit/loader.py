@@ -42,7 +42,9 @@ class Image:
     segments: list[Segment]
     symbols: dict[str, int] = field(default_factory=dict)
     kind: str = "elf"
-    constants: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, int] = field(default_factory=dict)   # -D values it was assembled with
+    defaults: dict[str, int] = field(default_factory=dict)    # the constants its source sets by default
+    elf: bytes | None = None                                   # the ELF assembled from a source
 
 
 def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:

@@ -49,9 +49,7 @@ PAPERS: dict[str, Paper] = {
         "the Chang Gung University report on Xen page faults", "",
         'research project report on offloading Xen PV page-fault handling into Xen ("Enhanced Xen")',
         "Chang Gung University, Taiwan", "",
-        "title, authors and year are missing from our copy, whose references run to 2004; the same offload is "
-        "the subject of Pei-Chun Hu, \"Research on the Performance Improvement of Virtual Machine Monitor\", "
-        "master's thesis, Chang Gung University, 2005"),
+        "title, authors and year are missing from our copy, whose references run to 2004"),
 }
 
 KVM_PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"

@@ -20,7 +20,7 @@ def test_pit_load_count_becomes_the_papers_value_and_reads_back_in_guest_units()
     pit.write(0x43, 1, 0x34)                      # channel 0, lobyte/hibyte, mode 2
     pit.write(0x40, 1, 1193 & 0xFF)
     pit.write(0x40, 1, 1193 >> 8)
-    assert pit.channels[0].reload == 11932 and tick.scaled["pit"] == (1193, 11932)  # PAPERS.md
+    assert pit.channels[0].reload == 11932 and tick.scaled["pit"] == (1193, 11932)  # the KVM paper, section 3.1.2
     # half of the real period later, the guest's counter is half way down its own 1193
     now[0] = -(-5966 * PIT_DEN * FREQ // PIT_NUM)
     pit.write(0x43, 1, 0x00)                      # latch

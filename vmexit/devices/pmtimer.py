@@ -3,7 +3,7 @@ PMBASE 0x600 + 8).
 
 A free-running 24-bit counter at 3.579545 MHz (ACPI spec 6.5, section 4.8.3.3), computed from the
 virtual clock: floor(cycles x 3,579,545 / cpu_freq) mod 2^24. Linux reads it from acpi_pm_read(),
-and verify_pmtmr_rate() reads it in a loop at boot (PAPERS.md Table 3).
+and verify_pmtmr_rate() reads it in a loop at boot (the KVM paper, Zhang et al. 2010, Table 3).
 """
 from __future__ import annotations
 

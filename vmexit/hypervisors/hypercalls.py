@@ -4,7 +4,7 @@ them both import this, so that analysing a trace needs no emulator.
 KVM's numbers are include/uapi/linux/kvm_para.h; XKVM_IO_COALESCE is the KVM paper's static I/O
 coalescing hypercall (Zhang et al., Chinese Journal of Computers 2010; the number is ours, see
 optimizations/coalesce_static.py). Xen's are xen/include/public/xen.h (__HYPERVISOR_*), plus ours for
-the page-fault offload of seed 001's Enhanced Xen (optimizations/pf_offload.py).
+the page-fault offload of the Chang Gung University report's "Enhanced Xen" (optimizations/pf_offload.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The Xen PV memory model (seed 001: Xen page faults, Chang Gung University): page tables the guest may
-not write, hypercalls that update them one by one or in batches, and page faults that go through Xen
-first. Built from the same components as KVM's model (model.py: ports, MSRs, MMIO, exceptions), with:
+"""The Xen PV memory model (after the Chang Gung University research report on Xen page faults): page
+tables the guest may not write, hypercalls that update them one by one or in batches, and page faults
+that go through Xen first. Built from the same components as KVM's model (model.py: ports, MSRs, MMIO, exceptions), with:
 
 - Hypercalls (Xen's 32-bit ABI, xen/include/public/xen.h): nr in EAX, arguments in EBX, ECX, EDX, ESI,
   EDI, result in EAX; entered with `int 0x82` (32-bit PV, the hypercall page's stubs) or `vmcall`

@@ -1,6 +1,7 @@
-"""Dynamic I/O coalescing (`--opt coalesce[=WINDOW]`): the paper's proposed future work (PAPERS.md
-section 1, optimization 1: "on one I/O exit, look ahead at the guest's following instructions and
-emulate a whole run of mergeable I/O before returning to the guest"), for unmodified guests.
+"""Dynamic I/O coalescing (`--opt coalesce[=WINDOW]`), for unmodified guests: the future work the KVM
+paper proposes (Zhang et al., "Modifying Guest OS to Optimize I/O Virtualization in KVM", Chinese
+Journal of Computers, 2010, section 3.1.1): on one I/O exit, look ahead at the guest's following
+instructions and emulate a whole run of mergeable I/O before returning to the guest.
 
 On an I/O exit the hypervisor decodes the instructions after the exiting one (capstone) and keeps
 going while they are port I/O or instructions that touch only registers -- the moves, ALU ops and

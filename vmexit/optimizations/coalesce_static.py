@@ -1,9 +1,11 @@
-"""Static I/O coalescing: the paper's XKVM_IO_COALESCE hypercall (PAPERS.md section 1, optimization 1).
+"""Static I/O coalescing: the KVM paper's XKVM_IO_COALESCE hypercall (Zhang et al., "Modifying Guest OS
+to Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, section 3.1.1, code
+segment 2).
 
 A modified guest fills an array of `struct io_insn {u32 type; u32 port; u32 val;}` and issues
 `vmcall(XKVM_IO_COALESCE, guest-physical address of the array, count, 0)` instead of a run of in/out
 instructions; the hypervisor emulates the entries in order, writing each IN result back into the
-entry's `val`. The paper names the hypercall and the structure (seeds/003, code segment 2) but gives
+entry's `val`. The paper names the hypercall and the structure (code segment 2) but gives
 no hypercall number or type encoding; ours are below. KVM's own hypercall numbers stop at 12
 (KVM_HC_MAP_GPA_RANGE), so 0x100 cannot collide.
 

@@ -1,7 +1,7 @@
-"""Page-fault offload (`--opt xen-pf-offload`): seed 001's "Enhanced Xen" (PAPERS.md section 2), which
-moves the guest-OS-independent part of fault handling into Xen: demand-zero faults and copy-on-write
-faults that need no I/O are fixed by the hypervisor -- a page allocated, zeroed or copied, the PTE
-written -- and the guest resumes at the faulting instruction without a bounce into its handler.
+"""Page-fault offload (`--opt xen-pf-offload`): the "Enhanced Xen" of the Chang Gung University report
+on Xen page faults, which moves the guest-OS-independent part of fault handling into Xen: demand-zero
+faults and copy-on-write faults that need no I/O are fixed by the hypervisor -- a page allocated,
+zeroed or copied, the PTE written -- and the guest resumes at the faulting instruction without a bounce into its handler.
 
 The report does not give Xen's interface to the guest's memory management, so ours is the smallest one
 that lets Xen act for the guest: one hypercall, PF_OFFLOAD_REGISTER (48, the first of Xen's

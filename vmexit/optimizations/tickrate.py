@@ -1,4 +1,6 @@
-"""Transparent tick-rate reduction (`--opt tick-hz=HZ`), PAPERS.md section 1, optimization 2.
+"""Transparent tick-rate reduction (`--opt tick-hz=HZ`): the KVM paper's timer-frequency optimization
+(Zhang et al., "Modifying Guest OS to Optimize I/O Virtualization in KVM", Chinese Journal of
+Computers, 2010, section 3.1.2).
 
 KVM's virtual PIT changed, in pit_load_count(), the count a guest loads into channel 0, so that a
 HZ=1000 guest (count 1193) ticks at 100 Hz (count 11932 = 1,193,182 / 100). Here the same happens when
