@@ -54,7 +54,7 @@ class Optimization:
         """The meta entry: value, hook point, and what it did (a note when it had nothing to do)."""
         entry: dict = {"value": value, "hook": self.hook}
         if self.hook not in run.hook_points:
-            entry["note"] = f"no-op: the {run.hypervisor} model has no {self.hook} hook point ({self.summary})"
+            entry["note"] = f"no-op: the {run.hypervisor} model has no {self.hook} hook point for it"
         else:
             entry.update(self.report(built, value, run))
         return entry

@@ -1,0 +1,59 @@
+"""The Unicorn engine behind the engine interface: slices, the exact counter, traps, and errors raised
+inside a trap reaching the caller of run()."""
+from __future__ import annotations
+
+import pytest
+
+from vmexit.engine import ENGINES, engine_class
+
+CODE = 0x1000
+# mov eax, 5; out 0x80, al; cpuid; nop; nop; hlt
+PROGRAM = bytes.fromhex("b805000000" "e680" "0fa2" "90" "90" "f4")
+
+
+def _engine():
+    e = engine_class("unicorn")(0x200000)
+    e.write(CODE, PROGRAM)
+    e.set_reg("eip", CODE)
+    return e
+
+
+def test_unknown_engine_is_a_clear_error():
+    assert "unicorn" in ENGINES
+    with pytest.raises(ValueError, match="unknown CPU engine 'kvm-real'"):
+        engine_class("kvm-real")
+
+
+def test_a_slice_counts_exactly_and_stops_at_its_count():
+    e = _engine()
+    end = e.run(2)
+    assert (end.executed, end.exhausted, end.fault) == (2, True, None)
+    assert e.reg("eip") == CODE + 7 and e.reg("eax") == 5
+
+
+def test_traps_get_the_events_own_arguments_and_the_exact_count():
+    e = _engine()
+    seen = []
+    e.trap_port_out(lambda port, size, value: seen.append(("out", port, size, value, e.counter.executed())))
+    e.trap_cpuid(lambda: seen.append(("cpuid", e.reg("eip"), e.counter.executed())))
+    e.trap_at(CODE + 10, lambda address: seen.append(("at", address, e.counter.executed())))
+    end = e.run(100)
+    assert seen == [("out", 0x80, 1, 5, 2), ("cpuid", CODE + 7, 3), ("at", CODE + 10, 5)]
+    assert (end.executed, end.exhausted) == (6, False)  # stopped by the hlt
+
+
+def test_an_error_inside_a_trap_reaches_the_caller():
+    e = _engine()
+
+    def broken(port, size, value):
+        raise RuntimeError("device bug")
+    e.trap_port_out(broken)
+    with pytest.raises(RuntimeError, match="device bug"):
+        e.run(100)
+
+
+def test_a_fetch_from_nowhere_is_a_fetch_fault():
+    e = _engine()
+    e.set_reg("eip", 0x10000000)
+    end = e.run(10)
+    assert end.fault is not None and end.fault.kind == "fetch"
