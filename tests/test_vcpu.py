@@ -260,3 +260,79 @@ def test_host_timer_hz_is_ignored_without_a_host():
     a = run_inline(body, hypervisor="native")
     b = run_inline(body, hypervisor="native", host_timer_hz=1000)
     assert a.meta["virtual_seconds"] == b.meta["virtual_seconds"]
+
+
+# the virtual time stamp counter and traps found in the code the guest runs (issue 14) --------------
+TSC_LOOP = """
+    mov ecx, 1000
+    rdtsc
+    mov esi, eax
+.Lloop:
+    dec ecx
+    jnz .Lloop
+    rdtsc
+    sub eax, esi
+    mov dx, 0x80
+    out dx, eax
+    rdtscp
+    mov edi, eax
+    mov ebx, ecx
+    mov ecx, 0x10
+    rdmsr
+    sub eax, edi
+    mov dx, 0x81
+    out dx, eax
+    mov eax, ebx
+    out 0x82, al
+""" + EXIT
+
+
+def test_rdtsc_reads_the_virtual_cycles_of_the_loop_between():
+    # between the two rdtsc: mov, 1000 x (dec, jnz), the second rdtsc = 2002 instructions at CPI 1 and
+    # no exit; rdtscp to the rdmsr of the TSC MSR (0x10): mov, mov, mov, rdmsr = 4 cycles; TSC_AUX is 0
+    a, b = run_inline(TSC_LOOP), run_inline(TSC_LOOP)
+    out = {int(r["qualifier"]): int(r["value"]) for r in a.exits[a.exits["reason"] == ExitReason.IO_INSTRUCTION]}
+    assert out[0x80] == 2002 and out[0x81] == 4 and out[0x82] == 0
+    assert a.to_bytes() == b.to_bytes()
+
+
+def test_cpuid_reports_an_invariant_tsc():
+    t = run_inline("""
+    mov eax, 0x80000000
+    cpuid
+    out 0x80, al
+    mov eax, 0x80000007
+    cpuid
+    mov eax, edx
+    shr eax, 8
+    out 0x81, al
+""" + EXIT)
+    out = {int(r["qualifier"]): int(r["value"]) for r in t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]}
+    assert out[0x80] == 0x07 and out[0x81] & 1 == 1
+
+
+def test_an_sti_the_guest_writes_over_a_nop_opens_the_window_there():
+    # `target` runs once as nop; nop; ret (its code is seen without a trap), then, with IRQ0 pending
+    # and IF=0, the guest writes sti over the first nop and calls it again: the window exit is at the
+    # new sti, and the tick is delivered after it
+    t = run_inline(IDT_SETUP + PIT_1000HZ + """
+    call target
+    mov ecx, 2000000
+.Lspin:
+    dec ecx
+    jnz .Lspin
+    mov byte ptr [patch], 0xfb
+    call target
+    mov eax, dword ptr [ticks]
+    out 0x80, al
+""" + EXIT + """
+target:
+patch:
+    nop
+    nop
+    ret
+""" + EOI_HANDLER + IDT_DATA)
+    w = t.exits[t.exits["reason"] == ExitReason.INTERRUPT_WINDOW]
+    assert w["rip"].tolist() == [t.symbols["patch"]]
+    out = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x80)]
+    assert out["value"].tolist() == [1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import __version__
 from .clock import Clock
+from .codescan import CodeScanner
 from .costs import Profile
 from .devices import pc
 from .devices.unassigned import unassigned_gaps
@@ -42,8 +43,10 @@ class Domain:
         self.devices = pc.build(wiring)
         self.machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
         self.machine.boot_multiboot(image.entry)
+        self.scanner = CodeScanner(self.machine.engine, lambda address, size: self.vcpu.code(address, size))
         self.vcpu = self._vcpu()
         self.model = self.hypervisor.build(self._model_context())
+        self.machine.engine.watch_code(self.scanner)
 
     def _attach_optimizations(self) -> dict:
         """The optimization at each hook point the model offers (others report themselves no-ops)."""
@@ -60,7 +63,7 @@ class Domain:
         timed = [TimedDevice(devices[name], _vector(pc.vector_of(name), devices[name], irqs),
                              host_timer=name in hv.host_timers) for name in pc.TIMED]
         host_hz = self.options.host_timer_hz if hv.host_timers else 0
-        return VCPU(self.machine, self.clock, self.profile, self.recorder, irqs, timed, self.ending,
+        return VCPU(self.machine, self.clock, self.profile, self.recorder, irqs, timed, self.ending, self.scanner,
                     records=hv.records, host_timer_hz=host_hz)
 
     def _model_context(self) -> ModelContext:
@@ -69,7 +72,7 @@ class Domain:
         mmio += [(gap, False) for gap in unassigned_gaps([dev for dev, _ in mmio])]
         return ModelContext(self.vcpu, self.machine, self.clock, self.profile, self.image,
                             ports=[(devices[name], pc.moves_timers(name)) for name in pc.PORTS], mmio=mmio,
-                            hooks=self.hooks, console=devices["uart"].emit)
+                            scanner=self.scanner, hooks=self.hooks, console=devices["uart"].emit)
 
     # running ---------------------------------------------------------------------------------------
     def run(self, max_instructions=None, max_cycles=None, progress=None, until=None) -> RunEnd | None:

@@ -20,14 +20,17 @@ guest halts waiting for an event (`halted`, `next_due()`); the next call resumes
 """
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass
 from typing import Callable
 
 from .clock import Clock
+from .codescan import CodeScanner, Trap
 from .costs import Profile
 from .exits import Direction, ExitReason, ExitRecorder, Place
+
+#: The instructions that can open an interrupt window (set IF), as capstone names them.
+IF_SETTERS = ("sti", "popf", "popfd", "iret", "iretd")
 from .machine import GuestCrash, X86Machine
 
 
@@ -72,7 +75,8 @@ class TimedDevice:
 
 class VCPU:
     def __init__(self, machine: X86Machine, clock: Clock, profile: Profile, recorder: ExitRecorder,
-                 irqs, timed: list[TimedDevice], ending: Ending, records: bool = True, host_timer_hz: int = 0):
+                 irqs, timed: list[TimedDevice], ending: Ending, scanner: CodeScanner, records: bool = True,
+                 host_timer_hz: int = 0):
         self.m = machine
         self.engine = machine.engine
         self.clock = clock
@@ -94,9 +98,10 @@ class VCPU:
         self._exhausted = False
         self.paging = False   # whether the guest pages (frame pointers are then virtual)
         self.halted = False
-        self._window_hook = None
-        self._window_stepping = False
-        self._if_setter_index: dict[tuple[int, int], int] = {}
+        self._window_wanted = False   # an interrupt waits while IF=0: stop before what can open the window
+        self.scanner = scanner
+        scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
+        scanner.add(Trap("time stamp counter", frozenset({"rdtsc", "rdtscp"}), handle=self._rdtsc))
         self.eip_ebp = self.engine.eip_ebp
         self.counter = self.engine.counter
         self._current = self.counter.current
@@ -249,7 +254,15 @@ class VCPU:
     def _step(self) -> tuple[int, bool]:
         """Execute one instruction; returns (its address, whether it was a HLT)."""
         eip = self.m.eip()
-        executed = self._run_engine(1) and not self._exhausted and self.ending.end is None
+        trap = self.scanner.at.get(eip)
+        if trap is not None and trap.handle is not None:
+            self._emulate(trap, eip)
+            return eip, False
+        self.scanner.paused = True
+        try:
+            executed = self._run_engine(1) and not self._exhausted and self.ending.end is None
+        finally:
+            self.scanner.paused = False
         return eip, executed and self.clock.icount == self._slice_base + 1
 
     def _halt(self, hlt_eip: int) -> bool:
@@ -277,53 +290,43 @@ class VCPU:
         self._advance_devices(running=False)
         return True
 
-    # interrupt windows ---------------------------------------------------------------------------
-    # While an interrupt is pending with IF=0, a block watch (installed only then) finds the next
-    # instruction that can set IF (sti, popf, iret) and ends the slice just before it; that one
-    # instruction is then single-stepped and IF checked. Watching blocks needs a code-cache flush
-    # (cached blocks were translated without it), so it stays armed for the whole window.
-    _IF_SETTERS = frozenset({0xFB, 0x9D, 0xCF})
-
-    def _arm_window(self) -> None:
-        if self._window_hook is None:
-            self._window_hook = self.engine.watch_blocks(self._on_window_block)
-
-    def _disarm_window(self) -> None:
-        if self._window_hook is not None:
-            self.engine.unwatch(self._window_hook)
-            self._window_hook = None
-
-    def _on_window_block(self, address: int, size: int) -> None:
-        if self._window_stepping:
-            return
-        key = (address, size)
-        index = self._if_setter_index.get(key)
-        if index is None:
-            index = -1
-            code = self.m.read_virtual(address, size) or b""
-            for i, (_, _, mnemonic, _) in enumerate(_disasm().disasm_lite(code, address)):
-                if mnemonic in ("sti", "popf", "popfd", "iret", "iretd"):
-                    index = i
-                    break
-            self._if_setter_index[key] = index
-        if index >= 0:
-            self.counter.set_limit(self.counter.executed() + index)
+    # interrupt windows and emulated instructions -----------------------------------------------------
+    # While an interrupt waits with IF=0, the code scanner (codescan.py) ends the slice right before the
+    # next instruction that can set IF (sti, popf, iret): only the blocks that hold one have a callback.
+    # That one instruction is then single-stepped and IF checked. rdtsc/rdtscp (and the model's MSR
+    # instructions) always end the slice before them and are emulated between slices.
+    _IF_OPCODES = frozenset({0xFB, 0x9D, 0xCF})
 
     def _open_window(self) -> bool:
         """EIP may be at an IF-setting instruction: step it; True if it opened the window."""
         raw = self.m.read_virtual(self.m.eip(), 2) or b""
         opcode = raw[1] if raw[:1] == b"\x66" and len(raw) > 1 else (raw[0] if raw else 0)
-        if opcode not in self._IF_SETTERS:
+        if opcode not in self._IF_OPCODES:
             return False
-        self._window_stepping = True
-        try:
-            eip, _ = self._step()
-        finally:
-            self._window_stepping = False
+        eip, _ = self._step()
         if self.ending.end is not None or not self.m.interrupts_enabled():
             return False
         self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, self.engine.reg("ebp"))
         return True
+
+    def _emulate(self, trap: Trap, address: int) -> None:
+        """Execute a trapped instruction the slice ended before: it counts as one guest instruction."""
+        self._slice_base += 1
+        self.clock.icount += 1
+        trap.handle(address)
+
+    def _rdtsc(self, address: int) -> None:
+        """RDTSC / RDTSCP read the virtual clock's cycles (this instruction included), as MSR 0x10 does:
+        the same run reads the same values. RDTSCP also loads TSC_AUX (0) into ECX."""
+        tsc = self.clock.now() & 0xFFFFFFFFFFFFFFFF
+        e = self.engine
+        e.set_reg("eax", tsc & 0xFFFFFFFF)
+        e.set_reg("edx", tsc >> 32)
+        length = 2
+        if self.code(address, 3) == b"\x0f\x01\xf9":  # rdtscp
+            e.set_reg("ecx", 0)
+            length = 3
+        e.set_reg("eip", address + length)
 
     # the run loop ----------------------------------------------------------------------------------
     def run(self, max_instructions: int | None = None, max_cycles: int | None = None,
@@ -337,20 +340,22 @@ class VCPU:
             while self.ending.end is None:
                 if not self._before_slice(max_instructions, max_cycles, until):
                     break
+                self._window_wanted = False
                 if self.irqs.pending():
                     if self._deliver_pending():
                         continue
                     if self.ending.end is not None:
                         break
-                else:
-                    self._disarm_window()
                 self._slice(self._slice_limit(max_instructions, max_cycles), progress)
-                if self.ending.end is not None or self._exhausted:
+                if self.ending.end is not None:
+                    continue
+                if self._exhausted:
+                    self._after_stop()
                     continue
                 if not self._after_halt(max_cycles, until):
                     break
         finally:
-            self._disarm_window()
+            self._window_wanted = False
         return self.ending.end
 
     def _before_slice(self, max_instructions: int | None, max_cycles: int | None, until: int | None) -> bool:
@@ -370,7 +375,6 @@ class VCPU:
     def _deliver_pending(self) -> bool:
         """An interrupt is pending: inject it, or find the window it waits for. True to loop again."""
         if self.m.interrupts_enabled():
-            self._disarm_window()
             if self.m.read_virtual(self.m.eip() - 1, 1) == b"\xfb":
                 # STI shadow: the instruction after sti runs before the interrupt
                 _, halted = self._step()
@@ -379,7 +383,7 @@ class VCPU:
                 return True
             self._inject()
             return True
-        self._arm_window()
+        self._window_wanted = True
         return self._open_window()
 
     def _slice_end(self, due: int | None) -> int | None:
@@ -405,6 +409,14 @@ class VCPU:
         if progress is not None:
             progress(self.clock.icount, self.clock.now())
 
+    def _after_stop(self) -> None:
+        """The slice ran out: at its count, or right before an instruction the scanner stopped it for,
+        which is emulated now (an IF-setter is left to the loop's window check)."""
+        eip = self.m.eip()
+        trap = self.scanner.take(eip)
+        if trap is not None and trap.handle is not None:
+            self._emulate(trap, eip)
+
     def _after_halt(self, max_cycles: int | None, until: int | None) -> bool:
         """The slice ended before its count without an end: the guest executed HLT."""
         eip = self.m.eip()
@@ -422,12 +434,5 @@ class VCPU:
         if not self._wait_for_event(max_cycles):
             return False
         if self.irqs.pending():
-            self._disarm_window()
             self._inject()
         return True
-
-
-@functools.lru_cache(maxsize=1)
-def _disasm():
-    from capstone import CS_ARCH_X86, CS_MODE_32, Cs
-    return Cs(CS_ARCH_X86, CS_MODE_32)

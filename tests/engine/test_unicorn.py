@@ -36,10 +36,37 @@ def test_traps_get_the_events_own_arguments_and_the_exact_count():
     seen = []
     e.trap_port_out(lambda port, size, value: seen.append(("out", port, size, value, e.counter.executed())))
     e.trap_cpuid(lambda: seen.append(("cpuid", e.reg("eip"), e.counter.executed())))
-    e.trap_at(CODE + 10, lambda address: seen.append(("at", address, e.counter.executed())))
     end = e.run(100)
-    assert seen == [("out", 0x80, 1, 5, 2), ("cpuid", CODE + 7, 3), ("at", CODE + 10, 5)]
+    assert seen == [("out", 0x80, 1, 5, 2), ("cpuid", CODE + 7, 3)]
     assert (end.executed, end.exhausted) == (6, False)  # stopped by the hlt
+
+
+def test_every_block_is_shown_before_it_runs_and_counts_stay_exact():
+    # a look at the first block before any run (Unicorn then translates it) must not lose its count
+    e = _engine()
+    blocks = []
+    e.watch_code(lambda pc, size: blocks.append((pc, size)) or False)
+    end = e.run(100)
+    assert (end.executed, end.exhausted) == (6, False)
+    assert blocks[0][0] == CODE and sum(size for _, size in set(blocks)) >= len(PROGRAM)
+
+
+def test_a_trap_set_when_a_block_is_shown_fires_on_its_first_run():
+    e = _engine()
+    fired = []
+
+    def watch(pc, size):
+        e.trap_block(pc, lambda address, _size: fired.append((address, e.counter.executed())))
+        return True
+    e.watch_code(watch)
+    total = 0
+    while True:
+        end = e.run(100)
+        total += end.executed
+        if not end.exhausted:
+            break
+    assert total == 6
+    assert fired and fired[0] == (CODE, 0)
 
 
 def test_an_error_inside_a_trap_reaches_the_caller():

@@ -284,3 +284,20 @@ patched:
     assert out["value"].tolist() == [7]
 
 
+
+
+def test_msr_instructions_in_code_written_at_run_time_exit_too():
+    # the guest writes `rdmsr; ret` into a buffer and calls it: the code scanner finds it there
+    t = run_inline("""
+    mov dword ptr [buffer], 0x00c3320f
+    mov ecx, 0x1b
+    call buffer
+    out 0x80, al
+""" + EXIT + """
+.align 16
+buffer:
+    .long 0, 0
+""")
+    m = t.exits[t.exits["reason"] == ExitReason.MSR_READ]
+    assert m["rip"].tolist() == [t.symbols["buffer"]] and m["qualifier"].tolist() == [0x1B]
+    assert int(m["value"][0]) == 0xFEE00900

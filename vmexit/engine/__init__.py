@@ -11,8 +11,9 @@ An engine gives:
   with `counter`, the exact instruction counter inside any callback (`executed()`, `current.value`,
   `set_limit(n)` to end the slice after n instructions, `stop_after_current()`);
 - traps, each a callback with the event's own arguments: port in/out, CPUID, an invalid opcode, an
-  interrupt or exception raised by an instruction, execution reaching an address, the start of every
-  basic block (`watch_blocks`, removable);
+  interrupt or exception raised by an instruction, the start of one block of code (`trap_block`), and
+  `watch_code`, which shows every block of code before it first runs (and again when the guest
+  rewrote it), so that traps can be set in code the guest runs without a callback per block;
 - `reset_exception_state()` after the host delivered an exception itself.
 
 Engines are listed in ENGINES (name -> "module:Class", imported when a run builds one). The one today

@@ -13,12 +13,13 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
-                     UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL, Uc, UcError)
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED, UC_HOOK_INSN,
+                     UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL,
+                     Uc, UcError)
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
 from unicorn.unicorn_py3.arch.intel import (HOOK_INSN_CPUID_CFUNC, HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC)
-from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_INSN_INVALID_CFUNC, HOOK_INTR_CFUNC,
-                                         MMIO_READ_CFUNC, MMIO_WRITE_CFUNC)
+from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_EDGE_GEN_CFUNC, HOOK_INSN_INVALID_CFUNC,
+                                         HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC)
 from unicorn import x86_const as X
 
 from . import Fault, SliceEnd
@@ -46,7 +47,14 @@ class UnicornEngine:
         # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
         # libunicorn; both give the same numbers (tests/test_vcpu.py checks the traces).
         self.eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        # Unicorn adds its instruction-counting hook at the first emu_start with a count, and only
+        # blocks translated after that are counted: start (and at once stop) counting before any
+        # block is translated, here or by a look at the code (watch_code).
+        self.uc.emu_start(0, 0, 0, 1)
         self._keep: list = []  # callbacks libunicorn holds pointers to
+        self._code_watch = None  # see watch_code
+        self._stopped_at_edge = False
+        self._entries: dict[int, int] = {}  # block starts entered without an edge -> block size
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
@@ -96,8 +104,16 @@ class UnicornEngine:
     def run(self, count: int) -> SliceEnd:
         """Run at most `count` instructions from the current EIP."""
         fault = None
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        if self._stopped_at_edge:
+            # Stopped between two blocks, the CPU may still hold the last exception as "being
+            # delivered" (Unicorn never clears it), which would turn the next fault into #DF.
+            self._stopped_at_edge = False
+            self.reset_exception_state()
+        if self._code_watch is not None:
+            self._scan_entry(eip)
         try:
-            self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, count)
+            self.uc.emu_start(eip, 0xFFFFFFFF, 0, count)
         except UcError as e:
             kind = "fetch" if e.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) else "other"
             fault = Fault(kind, str(e))
@@ -120,25 +136,60 @@ class UnicornEngine:
 
     def trap_invalid(self, fn) -> None:
         """fn() -> True when it handled the invalid opcode at EIP (VMCALL lands here)."""
-        self._hook(UC_HOOK_INSN_INVALID, HOOK_INSN_INVALID_CFUNC, fn, 0)
+        def handled() -> bool:
+            result = fn()
+            self._entered()
+            return result
+        self._hook(UC_HOOK_INSN_INVALID, HOOK_INSN_INVALID_CFUNC, handled, 0)
 
     def trap_interrupt(self, fn) -> None:
         """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
-        self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, fn, 1)
+        def handled(vector: int) -> None:
+            fn(vector)
+            self._entered()
+        self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, handled, 1)
 
-    def trap_at(self, address: int, fn) -> None:
-        """fn(address) before the instruction at address executes."""
-        self._hook(UC_HOOK_CODE, HOOK_CODE_CFUNC, lambda a, _size: fn(a), 2, address, address)
+    def trap_block(self, address: int, fn) -> None:
+        """fn(address, size) at the start of the block of code that starts at `address`, each time it
+        runs (a block hook bounded to that one address costs nothing in any other block, where a code
+        hook would slow every instruction in count mode: libunicorn walks all code hooks for each)."""
+        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
 
-    def watch_blocks(self, fn) -> int:
-        """fn(address, size) at the start of every basic block, until unwatch(handle). Cached
-        translations were made without it: the code cache is flushed on both ends."""
-        self.flush_code()
-        return self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2)
+    def watch_code(self, fn) -> None:
+        """fn(address, size) for each block of guest code before it first runs, and again when it is
+        translated anew (the guest rewrote it); fn returns True when it trapped an instruction there.
+        The block is then translated again, with its traps, before it runs.
 
-    def unwatch(self, handle: int) -> None:
-        self.uc.hook_del(handle)
-        self.flush_code()
+        Unicorn reports a new block through its edge hook (a new transition between two blocks,
+        counted once, not per execution); a block entered without one -- the first of a slice, or
+        where execution resumes after a trap that moved EIP or delivered an exception -- is found
+        here by asking Unicorn for the block at EIP. An edge's block is stopped before its first
+        instruction (the count limit), so that it runs translated with its traps."""
+        self._code_watch = fn
+
+        def on_edge(cur, _prev) -> None:
+            tb = cur.contents
+            if fn(tb.pc, tb.size):
+                self.uc.ctl_remove_cache(tb.pc, tb.pc + tb.size)
+                self.counter.stop_after_current()
+                self._stopped_at_edge = True
+        self._hook(UC_HOOK_EDGE_GENERATED, HOOK_EDGE_GEN_CFUNC, on_edge, 2)
+
+    def _entered(self) -> None:
+        """A trap moved EIP or delivered an exception: the block there runs without an edge."""
+        if self._code_watch is not None:
+            self._scan_entry(self.eip_ebp()[0])
+
+    def _scan_entry(self, eip: int) -> None:
+        size = self._entries.get(eip)
+        if size is None:
+            try:
+                _, _, size = self.uc.ctl_request_cache(eip)
+            except UcError:
+                return  # nothing to translate there: the run will fault when it gets there
+            self._entries[eip] = size
+        if self._code_watch(eip, size):
+            self.uc.ctl_remove_cache(eip, eip + size)
 
     def _hook(self, htype: int, cfunctype, fn, arity: int, begin: int = 1, end: int = 0, *extra: int) -> int:
         return add_raw_hook(self.uc, htype, raw_callback(self.uc, cfunctype, fn, arity), begin, end, *extra)

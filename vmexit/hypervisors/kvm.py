@@ -68,7 +68,9 @@ def cpuid(profile, signature: str, hypervisor_leaves: int):
             b, c, d = regs(signature)
             return hypervisor_leaves, b, c, d
         if leaf == 0x80000000:
-            return 0x80000000, 0, 0, 0
+            return 0x80000007, 0, 0, 0
+        if leaf == 0x80000007:
+            return 0, 0, 0, 1 << 8  # invariant TSC: it counts the virtual clock's cycles, at one rate
         return 0, 0, 0, 0
     return answer
 
@@ -90,7 +92,7 @@ def build(ctx) -> ExitModel:
     model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
     model.hypercalls = HypercallTable(ctx.vcpu, ctx.machine.engine, handlers(ctx.machine, bus), -KVM_ENOSYS,
                                       ("eax", "ebx", "ecx", "edx", "esi"))
-    model.install(ctx.image, mmio(ctx))
+    model.install(ctx.scanner, mmio(ctx))
     return model
 
 

@@ -36,6 +36,7 @@ class ModelContext:
     image: object
     ports: list            # (device, whether a write to it can move a device event), in bus order
     mmio: list             # likewise, for memory-mapped devices
+    scanner: object = None  # codescan.CodeScanner: traps in the code the guest runs
     hooks: dict = field(default_factory=dict)   # hook point -> the optimization attached there
     console: Callable[[bytes], None] | None = None   # where a console hypercall writes
 
@@ -63,7 +64,7 @@ class ExitModel:
         """The model's run statistics (the registry says under which meta key they go)."""
         return self._stats() if self._stats is not None else None
 
-    def install(self, image, mmio: list[tuple[object, int, bool]]) -> None:
+    def install(self, scanner, mmio: list[tuple[object, int, bool]]) -> None:
         """Trap on the engine what this model exits on; mmio: (device, Place, moves device events)."""
         e = self.engine
         e.trap_port_in(self.bus.on_in)
@@ -71,7 +72,7 @@ class ExitModel:
         e.trap_cpuid(self._on_cpuid)
         e.trap_invalid(self._on_invalid)
         e.trap_interrupt(self._on_interrupt)
-        self.msrs.install(image)
+        self.msrs.install(scanner)
         for dev, place, moves_timers in mmio:
             self._map_mmio(dev, place, moves_timers)
 

@@ -5,12 +5,12 @@ The table is the architectural reset values (Intel SDM vol. 4) of what KVM saves
 does with ignore_msrs=0. The TSC (0x10) reads the virtual clock. 0x11/0x12 and 0x4b564d00-0x4b564dff
 are KVM's paravirtual clock MSRs.
 
-rdmsr/wrmsr cannot be trapped through Unicorn 2.1.4's binding, so the instructions are found in the
-loaded image (the two opcode bytes at an instruction start can only be that instruction) and trapped
-at their addresses; MSR instructions in code the guest generates at run time execute without an exit.
+rdmsr/wrmsr cannot be trapped through Unicorn 2.1.4's binding; the code scanner (codescan.py) finds them
+in every block of code the guest runs, its own image or code it writes at run time.
 """
 from __future__ import annotations
 
+from ..codescan import Trap
 from ..exits import Direction, ExitReason, Place
 
 MSRS: dict[int, int] = {
@@ -45,15 +45,11 @@ class MSRFile:
         self._read_args = engine.reader(["ecx", "ebp"])
         self._write_args = engine.reader(["ecx", "eax", "edx", "ebp"])
 
-    def install(self, image) -> None:
-        for seg in image.segments:
-            if not seg.executable:
-                continue
-            for opcode, fn in ((b"\x0f\x32", self._on_rdmsr), (b"\x0f\x30", self._on_wrmsr)):
-                at = seg.data.find(opcode)
-                while at >= 0:
-                    self._engine.trap_at(seg.address + at, fn)
-                    at = seg.data.find(opcode, at + 1)
+    def install(self, scanner) -> None:
+        """The code scanner ends a slice before every rdmsr/wrmsr the guest runs; the vCPU then counts
+        the instruction and calls these handlers, which act for it."""
+        scanner.add(Trap("rdmsr", frozenset({"rdmsr"}), handle=self._on_rdmsr))
+        scanner.add(Trap("wrmsr", frozenset({"wrmsr"}), handle=self._on_wrmsr))
 
     def _on_rdmsr(self, address: int) -> None:
         ecx, ebp = self._read_args()

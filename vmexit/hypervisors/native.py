@@ -30,5 +30,5 @@ def build(ctx) -> ExitModel:
     model = ExitModel("native", ctx.vcpu, ctx.machine, ctx.profile, kvm.port_bus(ctx, records=False), None,
                       cpuid(ctx.profile))
     model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
-    model.install(ctx.image, kvm.mmio(ctx))
+    model.install(ctx.scanner, kvm.mmio(ctx))
     return model

@@ -63,7 +63,7 @@ def build(ctx) -> ExitModel:
                                                   ("eax", "ebx", "ecx", "edx", "esi", "edi"))
     faults = Faults(xen, model)
     model.entries = {HYPERCALL_VECTOR: faults.hypercall, 14: faults.page_fault}
-    model.install(ctx.image, kvm.mmio(ctx))
+    model.install(ctx.scanner, kvm.mmio(ctx))
     return model
 
 
