@@ -108,3 +108,29 @@ def test_irq_off_delivers_one_tick_per_section_through_its_window():
     assert len(t.exits) == len(io) + externals + sections
     _, again, _ = _irq_off_run(**IRQ_OFF)
     assert np.array_equal(again.exits, t.exits) and again.meta["instructions"] == t.meta["instructions"]
+
+
+def test_irq_off_instruction_counts(bench):
+    """bench.py's count of the loop bare Unicorn runs, and 23 instructions per tick taken."""
+    image = guests.resolve(str(BENCH / "irq_off.S"), {"SECTIONS": 2, "WAITERS": 10})
+    # the call returns through `pop ebx; pop ebp; ret` after wake_up_loop_end
+    assert bench._bare_call(image, "wake_up_loop", count=True) == bench.irq_off_loop_instructions(2, 10) + 3
+    two = _irq_off_run(**{**IRQ_OFF, "SECTIONS": 2})[1].meta["instructions"]
+    three = _irq_off_run(**IRQ_OFF)[1].meta["instructions"]
+    per_section = bench.irq_off_loop_instructions(3, 9000) - bench.irq_off_loop_instructions(2, 9000)
+    assert three - two == per_section + 23
+
+
+def test_irq_off_case_runs(bench):
+    row = bench.irq_off(10000, 1, 9000)
+    assert row["window_exits"] == 1 and row["irq_off_ratio"] > 0
+
+
+def test_exit_light_gcc_case_runs_or_says_why_not(bench):
+    row = bench.exit_light_gcc(20000)
+    assert row.get("skipped") or row["exit_light_gcc_ratio"] > 0
+
+
+def test_kernel_boot_case_runs_or_says_why_not(bench):
+    row = bench.kernel_boot()
+    assert row.get("skipped") or (row["kernel_boot_ratio"] > 0 and row["qemu_wall_s"] > 0)
