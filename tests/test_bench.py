@@ -134,3 +134,13 @@ def test_exit_light_gcc_case_runs_or_says_why_not(bench):
 def test_kernel_boot_case_runs_or_says_why_not(bench):
     row = bench.kernel_boot()
     assert row.get("skipped") or (row["kernel_boot_ratio"] > 0 and row["qemu_wall_s"] > 0)
+
+
+def test_cases_without_gcc_or_qemu_say_why(bench, monkeypatch):
+    which = bench.shutil.which
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None if name.startswith("qemu") else which(name))
+    assert bench.kernel_boot() == {"case": "kernel-boot", "skipped": "qemu-system-i386 not found"}
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    assert bench.kernel_boot()["skipped"] == "gcc not found"
+    assert bench.exit_light_gcc(1000)["skipped"].endswith("gcc not found")
+    assert bench._field("skipped", "gcc not found") == "skipped: gcc not found"
