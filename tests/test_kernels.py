@@ -1,5 +1,6 @@
 """C test kernels (tests/kernels/, gcc -m32 -ffreestanding, multiboot) on the PC vmexit provides: ring 3
-and system calls, the UART receive interrupt with typed input, demand paging. Each asserts its console
+and system calls, the UART receive interrupt with typed input, demand paging, interrupt-driven IDE, a
+scheduler on the LAPIC timer, a compute loop under the PIT tick. Each asserts its console
 and its exact exits by reason and by port. Built with the machine's gcc and ld; skipped without them."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from vmexit.costs import load_profile
 from vmexit.exits import Direction, ExitReason
 from vmexit.loader import load_file
 
+from .conftest import count
 from .kernels import build
 
 COM1_THR, COM1_IER, COM1_LCR, COM1_LSR = 0x3F8, 0x3F9, 0x3FB, 0x3FD
@@ -141,3 +143,35 @@ def test_timer_driven_scheduler_switches_user_processes(kernels):
     assert p == serial_exits(console) + Counter({(0x20, Direction.OUT): 1, (0x21, Direction.OUT): 4,
                                                  (0xA0, Direction.OUT): 1, (0xA1, Direction.OUT): 4,
                                                  (0xF4, Direction.OUT): 1})
+
+
+def lcg(n: int, x: int = 1) -> int:
+    """n steps of x = x * 1103515245 + 12345 (mod 2**32), by squaring the affine map."""
+    a, c = 1103515245, 12345
+    while n:
+        if n & 1:
+            x = (a * x + c) & 0xFFFFFFFF
+        a, c = (a * a) & 0xFFFFFFFF, (a * c + c) & 0xFFFFFFFF
+        n >>= 1
+    return x
+
+
+def test_compute_loop_under_the_tick(kernels):
+    image = load_file(kernels["compute"])
+    t = session.run(image, load_profile(None), session.RunOptions())
+    e = t.exits
+    start = image.symbols["compute"]
+    end = min(a for a in image.symbols.values() if a > start)           # the next function
+    in_loop = (e["reason"] == ExitReason.EXTERNAL_INTERRUPT) & (e["rip"] >= start) & (e["rip"] < end)
+    ticks = int(in_loop.sum())
+    console = f"compute: {lcg(2_000_000)} after {ticks} ticks\n"
+    assert t.meta["status"] == "exited" and t.meta["console"] == console and ticks > 1
+    # PIT at 1000 Hz: every tick that fires inside compute() (interrupts on) is taken, one EOI each; one
+    # that fires while the result is printed (after cli) stays pending: an exit, no EOI. The loop
+    # itself makes no exit.
+    externals = count(t, ExitReason.EXTERNAL_INTERRUPT)
+    assert externals == t.meta["pit"]["interrupts"] and externals - ticks in (0, 1)
+    assert set(e["reason"].tolist()) == {ExitReason.IO_INSTRUCTION, ExitReason.EXTERNAL_INTERRUPT}
+    assert ports(t) == serial_exits(console) + Counter({
+        (0x20, Direction.OUT): 1 + ticks, (0x21, Direction.OUT): 4, (0xA0, Direction.OUT): 1,
+        (0xA1, Direction.OUT): 4, (0x43, Direction.OUT): 1, (0x40, Direction.OUT): 2, (0xF4, Direction.OUT): 1})

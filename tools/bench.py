@@ -3,6 +3,12 @@
 
 Cases (guests in guests/bench/):
   exit-light     compute loop with stores, PIT at 100 Hz: vmexit MIPS / bare Unicorn MIPS on the loop
+  exit-light-gcc the same kind of loop written in C and built with gcc -O1 (tests/kernels/compute.c):
+                 vmexit MIPS / bare Unicorn MIPS on compute(); skipped without gcc and ld
+  irq-off        spinlocks with interrupts off under a pending 1000 Hz tick (irq_off.S): vmexit MIPS /
+                 bare Unicorn MIPS on the loop
+  kernel-boot    tests/kernels/sched.c booted until its console says it is done: vmexit's wall time /
+                 qemu-system-i386 TCG's to the same line; skipped without gcc and ld or QEMU
   exit-heavy     port I/O every few instructions with frame pointers: exits/s with full attribution,
                  and the ratio of bare Unicorn's time to vmexit's on the same image
   memset         a kernel clearing 200 MiB with one rep stosd at boot: bare Unicorn's time / vmexit's
@@ -21,7 +27,9 @@ import argparse
 import json
 import os
 import platform
+import select
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,8 +44,10 @@ sys.path.insert(0, str(ROOT))
 from vmexit import analysis, guests, session  # noqa: E402
 from vmexit.costs import load_profile  # noqa: E402
 from vmexit.exits import EXIT_DTYPE, ExitReason  # noqa: E402
+from vmexit.loader import load_file  # noqa: E402
 from vmexit.machine import X86Machine  # noqa: E402
 from vmexit.trace import Trace  # noqa: E402
+from tests.kernels import build as kernels  # noqa: E402
 
 BENCH = ROOT / "guests" / "bench"
 
@@ -70,6 +80,127 @@ def exit_light(iterations: int) -> dict:
     bare_mips = 5 * iterations / bare_wall / 1e6
     return {"case": "exit-light", "instructions": trace.meta["instructions"], "exits": len(trace.exits),
             "vmexit_mips": mips, "bare_mips": bare_mips, "exit_light_ratio": mips / bare_mips}
+
+
+def _bare_call(image, func: str, args: tuple = (), count: bool = False) -> float | int:
+    """Call the cdecl function `func(*args)` of an image under plain Unicorn until it returns. Returns
+    seconds; with count=True, the instructions it executed instead (through a code hook: slow, so only
+    for small arguments)."""
+    m = X86Machine()
+    m.load(image)
+    m.boot_multiboot(image.entry)
+    from unicorn import UC_HOOK_CODE
+    from unicorn.x86_const import UC_X86_REG_EBP, UC_X86_REG_ESP
+    uc = m.engine.uc
+    ret = image.entry                   # the return address: the kernel's entry, never reached from inside
+    esp = 0x8F000 - 4 * (len(args) + 1)
+    uc.mem_write(esp, struct.pack(f"<{len(args) + 1}I", ret, *args))
+    uc.reg_write(UC_X86_REG_ESP, esp)
+    uc.reg_write(UC_X86_REG_EBP, 0)
+    executed = [0]
+    if count:
+        uc.hook_add(UC_HOOK_CODE, lambda *_: executed.__setitem__(0, executed[0] + 1))
+    t0 = time.perf_counter()
+    uc.emu_start(image.symbols[func], ret)
+    return executed[0] if count else time.perf_counter() - t0
+
+
+def exit_light_gcc(iterations: int) -> dict:
+    """exit-light on gcc -O1 code: compute() of tests/kernels/compute.c (multiply, add, one store per
+    iteration), PIT at 100 Hz as in exit_light.S; bare Unicorn runs compute(iterations) alone."""
+    row = {"case": "exit-light-gcc"}
+    missing = kernels.toolchain_missing()
+    if missing:
+        return {**row, "skipped": f"cannot build tests/kernels/compute.c: {missing}"}
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            image = load_file(kernels.build("compute", Path(d), {"ITERATIONS": iterations, "HZ": 100}))
+        except subprocess.CalledProcessError as e:
+            return {**row, "skipped": f"cannot build tests/kernels/compute.c: {e.stderr.strip()[-200:]}"}
+    t0 = time.perf_counter()
+    trace = session.run(image, load_profile(None), session.RunOptions())
+    wall = time.perf_counter() - t0
+    assert trace.meta["status"] == "exited", trace.meta["detail"]
+    mips = trace.meta["instructions"] / wall / 1e6
+    # compute(n) executes a + b * n instructions, whatever gcc made of it: count two small calls
+    small, large = (_bare_call(image, "compute", (n,), count=True) for n in (1000, 2000))
+    bare_instructions = small + (large - small) // 1000 * (iterations - 1000)
+    bare_mips = bare_instructions / _bare_call(image, "compute", (iterations,)) / 1e6
+    return {**row, "instructions": trace.meta["instructions"], "exits": len(trace.exits), "vmexit_mips": mips,
+            "bare_mips": bare_mips, "exit_light_gcc_ratio": mips / bare_mips}
+
+
+#: instructions of irq_off.S's wake_up_loop (counted in its code; tests/test_bench.py checks them)
+IRQ_OFF_PROLOGUE, IRQ_OFF_PER_SECTION, IRQ_OFF_PER_WAITER = 4, 53, 47
+
+
+def irq_off_loop_instructions(sections: int, waiters: int) -> int:
+    return IRQ_OFF_PROLOGUE + sections * (IRQ_OFF_PER_SECTION + waiters * IRQ_OFF_PER_WAITER)
+
+
+def irq_off(hz: int, sections: int, waiters: int) -> dict:
+    """Nested spin_lock_irqsave sections, each longer than a tick, so that the tick is pending while
+    interrupts are off most of the time; bare Unicorn runs the same loop without interrupts."""
+    constants = {"HZ": hz, "SECTIONS": sections, "WAITERS": waiters}
+    image, trace, wall = _run("irq_off", constants)
+    assert trace.meta["status"] == "exited", trace.meta["detail"]
+    mips = trace.meta["instructions"] / wall / 1e6
+    bare_wall = _bare(image, "wake_up_loop", "wake_up_loop_end")
+    bare_mips = irq_off_loop_instructions(sections, waiters) / bare_wall / 1e6
+    windows = int((trace.exits["reason"] == ExitReason.INTERRUPT_WINDOW).sum())
+    return {"case": "irq-off", **constants, "instructions": trace.meta["instructions"], "window_exits": windows,
+            "vmexit_mips": mips, "bare_mips": bare_mips, "irq_off_ratio": mips / bare_mips}
+
+
+SCHED_DONE = "sched: both done"
+
+
+def kernel_boot(runs: int = 3) -> dict:
+    """tests/kernels/sched.c (two ring-3 processes preempted by the LAPIC timer, printing through system
+    calls) from loading to its last console line: vmexit's wall time / QEMU TCG's, both from the start
+    (QEMU's process start and firmware included, as vmexit's loading of the ELF is). Each side's fastest
+    of `runs`: both take well under a second, where one slow start would decide the ratio."""
+    row = {"case": "kernel-boot"}
+    qemu = shutil.which("qemu-system-i386")
+    missing = kernels.toolchain_missing() or (None if qemu else "qemu-system-i386 not found")
+    if missing:
+        return {**row, "skipped": missing}
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            elf = kernels.build("sched", Path(d))
+        except subprocess.CalledProcessError as e:
+            return {**row, "skipped": f"cannot build tests/kernels/sched.c: {e.stderr.strip()[-200:]}"}
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            trace = session.run(load_file(elf), load_profile(None), session.RunOptions(until_console=SCHED_DONE))
+            walls.append(time.perf_counter() - t0)
+            assert trace.meta["status"] == "console", trace.meta["detail"]
+        qemu_wall = min(_qemu_until_console(qemu, elf, SCHED_DONE) for _ in range(runs))
+    return {**row, "instructions": trace.meta["instructions"], "vmexit_wall_s": min(walls), "qemu_wall_s": qemu_wall,
+            "kernel_boot_ratio": min(walls) / qemu_wall}
+
+
+def _qemu_until_console(qemu: str, elf: Path, text: str, timeout: float = 120.0) -> float:
+    """Seconds from launching QEMU (TCG) on the kernel until its serial console has printed `text`;
+    QEMU is killed then."""
+    cmd = [qemu, "-accel", "tcg", "-kernel", str(elf), "-display", "none", "-monitor", "none",
+           "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    out = b""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        while text.encode() not in out:
+            left = timeout - (time.perf_counter() - t0)
+            ready = select.select([proc.stdout], [], [], max(left, 0))[0] if left > 0 else []
+            chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                raise RuntimeError(f"QEMU did not print {text!r} within {timeout:.0f} s (it printed {out[-80:]!r})")
+            out += chunk
+        return time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def exit_heavy(iterations: int) -> dict:
@@ -164,6 +295,12 @@ def peer(iterations: int, vmexit_wall: float | None) -> dict | None:
     return row
 
 
+def _field(key: str, value) -> str:
+    if isinstance(value, float):
+        return f"{key}={value:,.3f}"
+    return f"{key}={value:,}" if isinstance(value, int) else f"{key}: {value}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="vmexit speed, as ratios against bare Unicorn")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
@@ -171,6 +308,9 @@ def main() -> int:
     args = ap.parse_args()
     scale = 10 if args.quick else 1
     rows = [exit_light(20_000_000 // scale)]
+    rows.append(exit_light_gcc(15_000_000 // scale))
+    rows.append(irq_off(1000 * scale, 4, 90_000 // scale))
+    rows.append(kernel_boot())
     heavy = exit_heavy(200_000 // scale)
     rows.append(heavy)
     rows.append(memset(200 // scale))
@@ -188,9 +328,7 @@ def main() -> int:
         return 0
     print(f"vmexit bench on {machine['processor']}, {machine['cpus']} CPUs, Python {machine['python']}")
     for row in rows:
-        fields = ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v:,}"
-                           for k, v in row.items() if k != "case")
-        print(f"{row['case']:11s} {fields}")
+        print(f"{row['case']:14s} {', '.join(_field(k, v) for k, v in row.items() if k != 'case')}")
     return 0
 
 
