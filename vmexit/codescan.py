@@ -36,6 +36,7 @@ class CodeScanner:
         self.at: dict[int, Trap] = {}                           # address of a trapped instruction -> trap
         self.stopped: tuple[int, Trap] | None = None            # (address, trap) the slice was ended before
         self.paused = False                                     # stepping one instruction: no stops
+        self.skip: int | None = None                            # run this address once without a stop
 
     def add(self, trap: Trap) -> None:
         for mnemonic in trap.mnemonics:
@@ -63,6 +64,9 @@ class CodeScanner:
         if self.paused:
             return
         for index, address, trap in self._plans.get(pc, ()):
+            if address == self.skip:
+                self.skip = None
+                continue
             if trap.wanted is None or trap.wanted():
                 self.stopped = (address, trap)
                 counter = self._counter

@@ -31,7 +31,7 @@ from .exits import Direction, ExitReason, ExitRecorder, Place
 
 #: The instructions that can open an interrupt window (set IF), as capstone names them.
 IF_SETTERS = ("sti", "popf", "popfd", "iret", "iretd")
-from .machine import GuestCrash, X86Machine
+from .machine import IF_FLAG, GuestCrash, X86Machine
 
 
 @dataclass
@@ -298,16 +298,31 @@ class VCPU:
     _IF_OPCODES = frozenset({0xFB, 0x9D, 0xCF})
 
     def _open_window(self) -> bool:
-        """EIP may be at an IF-setting instruction: step it; True if it opened the window."""
-        raw = self.m.read_virtual(self.m.eip(), 2) or b""
-        opcode = raw[1] if raw[:1] == b"\x66" and len(raw) > 1 else (raw[0] if raw else 0)
+        """EIP may be at an IF-setting instruction: step it; True if it opened the window. A popf or
+        iret whose EFLAGS image on the stack has IF clear cannot open it (IF is 0 now): it is not
+        stepped but runs in the next slice, which does not stop before it again."""
+        eip = self.eip_ebp()[0]
+        raw = self.code(eip, 2) or b""
+        wide = raw[:1] == b"\x66"
+        opcode = raw[1] if wide and len(raw) > 1 else (raw[0] if raw else 0)
         if opcode not in self._IF_OPCODES:
+            return False
+        if opcode != 0xFB and not self._sets_if(opcode, wide):
+            self.scanner.skip = eip
             return False
         eip, _ = self._step()
         if self.ending.end is not None or not self.m.interrupts_enabled():
             return False
         self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, self.engine.reg("ebp"))
         return True
+
+    def _sets_if(self, opcode: int, wide: bool) -> bool:
+        """Whether the EFLAGS image popf (9d) or iret (cf) is about to load has IF set (when unsure:
+        True, and the instruction is stepped)."""
+        esp = self.engine.reg("esp")
+        at = esp if opcode == 0x9D else esp + (4 if wide else 8)
+        raw = self.m.read_virtual(at, 2)
+        return raw is None or bool(int.from_bytes(raw, "little") & IF_FLAG)
 
     def _emulate(self, trap: Trap, address: int) -> None:
         """Execute a trapped instruction the slice ended before: it counts as one guest instruction."""
@@ -404,6 +419,9 @@ class VCPU:
         return max(limit, 1)
 
     def _slice(self, limit: int, progress) -> None:
+        skip = self.scanner.skip
+        if skip is not None and skip != self.eip_ebp()[0]:
+            self.scanner.skip = None  # the window check it was for did not run first
         self.paging = bool(self.engine.reg("cr0") & 0x80000000)
         self._run_engine(limit)
         if progress is not None:

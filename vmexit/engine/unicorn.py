@@ -24,7 +24,7 @@ from unicorn import x86_const as X
 
 from . import Fault, SliceEnd
 from ._uc import (CpuState, ExceptionStateReset, InstructionCounter, RegisterReader, RegisterWriter,
-                  add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
+                  ScalarRegister, add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
 
 #: Register names the rest of vmexit uses -> Unicorn's ids.
 REGISTERS: dict[str, int] = {
@@ -42,6 +42,10 @@ class UnicornEngine:
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ctypes.addressof(self._ram_anchor))
+        # the integer registers through libunicorn directly; the descriptor-table registers (tuples)
+        # through the binding
+        self._scalars = {name: ScalarRegister(self.uc, reg) for name, reg in REGISTERS.items()
+                         if name not in ("gdtr", "idtr", "tr")}
         self.counter = InstructionCounter(self.uc)
         self.reset_exception_state = ExceptionStateReset(self.uc)
         # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
@@ -58,10 +62,15 @@ class UnicornEngine:
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
-        return self.uc.reg_read(REGISTERS[name])
+        scalar = self._scalars.get(name)
+        return scalar.read() if scalar is not None else self.uc.reg_read(REGISTERS[name])
 
     def set_reg(self, name: str, value) -> None:
-        self.uc.reg_write(REGISTERS[name], value)
+        scalar = self._scalars.get(name)
+        if scalar is not None:
+            scalar.write(value)
+        else:
+            self.uc.reg_write(REGISTERS[name], value)
 
     def reader(self, names: list[str]):
         """A callable returning the values of `names`, one call into libunicorn."""
@@ -104,7 +113,7 @@ class UnicornEngine:
     def run(self, count: int) -> SliceEnd:
         """Run at most `count` instructions from the current EIP."""
         fault = None
-        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        eip = self.reg("eip")
         if self._stopped_at_edge:
             # Stopped between two blocks, the CPU may still hold the last exception as "being
             # delivered" (Unicorn never clears it), which would turn the next fault into #DF.
