@@ -130,8 +130,8 @@ class ExitRecorder:
     """Append-only exit records. The exit path only extends a flat buffer of unsigned 64-bit values
     (array('Q'): one C call, no Python object kept per exit); every CHUNK rows the buffer is packed
     column by column into EXIT_DTYPE records in one growing mapping (_Mapping). Memory is the packed
-    size, 64 B a row, plus the buffer (CHUNK rows of 88 B); `records()` hands the rows out without a
-    copy. Emulated accesses go the same way into EMULATED_DTYPE records.
+    size, EXIT_DTYPE.itemsize (56 B) a row, plus the buffer (CHUNK rows of 88 B); `records()` hands
+    the rows out without a copy. Emulated accesses go the same way into EMULATED_DTYPE records.
 
     Packing writes the rows into free space first; the count and the emptied buffer then change with
     no call between them, so an interrupt (Ctrl-C) anywhere in a pack loses and repeats no row."""
