@@ -57,3 +57,9 @@ def test_memset_case_runs(bench):
     row = bench.memset(2)
     # one rep stosd over 2 MiB: Unicorn counts each of its 524,288 iterations as an instruction
     assert row["instructions"] > 2 * 262144 and row["memset_ratio"] > 0
+
+
+def test_memory_case_runs(bench):
+    row = bench.memory(2000)
+    # 2 exits per iteration and the final isa-debug-exit write; the peaks are measured, never asserted
+    assert row["exits"] == 2 * 2000 + 1 and row["rss_mib"] >= row["baseline_rss_mib"] > 0
