@@ -47,18 +47,11 @@ def expected(calls: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([tuple(r) for r in rows], dtype=EXIT_DTYPE), np.array(emulated, dtype=EMULATED_DTYPE))
 
 
-def recorder(chunk: int) -> ExitRecorder:
-    r = ExitRecorder()
-    r.CHUNK = chunk
-    r._full = chunk * len(ExitRecorder.FIELDS)
-    return r
-
-
 @pytest.mark.parametrize("chunk", [1, 2, 3, 64, ExitRecorder.CHUNK])
 def test_any_chunk_size_gives_the_same_records(chunk):
     calls = script(3000)
     want_exits, want_emulated = expected(calls)
-    r = play(recorder(chunk), calls)
+    r = play(ExitRecorder(chunk), calls)
     assert r.count == len(want_exits)
     assert r.records().tobytes() == want_exits.tobytes()
     assert r.emulated().tobytes() == want_emulated.tobytes()
@@ -66,7 +59,7 @@ def test_any_chunk_size_gives_the_same_records(chunk):
 
 def test_records_are_a_view_and_recording_may_go_on():
     calls = script(500)
-    r = play(recorder(16), calls[:300])
+    r = play(ExitRecorder(16), calls[:300])
     first = r.records()
     snapshot = first.copy()
     play(r, calls[300:])  # the mapping cannot grow in place under `first`: it is copied once
@@ -76,7 +69,7 @@ def test_records_are_a_view_and_recording_may_go_on():
 
 
 def test_a_value_that_does_not_fit_leaves_no_partial_row():
-    r = recorder(4)
+    r = ExitRecorder(4)
     r.append(1, 2, 3, 30, 0, 1, 0x80, 1, 5, 10, 0)
     with pytest.raises(OverflowError):
         r.append(1, 2, 3, 30, 0, 1, 0x80, 1, -1, 10, 0)
@@ -96,7 +89,7 @@ def test_an_interrupt_inside_a_pack_loses_and_repeats_no_row(monkeypatch):
 
     monkeypatch.setattr(exits, "_write", interrupted)
     calls = script(200)
-    r = recorder(8)
+    r = ExitRecorder(8)
     for name, *args in calls:  # the interrupted call had recorded its row: the run goes on after it
         try:
             getattr(r, name)(*args)

@@ -139,14 +139,15 @@ class ExitRecorder:
     CHUNK = 1 << 13
     FIELDS = _FIELDS
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int | None = None) -> None:
+        """chunk: rows buffered between packs (CHUNK; tests pack more often, with the same records)."""
         self._exits = _Mapping(EXIT_DTYPE)
         self._emulated = _Mapping(EMULATED_DTYPE)
         self._packed = 0            # exits in the mapping
         self._emulated_packed = 0
         self._rows = array("Q")     # exits not packed yet, _WIDTH values each
         self._emulated_rows = array("Q")
-        self._full = self.CHUNK * _WIDTH
+        self._full = (chunk or self.CHUNK) * _WIDTH
 
     @property
     def count(self) -> int:
@@ -174,7 +175,11 @@ class ExitRecorder:
                 cost: int) -> None:
         """A port access emulated inside the last exit: recorded, and its cost added to that exit's."""
         exits, rows = self._rows, self._emulated_rows
-        rows.extend((self._packed + len(exits) // _WIDTH - 1, rip, place, direction, size, port, value, cost))
+        try:
+            rows.extend((self._packed + len(exits) // _WIDTH - 1, rip, place, direction, size, port, value, cost))
+        except (OverflowError, TypeError):
+            del rows[len(rows) - len(rows) % _EMULATED_WIDTH:]
+            raise
         if len(rows) >= self._full:
             self._pack_emulated()
         if exits:
