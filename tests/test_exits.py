@@ -109,3 +109,20 @@ def test_empty():
     r = ExitRecorder()
     assert r.count == 0 and len(r.records()) == 0 and len(r.emulated()) == 0
     assert r.records().dtype == EXIT_DTYPE and r.emulated().dtype == EMULATED_DTYPE
+
+
+def test_a_run_packed_in_tiny_chunks_saves_the_same_trace_file(monkeypatch):
+    """ide with dynamic coalescing: rep string exits (add_size) and emulated accesses (emulate) cross
+    pack boundaries; the trace file is the same bytes."""
+    from vmexit import guests, session
+    from vmexit.costs import load_profile
+
+    def run():
+        options = session.RunOptions(optimizations={"coalesce": 64})
+        return session.run(guests.resolve("ide", {"SECTORS": 4}), load_profile(None), options)
+
+    whole = run()
+    monkeypatch.setattr(ExitRecorder, "CHUNK", 3)
+    tiny = run()
+    assert len(whole.exits) > 50 and len(whole.emulated) > 10 and (whole.exits["size"] > 2).any()
+    assert tiny.to_bytes() == whole.to_bytes()
