@@ -62,4 +62,4 @@ def test_memset_case_runs(bench):
 def test_memory_case_runs(bench):
     row = bench.memory(2000)
     # 2 exits per iteration and the final isa-debug-exit write; the peaks are measured, never asserted
-    assert row["exits"] == 2 * 2000 + 1 and row["rss_mib"] >= row["baseline_rss_mib"] > 0
+    assert row["exits"] == 2 * 2000 + 1 and row["rss_mib"] > 0 and row["baseline_rss_mib"] > 0
