@@ -25,7 +25,7 @@ from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
 FORMAT_VERSION = 2  # 2: the emulated array; version 1 files read with it empty
-SAVE_ROWS = 1 << 16  # records compressed at a time when saving (4 MiB of exits)
+SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
 class TraceError(ValueError):
