@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vmexit import analysis
+from vmexit import analysis, views
 from vmexit.costs import load_profile
-from vmexit.exits import EXIT_DTYPE, Direction, ExitReason, Place
+from vmexit.exits import EMULATED_DTYPE, EXIT_DTYPE, Direction, ExitReason, Place
 from vmexit.trace import Trace
 
 SYMBOLS = {"f": 0x1000, "g": 0x1100, "h": 0x1200}
@@ -159,3 +159,98 @@ def test_one_exit_time():
     assert analysis.sweep([({"X": 1}, t)]).rows[0]["time_s"] == analysis.exit_seconds(t)
     prof = load_profile("kvm-skylake")
     assert analysis.report(t, "function", profile=prof).totals["time_s"] == analysis.exit_seconds(t, prof)
+
+
+def big(n: int = 4000, seed: int = 11) -> Trace:
+    """A trace whose costs are not round numbers of microseconds, with emulated accesses to re-price."""
+    rng = np.random.default_rng(seed)
+    ex = np.zeros(n, dtype=EXIT_DTYPE)
+    ex["seq"] = np.arange(n)
+    ex["rip"] = rng.choice([0x1010, 0x1020, 0x1110, 0x1210, 0x1214, 0x900], n)
+    ex["caller"] = rng.choice([0, 0x1150, 0x1250], n)
+    ex["reason"] = rng.choice([ExitReason.IO_INSTRUCTION, ExitReason.VMCALL, ExitReason.APIC_ACCESS,
+                               ExitReason.EPT_VIOLATION, ExitReason.HLT], n)
+    ex["place"] = rng.integers(0, 2, n)
+    ex["direction"] = rng.integers(0, 3, n)
+    ex["qualifier"] = rng.choice([0x1F0, 0x1F7, 0x80, 0xFEE000B0, 1, 0x100], n)
+    ex["size"] = rng.integers(1, 5, n)
+    ex["cost"] = rng.choice([1790, 14526, 17385, 3898], n) + rng.integers(0, 4, n) * 7
+    em = np.zeros(n // 2, dtype=EMULATED_DTYPE)
+    em["exit"] = np.sort(rng.choice(np.flatnonzero(ex["reason"] == ExitReason.VMCALL), n // 2))
+    em["place"] = Place.USER
+    em["direction"] = rng.integers(1, 3, n // 2)
+    meta = {"freq_hz": 2_830_000_000, "guest": "big", "instructions": 10 * n, "virtual_seconds": 0.25,
+            "idle_cycles": 12345, "cpi": [1, 1], "status": "exited", "detail": "", "profile": "kvm76-q9550"}
+    return Trace(ex, meta, dict(SYMBOLS), em)
+
+
+def everything(t: Trace) -> list[str]:
+    """Every report (both layouts, callers, re-priced) and every comparison, rendered as JSON."""
+    from vmexit.render import RENDERERS
+    prof = load_profile("kvm-skylake")
+    reps = [analysis.report(t, by, None, callers, p) for by in analysis.BY_CHOICES for callers in (False, True)
+            for p in (None, prof)]
+    reps += [analysis.compare(t, synthetic(), by) for by in analysis.COMPARE_CHOICES]
+    return [RENDERERS["json"](r) + r.footer for r in reps]
+
+
+def test_reports_on_a_chunked_trace_equal_reports_on_the_whole(monkeypatch):
+    """Reports are made CHUNK exits at a time; the chunk size changes no bit of any number."""
+    t = big(1000)
+    monkeypatch.setattr(views, "CHUNK", len(t.exits))
+    whole = everything(t)
+    for chunk in (3, 64, 999):
+        monkeypatch.setattr(views, "CHUNK", chunk)
+        assert everything(t) == whole, chunk
+
+
+def test_repricing_adds_the_emulated_accesses_to_their_exits():
+    t = big()
+    prof = load_profile("kvm-skylake")
+    want = prof.price(t.exits).astype(np.float64) + np.bincount(
+        t.emulated["exit"].astype(np.intp), weights=prof.price_emulated(t.emulated).astype(np.float64),
+        minlength=len(t.exits))
+    pricing = analysis.Pricing.of(t, prof)
+    assert np.array_equal(pricing.costs, want) and pricing.total_cycles == int(want.sum())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_order_statistics_are_numpys(seed):
+    """min, max, p50 and p95 from the counts of distinct costs are np.percentile's, bit for bit; the
+    standard deviation is np.std's to rounding (exactly when the values are whole microseconds)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    costs = rng.choice(rng.integers(1, 40_000, int(rng.integers(1, 6))), n)
+    freq = 1_000_000 if seed % 2 else 2_830_000_000  # whole microseconds, or not
+    ex = np.zeros(n, dtype=EXIT_DTYPE)
+    ex["reason"] = ExitReason.IO_INSTRUCTION
+    ex["cost"] = costs
+    t = Trace(ex, {"freq_hz": freq, "virtual_seconds": 1.0}, {})
+    row = analysis.report(t, "reason").rows[0]
+    us = costs.astype(np.float64) * 1e6 / freq
+    p50, p95 = np.percentile(us, [50, 95])
+    assert (row["min_us"], row["max_us"], row["p50_us"], row["p95_us"]) == (us.min(), us.max(), p50, p95)
+    assert row["avg_us"] == np.bincount(np.zeros(n, dtype=np.intp), weights=us)[0] / n
+    spread = 100.0 * us.std() / row["avg_us"]
+    if freq == 1_000_000 or len(set(costs)) == 1:
+        assert row["stddev_pct"] == pytest.approx(spread, abs=1e-12)
+    assert row["stddev_pct"] == pytest.approx(spread, rel=1e-12, abs=1e-12)
+
+
+def test_reports_allocate_a_chunk_not_the_trace():
+    """Python-side allocations of every report on a 400,000-exit trace (tracemalloc, numpy's included)
+    stay bounded by the chunk: no per-exit array of the whole trace is made."""
+    import tracemalloc
+    t = big(400_000)
+    bound = 16 * views.CHUNK * 8  # a few chunk-long temporaries of 8 bytes (8 seen)
+    assert bound < t.exits.nbytes / 2
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for by in analysis.BY_CHOICES:
+            analysis.report(t, by, callers=True)
+        analysis.report(t, "reason", profile=load_profile("kvm-skylake"))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < bound, peak

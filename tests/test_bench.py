@@ -144,3 +144,9 @@ def test_cases_without_gcc_or_qemu_say_why(bench, monkeypatch):
     assert bench.kernel_boot()["skipped"] == "gcc not found"
     assert bench.exit_light_gcc(1000)["skipped"].endswith("gcc not found")
     assert bench._field("skipped", "gcc not found") == "skipped: gcc not found"
+
+
+def test_memory_case_runs(bench):
+    row = bench.memory(2000)
+    # 2 exits per iteration and the final isa-debug-exit write; the peaks are measured, never asserted
+    assert row["exits"] == 2 * 2000 + 1 and row["rss_mib"] > 0 and row["baseline_rss_mib"] > 0

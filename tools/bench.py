@@ -275,6 +275,38 @@ def analysis_case(n: int) -> dict:
             "trace_bytes_per_exit": size / n}
 
 
+def memory(iterations: int) -> dict:
+    """Peak resident memory per exit of `vmexit run exit_heavy.S -D ITERATIONS=N -o T.npz` (the user's
+    whole flow: run, save the trace, render the hot-function report), target <= 64 bytes per exit.
+
+    Each run is a fresh child Python calling vmexit.cli.main, which prints its own ru_maxrss (peak
+    resident set, KiB on Linux) once main returns. Linux carries ru_maxrss across exec from the process
+    that started the child (the larger of the two is kept), so the child is started by a small launcher
+    Python, never by this process, which is large after the other cases. The baseline is the same
+    command with ITERATIONS=1 (interpreter, vmexit, Unicorn, guest RAM, translated code: everything but
+    the exits), so rss_bytes_per_exit = (peak(N) - peak(1)) / (exits(N) - exits(1)); exits are read from
+    each trace's header. The guest makes 2 exits per iteration: 3,000,000 iterations are 6M exits."""
+    import zipfile
+    launcher = "import subprocess, sys\nsys.exit(subprocess.run(sys.argv[1:]).returncode)\n"
+    child = ("import resource, sys\nsys.path.insert(0, sys.argv[1])\nfrom vmexit.cli import main\n"
+             "code = main(sys.argv[2:])\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)\n")
+    peaks, exits = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for n in (1, iterations):
+            trace = Path(d) / f"t{n}.npz"
+            argv = ["run", str(BENCH / "exit_heavy.S"), "-D", f"ITERATIONS={n}", "-o", str(trace), "--no-progress",
+                    "--report-file", str(Path(d) / "report.txt")]
+            out = subprocess.run([sys.executable, "-c", launcher, sys.executable, "-c", child, str(ROOT), *argv],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            assert out[-1] == "0", out
+            peaks.append(int(out[-2]) * 1024)
+            with zipfile.ZipFile(trace) as z, z.open("exits.npy") as f:
+                np.lib.format.read_magic(f)
+                exits.append(np.lib.format.read_array_header_1_0(f)[0][0])
+    return {"case": "memory", "exits": exits[1], "baseline_rss_mib": peaks[0] / 2**20, "rss_mib": peaks[1] / 2**20,
+            "rss_bytes_per_exit": (peaks[1] - peaks[0]) / (exits[1] - exits[0])}
+
+
 def peer(iterations: int, vmexit_wall: float | None) -> dict | None:
     qemu = shutil.which("qemu-system-i386")
     if qemu is None:
@@ -317,6 +349,7 @@ def main() -> int:
     rows.append(simple("hypercall", "hypercall_exits_per_s", 200_000 // scale))
     rows.append(simple("mmio", "mmio_exits_per_s", 200_000 // scale))
     rows.append(analysis_case(10_000_000 // scale))
+    rows.append(memory(3_000_000 // scale))
     p = peer(200_000 // scale, heavy["wall_s"])
     if p:
         rows.append(p)

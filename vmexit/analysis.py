@@ -11,15 +11,24 @@ Layouts follow the sources users already read:
   Samples, Samples%, Time% (of all exit handling time), Min, Max, Avg (+-stddev%), here with p50/p95
   too, and the totals line "Total Samples:N, Total events handled time:Xus.".
 Time is modeled cost: the trace's own costs, or a profile's prices when a report re-prices a trace.
+
+Reports run over the exits a chunk at a time (views.CHUNK), so a trace of any length needs temporaries
+of one chunk, and no number depends on the chunk size: counts and cycle totals are exact integers; per
+row sums are added in exit order as one np.bincount would (views._Tally); min, max, p50 and p95 come from
+the exact count of each distinct cost in a row (np.percentile's linear method, reproduced bit for bit),
+the standard deviation from the same counts (two passes, shifted by the row's minimum), and Time% of
+the stat layouts is a share of the exact total of cycles. Against a whole-trace np.std / np.sum, those
+last two agree to the last bit or two (rows of equal costs now show exactly 0 spread).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .trace import Trace
-from .views import VIEWS, Context, View, group, group_by
+from .views import VIEWS, Context, Groups, View, chunks, group_by
 
 
 @dataclass(frozen=True)
@@ -46,34 +55,74 @@ COMPARE_CHOICES = tuple(name for name, view in VIEWS.items() if view.comparable)
 
 @dataclass(frozen=True)
 class Pricing:
-    """Exit costs, clock and run length a report uses: the trace's own, or re-priced by a profile."""
-    costs: np.ndarray      # cycles per exit (float64)
+    """Exit costs, clock and run length a report uses: the trace's own, or re-priced by a profile.
+    Costs are priced a chunk of exits at a time (`cycles`), never held for the whole trace; totals are
+    exact integer sums of cycles."""
+    trace: Trace
     freq: int
     run_seconds: float
     profile: str
+    total_cycles: int = 0
+    repricing: object = None    # the Profile that re-prices the trace; None: its own costs
 
     @classmethod
     def of(cls, trace: Trace, profile=None) -> "Pricing":
         m = trace.meta
         if profile is None:
-            return cls(trace.exits["cost"].astype(np.float64), trace.freq_hz,
-                       float(m.get("virtual_seconds", 0.0)), str(m.get("profile", "?")))
+            own = cls(trace, trace.freq_hz, float(m.get("virtual_seconds", 0.0)), str(m.get("profile", "?")))
+            return replace(own, total_cycles=own._total())
         # Re-pricing keeps the recorded exit sequence: instructions are re-timed with the new CPI and
         # frequency, exits with the new costs; idle time (waiting for timers) keeps its length in seconds.
-        costs = profile.price(trace.exits).astype(np.float64)
-        em = trace.emulated
-        if len(em):
-            costs += np.bincount(em["exit"].astype(np.intp), weights=profile.price_emulated(em).astype(np.float64),
-                                 minlength=len(costs))[:len(costs)]
+        trace = replace(trace, emulated=_in_exit_order(trace.emulated))
+        pricing = cls(trace, profile.freq_hz, 0.0, profile.name, repricing=profile)
+        total = pricing._total()
         num, den = profile.cpi
         idle_s = float(m.get("idle_cycles", 0)) / trace.freq_hz
-        run = (int(m.get("instructions", 0)) * num / den + costs.sum()) / profile.freq_hz + idle_s
-        return cls(costs, profile.freq_hz, run, profile.name)
+        run = (int(m.get("instructions", 0)) * num / den + float(total)) / profile.freq_hz + idle_s
+        return replace(pricing, run_seconds=run, total_cycles=total)
+
+    def _total(self) -> int:
+        return sum(int(self.cycles(part, start).sum(dtype=np.uint64)) for start, part in chunks(self.trace.exits))
+
+    def cycles(self, part: np.ndarray, start: int) -> np.ndarray:
+        """Cycles of each exit of a chunk (uint64): its recorded cost, or its price under the profile
+        plus the price of the accesses emulated inside it."""
+        if self.repricing is None:
+            return part["cost"].astype(np.uint64)
+        out = self.repricing.price(part).astype(np.uint64)
+        em = self.trace.emulated
+        lo, hi = bisect_left(em["exit"], start), bisect_left(em["exit"], start + len(part))  # no copy of the field
+        if hi > lo:
+            inside = em[lo:hi]
+            np.add.at(out, inside["exit"].astype(np.intp) - start, self.repricing.price_emulated(inside))
+        return out
+
+    def costs_of(self, part: np.ndarray, start: int) -> np.ndarray:
+        """Cycles of each exit of a chunk, as float64 (what sums and times are computed from)."""
+        return self.cycles(part, start).astype(np.float64)
+
+    @property
+    def costs(self) -> np.ndarray:
+        """Every exit's cycles as one float64 array (for callers that want them all; reports do not)."""
+        parts = [self.costs_of(part, start) for start, part in chunks(self.trace.exits)]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     @property
     def exit_seconds(self) -> float:
         """Modeled exit time: the cost of every exit, in seconds."""
-        return float(self.costs.sum() / self.freq)
+        return float(self.total_cycles) / self.freq
+
+
+def _in_exit_order(emulated: np.ndarray) -> np.ndarray:
+    """Emulated accesses sorted by their exit: as recorded (checked a chunk at a time), or, for a file
+    that is not, after a stable sort."""
+    last = 0
+    for _, part in chunks(emulated):
+        seq = part["exit"].astype(np.int64)
+        if seq[0] < last or np.any(seq[1:] < seq[:-1]):
+            return emulated[np.argsort(emulated["exit"], kind="stable")]
+        last = int(seq[-1])
+    return emulated
 
 
 def exit_seconds(trace: Trace, profile=None) -> float:
@@ -118,24 +167,6 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
     return totals
 
 
-def _best_per_group(group_of_pair: np.ndarray, value_of_pair: np.ndarray, count_of_pair: np.ndarray,
-                    n_groups: int) -> np.ndarray:
-    """For each group, the value of its most frequent pair (ties: the lowest value)."""
-    order = np.lexsort((value_of_pair, -count_of_pair, group_of_pair))
-    groups, first = np.unique(group_of_pair[order], return_index=True)
-    best = np.zeros(n_groups, dtype=np.int64)
-    best[groups] = value_of_pair[order[first]]
-    return best
-
-
-def _most_frequent(inverse: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
-    """The most frequent value of `values` within each group of `inverse`."""
-    v_uniq, v_inv, _ = group(values)
-    pair_uniq, _, pair_counts = group(inverse * max(len(v_uniq), 1) + v_inv)
-    n_values = max(len(v_uniq), 1)
-    return _best_per_group(pair_uniq // n_values, v_uniq[pair_uniq % n_values], pair_counts, n_groups)
-
-
 # the paper's hot-function layout ----------------------------------------------------------------------
 _SITE_COLUMNS = (Column("rank", "#", "int"), Column("address", "exit address", "hex"),
                  Column("count", "exits", "int"), Column("time_s", "time s", "seconds"),
@@ -150,14 +181,16 @@ def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pr
 
 def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
     ctx = Context.of(trace)
-    ex = trace.exits
-    groups = group_by(view, ex, ctx)
-    n = len(groups.keys)
-    sums = groups.sum(pricing.costs)
-    run_seconds = pricing.run_seconds or 1.0
     # the hottest exit address of each group: function and caller rows show where their exits come from
-    top_rip = _most_frequent(groups.inverse, n, groups.pick(ex["rip"].astype(np.int64))) if n else groups.keys
-    best_callers = _most_frequent(groups.inverse, n, groups.pick(ex["caller"].astype(np.int64))) if callers else None
+    pairs = {"rip": _field("rip")}
+    if callers:
+        pairs["caller"] = _field("caller")
+    groups = group_by(view, trace.exits, ctx, sums={"cost": pricing.costs_of}, pairs=pairs)
+    n = len(groups.keys)
+    sums = groups.sums["cost"]
+    run_seconds = pricing.run_seconds or 1.0
+    top_rip = groups.most_frequent("rip") if n else groups.keys
+    best_callers = groups.most_frequent("caller") if callers else None
     rank = np.lexsort((groups.keys, -groups.counts))
     rows: list[dict] = []
     for r, g in enumerate(rank if top is None else rank[:top], 1):
@@ -185,6 +218,10 @@ def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pr
                   rows=rows, totals=_totals(trace, pricing))
 
 
+def _field(name: str):
+    return lambda part, start: part[name].astype(np.int64)
+
+
 # perf kvm stat's layout -------------------------------------------------------------------------------
 _STAT_COLUMNS = [Column("count", "Samples", "int"), Column("count_pct", "Samples%", "pct"),
                  Column("time_pct", "Time%", "pct"), Column("min_us", "Min Time", "us"),
@@ -192,55 +229,105 @@ _STAT_COLUMNS = [Column("count", "Samples", "int"), Column("count_pct", "Samples
                  Column("p50_us", "p50", "us"), Column("p95_us", "p95", "us")]
 
 
-def _stat_rows(inverse: np.ndarray, us: np.ndarray, n: int) -> list[tuple[int, dict]]:
+def _stat_rows(groups: Groups, freq: int, total_us: float) -> list[tuple[int, dict]]:
     """(group, row) of one perf-kvm-stat row per group, most samples first: counts and sums by bincount,
-    order statistics per group."""
-    counts = np.bincount(inverse, minlength=n)
-    sums = np.bincount(inverse, weights=us, minlength=n)
+    order statistics from the exact count of each distinct cost in the group (Pairs)."""
+    counts, sums, n = groups.counts, groups.sums["us"], len(groups.keys)
+    dist = groups.pairs["cost"]
+    us = dist.value * 1e6 / freq  # each distinct cost in microseconds, as each exit's would be
     total_n = max(int(counts.sum()), 1)
-    total_us = float(us.sum()) or 1.0
+    total_us = total_us or 1.0
+    stats = _distribution(dist, us, counts)
     rows = []
     for g in np.lexsort((np.arange(n), -counts)):
         c = int(counts[g])
         if c == 0:
             continue
-        vals = us[inverse == g]
         mean = float(sums[g]) / c
-        p50, p95 = np.percentile(vals, [50, 95])
         rows.append((int(g), {
             "count": c,
             "count_pct": 100.0 * c / total_n,
             "time_pct": 100.0 * float(sums[g]) / total_us,
-            "min_us": float(vals.min()),
-            "max_us": float(vals.max()),
+            "min_us": float(stats["min"][g]),
+            "max_us": float(stats["max"][g]),
             "avg_us": mean,
-            "stddev_pct": float(100.0 * vals.std() / mean) if mean else 0.0,
-            "p50_us": float(p50),
-            "p95_us": float(p95),
+            "stddev_pct": float(100.0 * stats["std"][g] / mean) if mean else 0.0,
+            "p50_us": float(stats["p50"][g]),
+            "p95_us": float(stats["p95"][g]),
         }))
     return rows
+
+
+def _total_us(groups: Groups, freq: int) -> float:
+    """Microseconds of all selected exits: their exact total of cycles (Python integers: no overflow),
+    converted once."""
+    dist = groups.pairs["cost"]
+    cycles = int((dist.value.astype(object) * dist.count.astype(object)).sum()) if len(dist.value) else 0
+    return float(cycles) * 1e6 / freq
+
+
+def _distribution(dist, us: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per group: min, max, standard deviation, and the 50th and 95th percentiles as np.percentile
+    (linear method) gives them over the group's exits, from the count of each distinct value."""
+    n_groups = len(counts)
+    if n_groups == 0:
+        return {k: np.zeros(0) for k in ("min", "max", "std", "p50", "p95")}
+    starts = dist.starts(n_groups)
+    ends = np.append(starts[1:], len(dist.value)) - 1
+    # two passes over the distinct values, shifted by the group's minimum: a group of equal costs has a
+    # spread of exactly 0
+    shifted = us - us[starts][dist.group]
+    mean = np.add.reduceat(dist.count * shifted, starts) / counts
+    spread = np.add.reduceat(dist.count * (shifted - mean[dist.group]) ** 2, starts) / counts
+    out = {"min": us[starts], "max": us[ends], "std": np.sqrt(spread)}
+    # np.percentile: the sorted values at floor((n-1)q) and the next one, blended by numpy's _lerp
+    below = np.cumsum(dist.count) - dist.count  # exits of the earlier rows (groups, then values)
+    first = below[starts]
+    for name, q in (("p50", 0.5), ("p95", 0.95)):
+        virtual = (counts - 1) * np.float64(q)
+        prev = np.floor(virtual)
+        at_end = virtual >= counts - 1
+        lo = np.where(at_end, counts - 1, prev).astype(np.int64)
+        hi = np.where(at_end, counts - 1, prev + 1).astype(np.int64)
+        gamma = virtual - np.where(at_end, -1, prev)
+        a = us[np.searchsorted(below, first + lo, side="right") - 1]
+        b = us[np.searchsorted(below, first + hi, side="right") - 1]
+        diff = b - a
+        out[name] = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    return out
 
 
 def _stat(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
     """perf-kvm-stat rows of the exits a view selects, one per key (--callers does not apply)."""
     ctx = Context.of(trace)
-    groups = group_by(view, trace.exits, ctx)
-    us = groups.pick(pricing.costs) * 1e6 / pricing.freq
-    extra = {name: groups.sum(trace.exits[source].astype(np.float64)) for name, source, _ in view.sums}
+
+    def us(part: np.ndarray, start: int) -> np.ndarray:
+        return pricing.costs_of(part, start) * 1e6 / pricing.freq
+
+    def cycles(part: np.ndarray, start: int) -> np.ndarray:
+        return pricing.cycles(part, start).astype(np.int64)
+
+    sums = {"us": us, **{name: _float_field(source) for name, source, _ in view.sums}}
+    groups = group_by(view, trace.exits, ctx, sums=sums, pairs={"cost": cycles})
+    total_us = _total_us(groups, pricing.freq)
     rows = []
-    for g, row in _stat_rows(groups.inverse, us, len(groups.keys)):
+    for g, row in _stat_rows(groups, pricing.freq, total_us):
         row.update(groups.fields(g, ctx))
-        row.update({name: int(sums[g]) for name, sums in extra.items()})
+        row.update({name: int(groups.sums[name][g]) for name, _, _ in view.sums})
         rows.append(row)
     if top is not None and not view.every_row:
         rows = rows[:top]
     totals = _totals(trace, pricing)
     totals["selected_exits"] = groups.selected
-    footer = f"Total Samples:{groups.selected}, Total events handled time:{us.sum():.2f}us."
+    footer = f"Total Samples:{groups.selected}, Total events handled time:{total_us:.2f}us."
     columns = ([Column(view.column, view.header, "str")] + [Column(name, header, "int") for name, _, header in view.sums]
                + _STAT_COLUMNS)
     return Report(by=view.name, title=view.title.format(guest=trace.meta.get("guest", "?")), columns=columns,
                   rows=rows, totals=totals, footer=footer)
+
+
+def _float_field(name: str):
+    return lambda part, start: part[name].astype(np.float64)
 
 
 #: How each layout of views.py is laid out as a report.
@@ -260,8 +347,9 @@ def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bo
 def _keyed_counts(trace: Trace, view: View) -> dict[str, tuple[int, float]]:
     """{row label: (exits, modeled seconds)} for one side of a comparison."""
     ctx = Context.of(trace)
-    groups = group_by(view, trace.exits, ctx)
-    sums = groups.sum(trace.exits["cost"].astype(np.float64) / trace.freq_hz)
+    freq = trace.freq_hz
+    groups = group_by(view, trace.exits, ctx, sums={"s": lambda part, start: part["cost"].astype(np.float64) / freq})
+    sums = groups.sums["s"]
     return {groups.label(g, ctx): (int(groups.counts[g]), float(sums[g])) for g in range(len(groups.keys))}
 
 

@@ -12,6 +12,8 @@ its exit by the exit's seq; its cost is included in that exit's cost.
 from __future__ import annotations
 
 import enum
+import mmap
+from array import array
 
 import numpy as np
 
@@ -74,74 +76,152 @@ EMULATED_DTYPE = np.dtype([
 ])
 
 
+class _Mapping:
+    """Room for fixed-width records in one anonymous private memory mapping that grows in place
+    (mremap, through mmap.resize): the records stay one contiguous array, so handing them out needs no
+    copy and growing needs no second copy; room not yet written is never resident. The owner counts
+    the records; rows past its count are free space."""
+
+    GROWTH = 5, 4  # room grows by a quarter: address space only, so a modest factor is enough
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self._map: mmap.mmap | None = None
+
+    def rows(self, start: int, n: int) -> np.ndarray:
+        """A writable view of rows [start, start + n), growing the room to hold them."""
+        size = self.dtype.itemsize
+        need = (start + n) * size
+        if self._map is None or len(self._map) < need:
+            self._grow(need, start * size)
+        return np.frombuffer(self._map, self.dtype, n, start * size)
+
+    def array(self, count: int) -> np.ndarray:
+        """The first `count` rows as one array sharing the mapping (no copy)."""
+        if self._map is None:
+            return np.zeros(0, dtype=self.dtype)
+        return np.frombuffer(self._map, self.dtype, count)
+
+    def _grow(self, need: int, used: int) -> None:
+        num, den = self.GROWTH
+        size = max(need, len(self._map) * num // den if self._map is not None else 0)
+        size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        if self._map is not None:
+            try:
+                self._map.resize(size)
+                return
+            except (BufferError, OSError, SystemError, ValueError):
+                pass  # records handed out before the run ended hold the mapping, or no mremap: copy once
+        fresh = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        if used:
+            with memoryview(fresh) as dst, memoryview(self._map) as src:
+                dst[:used] = src[:used]
+        self._map = fresh
+
+
+_FIELDS = EXIT_DTYPE.names[1:]  # an exit's buffered values: seq is the row number, filled in when packed
+_WIDTH = len(_FIELDS)
+_SIZE = _FIELDS.index("size") - _WIDTH  # places in the last buffered row, counted from its end
+_COST = _FIELDS.index("cost") - _WIDTH
+_EMULATED_WIDTH = len(EMULATED_DTYPE.names)
+
+
 class ExitRecorder:
-    """Append-only exit records. Rows arrive as tuples (cheap on the exit path) and are packed into
-    EXIT_DTYPE chunks every CHUNK rows, so memory stays at the packed size (64 B a row)."""
+    """Append-only exit records. The exit path only extends a flat buffer of unsigned 64-bit values
+    (array('Q'): one C call, no Python object kept per exit); every CHUNK rows the buffer is packed
+    column by column into EXIT_DTYPE records in one growing mapping (_Mapping). Memory is the packed
+    size, EXIT_DTYPE.itemsize (56 B) a row, plus the buffer (CHUNK rows of 88 B); `records()` hands
+    the rows out without a copy. Emulated accesses go the same way into EMULATED_DTYPE records.
 
-    CHUNK = 1 << 16
-    FIELDS = EXIT_DTYPE.names[1:]  # seq is the row number, filled in when packed
+    Packing writes the rows into free space first; the count and the emptied buffer then change with
+    no call between them, so an interrupt (Ctrl-C) anywhere in a pack loses and repeats no row."""
 
-    def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._packed = 0
-        self._rows: list[tuple] = []
-        self._emulated: list[tuple] = []
+    CHUNK = 1 << 13
+    FIELDS = _FIELDS
+
+    def __init__(self, chunk: int | None = None) -> None:
+        """chunk: rows buffered between packs (CHUNK; tests pack more often, with the same records)."""
+        self._exits = _Mapping(EXIT_DTYPE)
+        self._emulated = _Mapping(EMULATED_DTYPE)
+        self._packed = 0            # exits in the mapping
+        self._emulated_packed = 0
+        self._rows = array("Q")     # exits not packed yet, _WIDTH values each
+        self._emulated_rows = array("Q")
+        self._full = (chunk or self.CHUNK) * _WIDTH
 
     @property
     def count(self) -> int:
-        return self._packed + len(self._rows)
+        return self._packed + len(self._rows) // _WIDTH
 
     def append(self, icount: int, cycles: int, rip: int, reason: int, place: int, direction: int,
                qualifier: int, size: int, value: int, cost: int, caller: int) -> None:
         rows = self._rows
-        rows.append((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller))
-        if len(rows) >= self.CHUNK:
+        try:
+            rows.extend((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller))
+        except (OverflowError, TypeError):
+            del rows[len(rows) - len(rows) % _WIDTH:]  # a value that is no u64 leaves no partial row
+            raise
+        if len(rows) >= self._full:
             self._pack()
 
     def add_size(self, size: int) -> None:
         """Grow the last exit's size (further elements of a rep string I/O exit)."""
-        if not self._rows:
-            self._chunks[-1][-1]["size"] += size
-            return
-        last = list(self._rows[-1])
-        last[7] += size
-        self._rows[-1] = tuple(last)
+        if self._rows:
+            self._rows[_SIZE] += size
+        else:
+            self._exits.rows(self._packed - 1, 1)["size"] += size
 
     def emulate(self, rip: int, place: int, direction: int, port: int, size: int, value: int,
                 cost: int) -> None:
         """A port access emulated inside the last exit: recorded, and its cost added to that exit's."""
-        self._emulated.append((self.count - 1, rip, place, direction, size, port, value, cost))
-        if not self._rows:
-            self._chunks[-1][-1]["cost"] += cost
-            return
-        last = list(self._rows[-1])
-        last[9] += cost
-        self._rows[-1] = tuple(last)
+        exits, rows = self._rows, self._emulated_rows
+        try:
+            rows.extend((self._packed + len(exits) // _WIDTH - 1, rip, place, direction, size, port, value, cost))
+        except (OverflowError, TypeError):
+            del rows[len(rows) - len(rows) % _EMULATED_WIDTH:]
+            raise
+        if len(rows) >= self._full:
+            self._pack_emulated()
+        if exits:
+            exits[_COST] += cost
+        else:
+            self._exits.rows(self._packed - 1, 1)["cost"] += cost
 
     def emulated(self) -> np.ndarray:
-        out = np.zeros(len(self._emulated), dtype=EMULATED_DTYPE)
-        if self._emulated:
-            for name, values in zip(EMULATED_DTYPE.names, zip(*self._emulated)):
-                out[name] = np.array(values, dtype=np.uint64).astype(EMULATED_DTYPE[name], copy=False)
-        return out
-
-    def _pack(self) -> None:
-        if not self._rows:
-            return
-        chunk = np.zeros(len(self._rows), dtype=EXIT_DTYPE)
-        columns = list(zip(*self._rows))
-        chunk["seq"] = np.arange(self._packed, self._packed + len(self._rows), dtype=np.uint64)
-        for name, values in zip(self.FIELDS, columns):
-            chunk[name] = np.array(values, dtype=np.uint64).astype(EXIT_DTYPE[name], copy=False)
-        self._chunks.append(chunk)
-        self._packed += len(self._rows)
-        self._rows = []
+        """Every emulated access so far, in the order of their exits (a view, no copy)."""
+        self._pack_emulated()
+        return self._emulated.array(self._emulated_packed)
 
     def records(self) -> np.ndarray:
+        """Every exit so far (a view of the recorder's mapping, no copy)."""
         self._pack()
-        if not self._chunks:
-            return np.zeros(0, dtype=EXIT_DTYPE)
-        return np.concatenate(self._chunks)
+        return self._exits.array(self._packed)
+
+    def _pack(self) -> None:
+        rows, start = self._rows, self._packed
+        n = len(rows) // _WIDTH
+        if n:
+            out = self._exits.rows(start, n)
+            out["seq"] = np.arange(start, start + n, dtype=np.uint64)
+            _write(out, rows, _FIELDS)
+            self._packed += n
+            del rows[:]
+
+    def _pack_emulated(self) -> None:
+        rows = self._emulated_rows
+        n = len(rows) // _EMULATED_WIDTH
+        if n:
+            _write(self._emulated.rows(self._emulated_packed, n), rows, EMULATED_DTYPE.names)
+            self._emulated_packed += n
+            del rows[:]
+
+
+def _write(out: np.ndarray, rows: array, names: tuple[str, ...]) -> None:
+    """Buffered rows (len(names) values each) into the fields `names` of the records `out`."""
+    flat = np.frombuffer(rows, dtype=np.uint64).reshape(len(out), len(names))
+    for i, name in enumerate(names):
+        out[name] = flat[:, i]  # an unsafe cast, like astype: a value wider than its field wraps as before
+    del flat  # the buffer can be emptied only once no view of it is left
 
 
 def reason_name(code: int) -> str:

@@ -4,7 +4,9 @@ The file holds `exits` (EXIT_DTYPE), `emulated` (EMULATED_DTYPE, since format 2)
 without the guest), and `meta`, a JSON document (format version, vmexit version, guest name and
 sha256, options, profile, CPU frequency, instruction count, virtual time, end status, console output).
 Files are compressed and written atomically (temporary file in the same directory, then rename), so an
-interrupted write never leaves a half trace behind.
+interrupted write never leaves a half trace behind. Each array is streamed into its member of the zip
+archive (zip64, fixed timestamps, so that equal traces are equal bytes) SAVE_ROWS records at a time:
+saving holds no second copy of the records, compressed or not.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
 FORMAT_VERSION = 2  # 2: the emulated array; version 1 files read with it empty
+SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
 class TraceError(ValueError):
@@ -39,45 +43,57 @@ class Trace:
     def freq_hz(self) -> int:
         return int(self.meta["freq_hz"])
 
-    def to_bytes(self) -> bytes:
+    def members(self) -> list[tuple[str, np.ndarray]]:
+        """The arrays of the file, in its order."""
         names = sorted(self.symbols, key=lambda n: (self.symbols[n], n))
-        buf = io.BytesIO()
         meta = dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION)
-        np.savez_compressed(
-            buf,
-            exits=self.exits,
-            emulated=self.emulated,
-            symbol_names=np.array(names, dtype=np.str_) if names else np.zeros(0, dtype="<U1"),
-            symbol_addresses=np.array([self.symbols[n] for n in names], dtype=np.uint32),
-            meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
-        )
-        return _normalize_zip(buf.getvalue())
+        return [
+            ("exits", self.exits),
+            ("emulated", self.emulated),
+            ("symbol_names", np.array(names, dtype=np.str_) if names else np.zeros(0, dtype="<U1")),
+            ("symbol_addresses", np.array([self.symbols[n] for n in names], dtype=np.uint32)),
+            ("meta", np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)),
+        ]
+
+    def write(self, f: BinaryIO, rows: int = SAVE_ROWS) -> None:
+        """The .npz file into a binary file object, `rows` records at a time."""
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, array in self.members():
+                _write_member(archive, name, array, rows)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        self.write(buf)
+        return buf.getvalue()
 
     def save(self, path: str | Path) -> None:
-        write_atomic(Path(path), self.to_bytes())
+        write_atomic(Path(path), self.write)
 
 
-def _normalize_zip(data: bytes) -> bytes:
-    """Rewrite the archive with fixed timestamps so that equal traces are equal bytes."""
-    src = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            fixed.external_attr = 0o644 << 16
-            dst.writestr(fixed, src.read(info.filename))
-    return out.getvalue()
+def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray, rows: int) -> None:
+    """One array as the member NAME.npy, as np.save writes it, compressed as it is written."""
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    with archive.open(info, "w", force_zip64=True) as out:  # zip64: members may pass 4 GiB
+        np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))
+        for start in range(0, len(array), rows):
+            out.write(array[start:start + rows].tobytes())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, or a function writing into the open file) to a temporary file in the same
+    directory, then rename it to `path`: readers see the old file or the whole new one."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise OSError(f"{directory}: no such directory")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

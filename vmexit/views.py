@@ -7,7 +7,10 @@ computed with numpy from the exit records), how a key decodes into the row's fie
 in a comparison, and the header of its key column. The layouts are the sources' own: "sites" is the
 KVM paper's hot-function table (Zhang et al., Chinese Journal of Computers 2010, Tables 1-3), "stat" is
 `perf kvm stat report`, whose port and MMIO keys (`0x1f7:PIN`, `0xfee000b0:W`) are written here once.
-Grouping (`group_by`) is one numpy pass; Python loops run over groups, never over exits.
+Grouping (`group_by`) runs over the exits CHUNK at a time, so a report on any trace needs temporaries of
+one chunk, not of the trace: per group it keeps counts, float sums carried from chunk to chunk so that
+they are bit for bit those of one pass, and exact counts per distinct value (`Pairs`: most frequent
+addresses, order statistics of costs). Python loops run over chunks and groups, never over exits.
 """
 from __future__ import annotations
 
@@ -122,17 +125,31 @@ VIEWS: dict[str, View] = {
 
 # the one aggregator -----------------------------------------------------------------------------------
 DENSE_RANGE = 1 << 24
+DENSE_MIN = 1 << 20  # a key range up to this long, or up to 8 keys a slot, is counted by bincount
+CHUNK = 1 << 16  # exits aggregated at a time: every temporary is of this length, whatever the trace's
+
+#: Values computed per exit: (a chunk of exit records, the index of its first exit) -> one value each.
+Values = Callable[[np.ndarray, int], np.ndarray]
+
+
+def chunks(exits: np.ndarray, size: int | None = None):
+    """(index of the first exit, records) of consecutive slices of at most `size` (default CHUNK) exits:
+    views of the trace, no copies."""
+    size = size or CHUNK
+    for start in range(0, len(exits), size):
+        yield start, exits[start:start + size]
 
 
 def group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unique keys, inverse, counts) of non-negative integer keys. A bincount over the key range when
-    it is small (exit addresses of one image, symbol indices, reasons), else np.unique (a sort)."""
+    it is small for the number of keys (exit addresses of one image, symbol indices, reasons), else
+    np.unique (a sort)."""
     keys = np.asarray(keys, dtype=np.int64)
     if len(keys) == 0:
         return keys, keys, keys
     lo = int(keys.min())
     span = int(keys.max()) - lo + 1
-    if span > DENSE_RANGE:
+    if span > min(DENSE_RANGE, max(DENSE_MIN, 8 * len(keys))):
         return np.unique(keys, return_inverse=True, return_counts=True)
     shifted = keys - lo
     full = np.bincount(shifted, minlength=span)
@@ -143,25 +160,40 @@ def group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """How often each value occurs in each group: one row per distinct (group, value), sorted by both.
+    Counts are exact, so whatever needs the distribution of a value in a group (its most frequent
+    value, its order statistics) comes out the same however the exits were cut into chunks."""
+    group: np.ndarray   # index of the group
+    value: np.ndarray   # int64
+    count: np.ndarray   # int64
+
+    def starts(self, n_groups: int) -> np.ndarray:
+        """Index of each group's first row (every group has one)."""
+        return np.searchsorted(self.group, np.arange(n_groups))
+
+
+@dataclass(frozen=True)
 class Groups:
-    """A view's rows before decoding: one group per distinct key, ascending."""
+    """A view's rows before decoding: one group per distinct key, ascending, with what was tallied."""
     view: View
-    keys: np.ndarray        # the key of each group
-    inverse: np.ndarray     # the group of each selected exit
-    counts: np.ndarray      # exits per group
-    mask: np.ndarray | None  # the selected exits (None: all)
+    keys: np.ndarray                # the key of each group
+    counts: np.ndarray              # exits per group
+    sums: dict[str, np.ndarray]     # per group, the float sum of each summed value
+    pairs: dict[str, Pairs]         # per group, the exact distribution of each paired value
 
     @property
     def selected(self) -> int:
         return int(self.counts.sum())
 
-    def pick(self, values: np.ndarray) -> np.ndarray:
-        """A per-exit array restricted to the selected exits."""
-        return values if self.mask is None else values[self.mask]
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        """A per-exit array (over all exits) summed per group."""
-        return np.bincount(self.inverse, weights=self.pick(values), minlength=len(self.keys))
+    def most_frequent(self, name: str) -> np.ndarray:
+        """Per group, the most frequent value of the paired value `name` (ties: the lowest)."""
+        p = self.pairs[name]
+        if len(p.value) == 0:
+            return np.zeros(len(self.keys), dtype=np.int64)
+        most = np.maximum.reduceat(p.count, p.starts(len(self.keys)))
+        rows = np.flatnonzero(p.count == most[p.group])  # by group, then value: the first is the lowest
+        return p.value[rows[np.searchsorted(p.group[rows], np.arange(len(self.keys)))]]
 
     def fields(self, g: int, ctx: Context) -> dict:
         return self.view.decode(int(self.keys[g]), ctx)
@@ -170,7 +202,82 @@ class Groups:
         return self.view.label.format(**self.fields(g, ctx))
 
 
-def group_by(view: View, exits: np.ndarray, ctx: Context) -> Groups:
-    mask = None if view.reasons is None else np.isin(exits["reason"], view.reasons)
-    keys, inverse, counts = group(view.key(exits if mask is None else exits[mask], ctx))
-    return Groups(view, keys, inverse, counts, mask)
+def group_by(view: View, exits: np.ndarray, ctx: Context, sums: dict[str, Values] | None = None,
+             pairs: dict[str, Values] | None = None, chunk: int | None = None) -> Groups:
+    """The exits a view selects, grouped by its key, CHUNK exits at a time: counts, the `sums` (float
+    sums, added in exit order) and the `pairs` (exact counts per distinct value) of each group."""
+    tally = _Tally(sums or {}, pairs or {})
+    for start, part in chunks(exits, chunk):
+        mask = None if view.reasons is None else np.isin(part["reason"], view.reasons)
+        tally.add(view.key(part if mask is None else part[mask], ctx), part, start, mask)
+    return Groups(view, tally.keys, tally.counts, tally.sums, tally.pairs())
+
+
+class _Tally:
+    """Per-key accumulators, merged chunk after chunk. Sums carry over exactly: each group's running sum
+    is the first weight np.bincount adds into its bin, the chunk's values after it in exit order, so
+    the sums are those of one bincount over all exits, bit for bit. Pairs are exact integer counts,
+    (key, value, count) tables merged (a sort) once the chunks' tables add up to the merged one's size,
+    so each row is sorted a few times, not once a chunk."""
+
+    def __init__(self, sums: dict[str, Values], pairs: dict[str, Values]) -> None:
+        self._sum_of, self._pair_of = sums, pairs
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.sums = {name: np.zeros(0) for name in sums}
+        self._pairs: dict[str, list[tuple]] = {name: [] for name in pairs}  # merged table first
+
+    def add(self, keys: np.ndarray, part: np.ndarray, start: int, mask: np.ndarray | None) -> None:
+        old = len(self.keys)
+        uniq, inverse, _ = group(np.concatenate([self.keys, np.asarray(keys, dtype=np.int64)]))
+        new = inverse[old:]
+        counts = np.bincount(new, minlength=len(uniq))
+        counts[inverse[:old]] += self.counts
+        for name, values in self._sum_of.items():
+            weights = np.concatenate([self.sums[name], _pick(values(part, start), mask)])
+            self.sums[name] = np.bincount(inverse, weights=weights, minlength=len(uniq))
+        for name, values in self._pair_of.items():
+            tables = self._pairs[name]
+            tables.append(_chunk_pairs(uniq, new, _pick(values(part, start), mask)))
+            if sum(len(t[0]) for t in tables[1:]) >= len(tables[0][0]):
+                self._pairs[name] = [_merge(tables, uniq)]
+        self.keys, self.counts = uniq, counts
+
+    def pairs(self) -> dict[str, Pairs]:
+        merged = {name: _merge(tables, self.keys) for name, tables in self._pairs.items()}
+        return {name: Pairs(np.searchsorted(self.keys, k), v, c) for name, (k, v, c) in merged.items()}
+
+
+def _pick(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return values if mask is None else values[mask]
+
+
+def _chunk_pairs(keys: np.ndarray, inverse: np.ndarray, values: np.ndarray) -> tuple:
+    """(key, value, count) of each distinct (group, value) of one chunk."""
+    v_uniq, v_inv, v_counts = group(values)
+    group_of_value = np.zeros(len(v_uniq), dtype=np.int64)
+    group_of_value[v_inv] = inverse
+    if np.array_equal(group_of_value[v_inv], inverse):
+        return keys[group_of_value], v_uniq, v_counts  # each value in one group (an address in one function)
+    width = max(len(v_uniq), 1)
+    codes, _, counts = group(inverse * width + v_inv)
+    return keys[codes // width], v_uniq[codes % width], counts
+
+
+def _merge(tables: list[tuple], keys: np.ndarray) -> tuple:
+    """(key, value, count) tables as one, sorted by key then value, counts of equal rows added; `keys`
+    holds every key (sorted), so that a key and a value pack into one integer to sort by."""
+    if not tables:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    k, v, c = (np.concatenate(columns) for columns in zip(*tables))
+    if len(k) == 0:
+        return k, v, c
+    rank, top = np.searchsorted(keys, k), int(v.max()) + 1
+    if (len(keys) + 1) * top < 1 << 62:
+        order = np.argsort(rank * top + v, kind="stable")
+    else:
+        order = np.lexsort((v, k))
+    k, v, c = k[order], v[order], c[order]
+    first = np.flatnonzero(np.concatenate([[True], (k[1:] != k[:-1]) | (v[1:] != v[:-1])]))
+    return k[first], v[first], np.add.reduceat(c, first)
