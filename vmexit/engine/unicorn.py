@@ -106,9 +106,6 @@ class UnicornEngine:
     def flush_tlb(self) -> None:
         flush_tlb(self.uc)
 
-    def flush_code(self) -> None:
-        self.uc.ctl_flush_tb()
-
     # running ---------------------------------------------------------------------------------------
     def run(self, count: int) -> SliceEnd:
         """Run at most `count` instructions from the current EIP."""
