@@ -7,7 +7,10 @@ instruction that can open an interrupt window (sti, popf, iret), one that reads 
 counter (rdtsc, rdtscp), an MSR access (rdmsr, wrmsr) -- sets a callback at the start of that block
 only (engine.trap_block). That callback ends the slice right before the instruction when its trap
 wants it now (an interrupt window only while an interrupt waits with IF=0; the others always); the
-vCPU then handles the instruction between slices. Every other block runs with no callback at all.
+vCPU then handles the instruction between slices. A popf, which ends its block and falls through, is
+looked at afterwards instead: a callback at the start of the block after it sees whether it set IF,
+so the many popf that restore IF=0 in nested critical sections cost no stop. Every other block runs
+with no callback at all.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class Trap:
     mnemonics: frozenset[str]
     wanted: Callable[[], bool] | None = None   # None: always stop before it
     handle: Callable[[int], None] | None = None  # emulate it at this address (None: the vCPU steps it)
+    #: instead of stopping before the instruction, call after(address) at the start of the block that
+    #: follows it (an instruction that ends its block and falls through: popf), when wanted()
+    after: Callable[[int], None] | None = None
 
 
 class CodeScanner:
@@ -33,6 +39,7 @@ class CodeScanner:
         self._seen: dict[int, bytes] = {}                       # block start -> its bytes when decoded
         self._plans: dict[int, tuple[tuple[int, int, Trap], ...]] = {}  # block start -> (index, address, trap)
         self._hooked: set[int] = set()                          # block starts with a trap_block callback
+        self._followers: dict[int, tuple[int, Trap]] = {}       # block start -> (address, trap) just before
         self.at: dict[int, Trap] = {}                           # address of a trapped instruction -> trap
         self.stopped: tuple[int, Trap] | None = None            # (address, trap) the slice was ended before
         self.paused = False                                     # stepping one instruction: no stops
@@ -48,17 +55,37 @@ class CodeScanner:
         if code is None or self._seen.get(pc) == code:
             return False
         self._seen[pc] = code
-        plan = tuple((i, address, self._traps[mnemonic])
-                     for i, (address, _, mnemonic, _) in enumerate(_disasm().disasm_lite(code, pc))
-                     if mnemonic in self._traps)
+        found = [(i, address, size, self._traps[mnemonic])
+                 for i, (address, size, mnemonic, _) in enumerate(_disasm().disasm_lite(code, pc))
+                 if mnemonic in self._traps]
+        plan = tuple((i, address, trap) for i, address, _, trap in found if trap.after is None)
         self._plans[pc] = plan
-        for _, address, trap in plan:
+        for _, address, _, trap in found:
             self.at[address] = trap
+        for _, address, size, trap in found:
+            if trap.after is not None:
+                self._follow(address + size, address, trap)
         if plan and pc not in self._hooked:
             self._hooked.add(pc)
             self._engine.trap_block(pc, self._on_block)
             return True
         return False
+
+    def _follow(self, successor: int, address: int, trap: Trap) -> None:
+        """A callback at the block after `address` (that block, if translated already, is forgotten so
+        that it is translated again with the callback before it next runs)."""
+        known = self._followers.get(successor)
+        self._followers[successor] = (address, trap)
+        if known is None:
+            self._engine.trap_block(successor, self._on_follower)
+            self._engine.forget_code(successor)
+
+    def _on_follower(self, pc: int, _size: int) -> None:
+        if self.paused:
+            return
+        address, trap = self._followers[pc]
+        if trap.wanted is None or trap.wanted():
+            trap.after(address)
 
     def _on_block(self, pc: int, _size: int) -> None:
         if self.paused:

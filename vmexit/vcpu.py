@@ -29,8 +29,10 @@ from .codescan import CodeScanner, Trap
 from .costs import Profile
 from .exits import Direction, ExitReason, ExitRecorder, Place
 
-#: The instructions that can open an interrupt window (set IF), as capstone names them.
-IF_SETTERS = ("sti", "popf", "popfd", "iret", "iretd")
+#: The instructions that can open an interrupt window (set IF), as capstone names them: the slice
+#: stops before sti and iret; popf is looked at after it ran (codescan.Trap.after).
+IF_SETTERS = ("sti", "iret", "iretd")
+POPF = ("popf", "popfd")
 from .machine import IF_FLAG, GuestCrash, X86Machine
 
 
@@ -101,6 +103,8 @@ class VCPU:
         self._window_wanted = False   # an interrupt waits while IF=0: stop before what can open the window
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
+        scanner.add(Trap("interrupt window after popf", frozenset(POPF), wanted=lambda: self._window_wanted,
+                         after=self._after_popf))
         scanner.add(Trap("time stamp counter", frozenset({"rdtsc", "rdtscp"}), handle=self._rdtsc))
         self.eip_ebp = self.engine.eip_ebp
         self.counter = self.engine.counter
@@ -300,7 +304,7 @@ class VCPU:
     def _open_window(self) -> bool:
         """EIP may be at an IF-setting instruction: step it; True if it opened the window. A popf or
         iret whose EFLAGS image on the stack has IF clear cannot open it (IF is 0 now): it is not
-        stepped but runs in the next slice, which does not stop before it again."""
+        stepped but runs in the next slice (which does not stop before that iret again)."""
         eip = self.eip_ebp()[0]
         raw = self.code(eip, 2) or b""
         wide = raw[:1] == b"\x66"
@@ -308,13 +312,23 @@ class VCPU:
         if opcode not in self._IF_OPCODES:
             return False
         if opcode != 0xFB and not self._sets_if(opcode, wide):
-            self.scanner.skip = eip
+            if opcode == 0xCF:
+                self.scanner.skip = eip  # the slice would stop before this iret again
             return False
         eip, _ = self._step()
         if self.ending.end is not None or not self.m.interrupts_enabled():
             return False
         self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, eip, 0, 0, 0, self.engine.reg("ebp"))
         return True
+
+    def _after_popf(self, address: int) -> None:
+        """The block after a popf starts while an interrupt waits: if that popf set IF, the window
+        opened there; the slice ends before this block's first instruction."""
+        if not self.m.interrupts_enabled():
+            return
+        self._window_wanted = False
+        self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, address, 0, 0, 0, self.eip_ebp()[1])
+        self.counter.stop_after_current()
 
     def _sets_if(self, opcode: int, wide: bool) -> bool:
         """Whether the EFLAGS image popf (9d) or iret (cf) is about to load has IF set (when unsure:

@@ -161,6 +161,11 @@ class UnicornEngine:
         hook would slow every instruction in count mode: libunicorn walks all code hooks for each)."""
         self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
 
+    def forget_code(self, address: int) -> None:
+        """Drop the translated block at `address`, if any, so that it is translated again (with the
+        callbacks set since)."""
+        self.uc.ctl_remove_cache(address, address + 1)
+
     def watch_code(self, fn) -> None:
         """fn(address, size) for each block of guest code before it first runs, and again when it is
         translated anew (the guest rewrote it); fn returns True when it trapped an instruction there.
