@@ -26,7 +26,7 @@ class Trap:
     wanted: Callable[[], bool] | None = None   # None: always stop before it
     handle: Callable[[int], None] | None = None  # emulate it at this address (None: the vCPU steps it)
     #: instead of stopping before the instruction, call after(address) at the start of the block that
-    #: follows it (an instruction that ends its block and falls through: popf), when wanted()
+    #: follows it (an instruction that ends its block and falls through: popf); it decides itself
     after: Callable[[int], None] | None = None
 
 
@@ -84,8 +84,7 @@ class CodeScanner:
         if self.paused:
             return
         address, trap = self._followers[pc]
-        if trap.wanted is None or trap.wanted():
-            trap.after(address)
+        trap.after(address)
 
     def _on_block(self, pc: int, _size: int) -> None:
         if self.paused:

@@ -103,8 +103,8 @@ class VCPU:
         self._window_wanted = False   # an interrupt waits while IF=0: stop before what can open the window
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
-        scanner.add(Trap("interrupt window after popf", frozenset(POPF), wanted=lambda: self._window_wanted,
-                         after=self._after_popf))
+        scanner.add(Trap("interrupt window after popf", frozenset(POPF), after=self._after_popf))
+        self._eflags = self.engine.register("eflags")
         scanner.add(Trap("time stamp counter", frozenset({"rdtsc", "rdtscp"}), handle=self._rdtsc))
         self.eip_ebp = self.engine.eip_ebp
         self.counter = self.engine.counter
@@ -322,9 +322,10 @@ class VCPU:
         return True
 
     def _after_popf(self, address: int) -> None:
-        """The block after a popf starts while an interrupt waits: if that popf set IF, the window
-        opened there; the slice ends before this block's first instruction."""
-        if not self.m.interrupts_enabled():
+        """The block after a popf starts: if an interrupt waits and that popf set IF, the window opened
+        there; the slice ends before this block's first instruction. (Called after every popf the
+        guest runs: kept to two checks when nothing waits.)"""
+        if not self._window_wanted or not self._eflags() & IF_FLAG:
             return
         self._window_wanted = False
         self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, address, 0, 0, 0, self.eip_ebp()[1])

@@ -5,7 +5,8 @@ An engine gives:
 - guest RAM from physical address 0 (`ram`, a buffer the exit path reads directly; writes go through
   `write` so that translated code stays coherent), MMIO ranges with read/write callbacks (`map_mmio`),
   and `flush_tlb` after the host edits a guest page table;
-- registers by name (`reg`, `set_reg`, and `reader`/`writer` for a fixed list on a hot path), and
+- registers by name (`reg`, `set_reg`, `register(name)` a fast reader of one, and `reader`/`writer`
+  for a fixed list on a hot path), and
   `eip_ebp`, the two registers every exit reads, and `enter_ring0(ss, cs)` for a delivery from ring 3;
 - `run(count)`: execute at most `count` instructions from EIP and say how the slice ended (SliceEnd),
   with `counter`, the exact instruction counter inside any callback (`executed()`, `current.value`,

@@ -65,6 +65,10 @@ class UnicornEngine:
         scalar = self._scalars.get(name)
         return scalar.read() if scalar is not None else self.uc.reg_read(REGISTERS[name])
 
+    def register(self, name: str):
+        """A fast reader of one integer register: a callable with no arguments."""
+        return self._scalars[name].read
+
     def set_reg(self, name: str, value) -> None:
         scalar = self._scalars.get(name)
         if scalar is not None:
