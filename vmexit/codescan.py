@@ -7,8 +7,9 @@ instruction that can open an interrupt window (sti, popf, iret), one that reads 
 counter (rdtsc, rdtscp), an MSR access (rdmsr, wrmsr) -- sets a callback at the start of that block
 only (engine.trap_block). That callback ends the slice right before the instruction when its trap
 wants it now (an interrupt window only while an interrupt waits with IF=0; the others always); the
-vCPU then handles the instruction between slices. A popf, which ends its block and falls through, is
-looked at afterwards instead: a callback at the start of the block after it sees whether it set IF,
+vCPU then handles the instruction between slices. A popf, which ends its block and falls through
+(QEMU ends a translation block after popf, which may change IF or TF; the window tests at popf check
+it), is looked at afterwards instead: a callback at the start of the block after it sees whether it set IF,
 so the many popf that restore IF=0 in nested critical sections cost no stop. Every other block runs
 with no callback at all.
 """
