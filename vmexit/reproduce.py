@@ -175,7 +175,6 @@ def pit(traces: dict[str, Trace]) -> Report:
 
 
 def napi(traces: dict[str, Trace]) -> Report:
-    paper = PAPER["experiments"]["napi"]
     rows = []
     base_tp = None
     for name in ("netperf", "netperf-no-napi"):

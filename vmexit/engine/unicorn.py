@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED, UC_HOOK_INSN,
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_EDGE_GENERATED, UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL,
                      Uc, UcError)
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED

@@ -32,7 +32,7 @@ from . import kvm
 from .calls import Handled, HypercallTable
 from .model import ExitModel, disasm_detail
 from .msr import MSRFile
-from .xen_mm import PTE_PRESENT, PageTables
+from .xen_mm import PageTables
 
 HYPERCALL_VECTOR = 0x82
 EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
