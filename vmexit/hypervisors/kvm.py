@@ -21,7 +21,6 @@ from ..optimizations import coalesce_static
 from . import hypercalls as names
 from .calls import Handled, HypercallTable
 from .model import ExitModel
-from .msr import MSRFile
 from .ports import PortBus
 
 #: Where KVM-76 handles each device, by the device's name (see the module docstring).
@@ -87,12 +86,10 @@ def mmio(ctx) -> list[tuple[object, int, bool]]:
 
 def build(ctx) -> ExitModel:
     bus = port_bus(ctx)
-    model = ExitModel("kvm", ctx.vcpu, ctx.machine, ctx.profile, bus, None,
-                      cpuid(ctx.profile, SIGNATURE, 0x40000001))
-    model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
-    model.hypercalls = HypercallTable(ctx.vcpu, ctx.machine.engine, handlers(ctx.machine, bus), -KVM_ENOSYS,
-                                      ("eax", "ebx", "ecx", "edx", "esi"))
-    model.install(ctx.scanner, mmio(ctx))
+    calls = HypercallTable(ctx.vcpu, ctx.machine.engine, handlers(ctx.machine, bus), -KVM_ENOSYS,
+                           ("eax", "ebx", "ecx", "edx", "esi"))
+    model = ExitModel("kvm", ctx, bus, cpuid(ctx.profile, SIGNATURE, 0x40000001), calls)
+    model.install(mmio(ctx))
     return model
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 from ..exits import Direction, ExitReason, Place
 from ..machine import ERROR_CODE_VECTORS, GuestCrash
+from .msr import MSRFile
 
 APIC_PAGE = 0xFEE00000
 _VMCALLS = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
@@ -42,15 +43,16 @@ class ModelContext:
 
 
 class ExitModel:
-    def __init__(self, name: str, vcpu, machine, profile, bus, msrs, cpuid: Callable[[int, int], tuple],
+    def __init__(self, name: str, ctx: ModelContext, bus, cpuid: Callable[[int, int], tuple],
                  hypercalls=None, stats: Callable[[], dict] | None = None):
         self.name = name
-        self.vcpu = vcpu
-        self.m = machine
-        self.engine = machine.engine
-        self.profile = profile
+        self.vcpu = ctx.vcpu
+        self.m = ctx.machine
+        self.engine = ctx.machine.engine
+        self.profile = ctx.profile
         self.bus = bus
-        self.msrs = msrs
+        self.msrs = MSRFile(ctx.vcpu, self.engine, ctx.clock, self.exception)
+        self._scanner = ctx.scanner
         self.cpuid = cpuid
         self.hypercalls = hypercalls
         #: vector -> handler(eip, ebp) for the interrupts and exceptions the hypervisor takes itself
@@ -64,7 +66,7 @@ class ExitModel:
         """The model's run statistics (the registry says under which meta key they go)."""
         return self._stats() if self._stats is not None else None
 
-    def install(self, scanner, mmio: list[tuple[object, int, bool]]) -> None:
+    def install(self, mmio: list[tuple[object, int, bool]]) -> None:
         """Trap on the engine what this model exits on; mmio: (device, Place, moves device events)."""
         e = self.engine
         e.trap_port_in(self.bus.on_in)
@@ -72,7 +74,7 @@ class ExitModel:
         e.trap_cpuid(self._on_cpuid)
         e.trap_invalid(self._on_invalid)
         e.trap_interrupt(self._on_interrupt)
-        self.msrs.install(scanner)
+        self.msrs.install(self._scanner)
         for dev, place, moves_timers in mmio:
             self._map_mmio(dev, place, moves_timers)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from . import kvm
 from .model import ExitModel
-from .msr import MSRFile
 
 
 def cpuid(profile):
@@ -27,8 +26,6 @@ def cpuid(profile):
 
 
 def build(ctx) -> ExitModel:
-    model = ExitModel("native", ctx.vcpu, ctx.machine, ctx.profile, kvm.port_bus(ctx, records=False), None,
-                      cpuid(ctx.profile))
-    model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
-    model.install(ctx.scanner, kvm.mmio(ctx))
+    model = ExitModel("native", ctx, kvm.port_bus(ctx, records=False), cpuid(ctx.profile))
+    model.install(kvm.mmio(ctx))
     return model

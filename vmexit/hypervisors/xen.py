@@ -31,7 +31,6 @@ from . import hypercalls as names
 from . import kvm
 from .calls import Handled, HypercallTable
 from .model import ExitModel, disasm_detail
-from .msr import MSRFile
 from .xen_mm import PageTables
 
 HYPERCALL_VECTOR = 0x82
@@ -56,14 +55,13 @@ _REGISTERS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")
 def build(ctx) -> ExitModel:
     tables = PageTables(ctx.machine, ctx.vcpu.paging_changed)
     xen = Xen(ctx.vcpu, ctx.machine, tables, ctx.console, ctx.hooks.get("page_fault"))
-    model = ExitModel("xen-pv", ctx.vcpu, ctx.machine, ctx.profile, kvm.port_bus(ctx), None,
-                      kvm.cpuid(ctx.profile, SIGNATURE, 0x40000002), stats=xen.stats)
-    model.msrs = MSRFile(ctx.vcpu, ctx.machine.engine, ctx.clock, model.exception)
-    model.hypercalls = xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, xen.handlers(), -ENOSYS,
-                                                  ("eax", "ebx", "ecx", "edx", "esi", "edi"))
+    xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, xen.handlers(), -ENOSYS,
+                               ("eax", "ebx", "ecx", "edx", "esi", "edi"))
+    model = ExitModel("xen-pv", ctx, kvm.port_bus(ctx), kvm.cpuid(ctx.profile, SIGNATURE, 0x40000002), xen.table,
+                      stats=xen.stats)
     faults = Faults(xen, model)
     model.entries = {HYPERCALL_VECTOR: faults.hypercall, 14: faults.page_fault}
-    model.install(ctx.scanner, kvm.mmio(ctx))
+    model.install(kvm.mmio(ctx))
     return model
 
 
