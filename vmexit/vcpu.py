@@ -100,7 +100,7 @@ class VCPU:
         self._exhausted = False
         self.paging = False   # whether the guest pages (frame pointers are then virtual)
         self.halted = False
-        self._window_wanted = False   # an interrupt waits while IF=0: stop before what can open the window
+        self._window_wanted = False   # an interrupt waits while IF=0: catch the instruction that opens the window
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
         scanner.add(Trap("interrupt window after popf", frozenset(POPF), after=self._after_popf))
@@ -299,21 +299,20 @@ class VCPU:
     # next instruction that can set IF (sti, popf, iret): only the blocks that hold one have a callback.
     # That one instruction is then single-stepped and IF checked. rdtsc/rdtscp (and the model's MSR
     # instructions) always end the slice before them and are emulated between slices.
-    _IF_OPCODES = frozenset({0xFB, 0x9D, 0xCF})
+    _IF_OPCODES = frozenset({0xFB, 0xCF})  # sti, iret: a popf is looked at after it ran (_after_popf)
 
     def _open_window(self) -> bool:
-        """EIP may be at an IF-setting instruction: step it; True if it opened the window. A popf or
-        iret whose EFLAGS image on the stack has IF clear cannot open it (IF is 0 now): it is not
-        stepped but runs in the next slice (which does not stop before that iret again)."""
+        """EIP may be at sti or iret: step it; True if it opened the window. An iret whose EFLAGS image
+        on the stack has IF clear cannot open it (IF is 0 now): it is not stepped but runs in the next
+        slice, which does not stop before it again."""
         eip = self.eip_ebp()[0]
         raw = self.code(eip, 2) or b""
         wide = raw[:1] == b"\x66"
         opcode = raw[1] if wide and len(raw) > 1 else (raw[0] if raw else 0)
         if opcode not in self._IF_OPCODES:
             return False
-        if opcode != 0xFB and not self._sets_if(opcode, wide):
-            if opcode == 0xCF:
-                self.scanner.skip = eip  # the slice would stop before this iret again
+        if opcode == 0xCF and not self._iret_sets_if(wide):
+            self.scanner.skip = eip
             return False
         eip, _ = self._step()
         if self.ending.end is not None or not self.m.interrupts_enabled():
@@ -331,12 +330,9 @@ class VCPU:
         self.exit(ExitReason.INTERRUPT_WINDOW, Place.KERNEL, Direction.NONE, address, 0, 0, 0, self.eip_ebp()[1])
         self.counter.stop_after_current()
 
-    def _sets_if(self, opcode: int, wide: bool) -> bool:
-        """Whether the EFLAGS image popf (9d) or iret (cf) is about to load has IF set (when unsure:
-        True, and the instruction is stepped)."""
-        esp = self.engine.reg("esp")
-        at = esp if opcode == 0x9D else esp + (4 if wide else 8)
-        raw = self.m.read_virtual(at, 2)
+    def _iret_sets_if(self, wide: bool) -> bool:
+        """Whether the EFLAGS image iret is about to load has IF set (when unsure: True)."""
+        raw = self.m.read_virtual(self.engine.reg("esp") + (4 if wide else 8), 2)
         return raw is None or bool(int.from_bytes(raw, "little") & IF_FLAG)
 
     def _emulate(self, trap: Trap, address: int) -> None:
