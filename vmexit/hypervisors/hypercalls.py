@@ -19,10 +19,32 @@ KVM: dict[int, str] = {
 }
 
 XEN: dict[int, str] = {
-    0: "set_trap_table", 1: "mmu_update", 12: "memory_op", 13: "multicall", 14: "update_va_mapping",
-    18: "console_io", 26: "mmuext_op", 29: "sched_op", PF_OFFLOAD_REGISTER: "pf_offload_register",
+    0: "set_trap_table", 1: "mmu_update", 4: "set_callbacks", 12: "memory_op", 13: "multicall",
+    14: "update_va_mapping", 17: "xen_version", 18: "console_io", 20: "grant_table_op", 26: "mmuext_op",
+    29: "sched_op", 32: "event_channel_op", PF_OFFLOAD_REGISTER: "pf_offload_register",
+}
+
+#: The sub-operations of Xen's multiplexed hypercalls (the command in EBX), by hypercall number: a trace
+#: keeps the command in its `subop` column and reports name the call `grant_table_op:copy`.
+#: xen/include/public/{grant_table.h (GNTTABOP_*), event_channel.h (EVTCHNOP_*), sched.h (SCHEDOP_*),
+#: memory.h (XENMEM_*)}.
+XEN_SUBOPS: dict[int, dict[int, str]] = {
+    20: {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table", 4: "transfer",
+         5: "copy", 6: "query_size", 7: "unmap_and_replace"},
+    32: {0: "bind_interdomain", 1: "bind_virq", 2: "bind_pirq", 3: "close", 4: "send", 5: "status",
+         6: "alloc_unbound", 7: "bind_ipi", 8: "bind_vcpu", 9: "unmask", 10: "reset"},
+    29: {0: "yield", 1: "block", 2: "shutdown", 3: "poll"},
+    12: {7: "add_to_physmap"},
 }
 
 
 def name(table: dict[int, str], nr: int) -> str:
     return table.get(nr, f"hypercall {nr}")
+
+
+def full_name(table: dict[int, str], subops: dict[int, dict[int, str]], nr: int, subop: int) -> str:
+    """`grant_table_op:copy` for a multiplexed call, the plain name for any other."""
+    ops = subops.get(nr)
+    if ops is None:
+        return name(table, nr)
+    return f"{name(table, nr)}:{ops.get(subop, subop)}"
