@@ -24,7 +24,7 @@ def synthetic() -> Trace:
     rows = []
     for _n, rip, reason, place, direction, qual, cost, callers in spec:
         for c in callers:
-            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c))
+            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c, 0, 0))
     exits = np.array(rows, dtype=EXIT_DTYPE)
     meta = {"freq_hz": 1000, "guest": "synthetic", "instructions": 120, "virtual_seconds": 10.0, "cycles": 10000,
             "idle_cycles": 0, "cpi": [1, 1], "status": "exited", "detail": "guest wrote 0 to port 0xf4",
@@ -97,7 +97,8 @@ def test_empty_trace():
     t.exits = t.exits[:0]
     for by in analysis.BY_CHOICES:
         rep = analysis.report(t, by)
-        assert rep.rows == [] and rep.totals["exits"] == 0
+        assert rep.totals["exits"] == 0
+        assert [r["count"] for r in rep.rows] == ([0] if by == "domain" else [])  # the one domain, no exits
 
 
 def _after() -> Trace:
@@ -254,3 +255,126 @@ def test_reports_allocate_a_chunk_not_the_trace():
     finally:
         tracemalloc.stop()
     assert peak < bound, peak
+
+
+# a run of two domains --------------------------------------------------------------------------------
+DOM0_SYMBOLS = {"net_rx_action": 0x1000, "netif_be_start_xmit": 0x1100}
+DOM1_SYMBOLS = {"xennet_start_xmit": 0x1000, "xennet_poll": 0x1080}
+GNT, EVT, SCHED = 20, 32, 29          # grant_table_op, event_channel_op, sched_op
+COPY, MAP, SEND, BLOCK = 5, 0, 4, 1   # their sub-operations
+
+
+def _domain_trace(domid: int, spec, emulated_at: int, meta: dict, symbols: dict) -> Trace:
+    """One domain's trace as its recorder gives it: spec rows (cycles, rip, reason, qualifier, subop,
+    size, cost), seq from 0, one emulated access inside exit `emulated_at`."""
+    rows = [(i, cyc // 2, cyc, rip, reason, Place.KERNEL, Direction.NONE, qual, size, 0, cost, 0, domid, subop)
+            for i, (cyc, rip, reason, qual, subop, size, cost) in enumerate(spec)]
+    em = np.array([(emulated_at, 0x1010, Place.USER, Direction.OUT, 1, 0xC000, 0, 7)], dtype=EMULATED_DTYPE)
+    base = {"freq_hz": 1000, "cpi": [1, 1], "cycles": 10000, "hypervisor": "xen-pv", "profile": "test",
+            "status": "exited", "detail": "done", "idle_cycles": 0}
+    return Trace(np.array(rows, dtype=EXIT_DTYPE), dict(base, domid=domid, **meta), dict(symbols), em)
+
+
+def two_domains() -> list[Trace]:
+    """dom0 (netback: the NIC, 3 grant copies of 1500 B, 2 sends) and dom1 (netfront: 2 grant maps of
+    2 ops, 2 sends, a block). Address 0x1010 is net_rx_action in dom0, xennet_start_xmit in dom1."""
+    io, vm = ExitReason.IO_INSTRUCTION, ExitReason.VMCALL
+    dom0 = ((50, 0x1120, io, 0xC000, 0, 1, 1000), (100, 0x1010, vm, GNT, COPY, 1500, 300),
+            (200, 0x1110, vm, EVT, SEND, 1, 100), (300, 0x1010, vm, GNT, COPY, 1500, 300),
+            (500, 0x1010, vm, GNT, COPY, 1500, 300), (600, 0x1110, vm, EVT, SEND, 1, 100))
+    dom1 = ((150, 0x1090, vm, GNT, MAP, 2, 400), (300, 0x1010, vm, EVT, SEND, 1, 100),
+            (700, 0x1010, vm, EVT, SEND, 1, 100), (800, 0x1090, vm, GNT, MAP, 2, 400),
+            (900, 0x1090, vm, SCHED, BLOCK, 0, 50))
+    nic = {"tx_frames": 4, "rx_frames": 6, "tx_bytes": 256, "rx_bytes": 9000, "rx_dropped": 0,
+           "throughput_mbit_s": 0.0072}
+    return [_domain_trace(0, dom0, 0, {"name": "dom0", "guest": "netback", "instructions": 2000, "nic": nic,
+                                       "xen": {"events_sent": 2, "upcalls": 2, "grant_ops": 3}}, DOM0_SYMBOLS),
+            _domain_trace(1, dom1, 1, {"name": "domU", "guest": "netfront", "instructions": 1000,
+                                       "nic": dict(nic, tx_frames=0, rx_frames=0),
+                                       "xen": {"events_sent": 2, "events_received": 2}}, DOM1_SYMBOLS)]
+
+
+HOST = {"cycles": 10000, "switches": 8, "switch_cycles": 50, "name": "xennet"}
+
+
+def merged_synthetic() -> Trace:
+    from vmexit.trace import merge_domains
+    return merge_domains(two_domains(), HOST)
+
+
+def test_by_domain_adds_up_per_domain():
+    rep = analysis.report(merged_synthetic(), "domain")
+    got = [(r["domain"], r["name"], r["guest"], r["count"], r["hypercalls"], r["events_sent"], r["events_received"],
+            r["grant_ops"], round(r["exit_time_s"], 9), round(r["cpu_s"], 9), round(r["cpu_pct"], 9)) for r in rep.rows]
+    # dom0: 2000 instructions + 1000 + 3 x 300 + 2 x 100 exit cycles; dom1: 1000 + 2 x 100 + 2 x 400 + 50
+    assert got == [(0, "dom0", "netback", 6, 5, 2, 2, 3, 2.1, 4.1, 41.0),
+                   (1, "domU", "netfront", 5, 5, 2, 2, 4, 1.05, 2.05, 20.5)]   # dom1's grant ops: 2 maps of 2
+    assert sum(r["count"] for r in rep.rows) == rep.totals["exits"] == 11
+    assert "8 domain switches (50 cycles each, 0.400000 s)" in rep.footer
+
+
+def test_domain_restricts_every_view_to_its_exits_and_symbols():
+    t = merged_synthetic()
+    rep = analysis.report(t, "function", domain=1)
+    assert [(r["function"], r["count"], r["address"]) for r in rep.rows] == [
+        ("xennet_poll", 3, "0x00001090"), ("xennet_start_xmit", 2, "0x00001010")]
+    assert rep.title == "Hot functions (netfront)" and rep.totals["exits"] == 5
+    assert rep.totals["instructions"] == 1000
+    rep = analysis.report(t, "hypercall", domain=0)
+    assert [(r["hypercall"], r["count"], r["requests"]) for r in rep.rows] == [
+        ("grant_table_op:copy", 3, 4500), ("event_channel_op:send", 2, 2)]
+    for by in analysis.BY_CHOICES:  # the domains' rows add up to the run's
+        whole = analysis.report(t, by, top=None)
+        parts = [analysis.report(t, by, top=None, domain=d) for d in (0, 1)]
+        assert sum(r["count"] for p in parts for r in p.rows) == sum(r["count"] for r in whole.rows), by
+
+
+def test_an_address_means_different_code_in_each_domain():
+    rep = analysis.report(merged_synthetic(), "address", top=None)
+    assert [(r["address"], r["function"], r["count"]) for r in rep.rows] == [
+        ("d0:0x00001010", "d0:net_rx_action", 3), ("d1:0x00001090", "d1:xennet_poll", 3),
+        ("d0:0x00001110", "d0:netif_be_start_xmit", 2), ("d1:0x00001010", "d1:xennet_start_xmit", 2),
+        ("d0:0x00001120", "d0:netif_be_start_xmit", 1)]
+    rep = analysis.report(merged_synthetic(), "function", top=None)
+    assert {r["function"]: r["count"] for r in rep.rows} == {
+        "d0:net_rx_action": 3, "d0:netif_be_start_xmit": 3, "d1:xennet_poll": 3, "d1:xennet_start_xmit": 2}
+
+
+def test_hypercalls_are_named_with_their_sub_operation():
+    rep = analysis.report(merged_synthetic(), "hypercall", top=None)
+    assert [(r["hypercall"], r["count"]) for r in rep.rows] == [
+        ("event_channel_op:send", 4), ("grant_table_op:copy", 3), ("grant_table_op:map_grant_ref", 2),
+        ("sched_op:block", 1)]
+
+
+def test_network_totals_per_packet():
+    per = analysis.report(merged_synthetic(), "reason").totals["network"]["per_packet"]
+    # 10 NIC frames; 11 exits, 10 hypercalls, 4 sends, 3 + 4 grant ops, 8 switches
+    assert per == {"frames": 10, "exits": 1.1, "hypercalls": 1.0, "notifications": 0.4, "grant_ops": 0.7,
+                   "domain_switches": 0.8, "cpu_us": {"dom0": pytest.approx(410000.0), "domU": pytest.approx(205000.0)}}
+    assert "per_packet" not in analysis.report(merged_synthetic(), "reason", domain=0).totals["network"]
+
+
+def _profile_with(keys: dict):
+    import json
+
+    from vmexit.costs import PROFILE_DIR, parse_profile
+    doc = json.loads((PROFILE_DIR / "xen-pv-q9550.json").read_text())
+    doc["costs"].update(keys)
+    return parse_profile(json.dumps(doc), "test")
+
+
+def test_repricing_honours_sub_operation_keys():
+    """VMCALL/grant_table_op:copy prices the copies (1000 + 1 a byte), every other exit as before."""
+    t = merged_synthetic()
+    plain = _profile_with({})
+    own = _profile_with({"VMCALL/grant_table_op:copy": {"cycles": 1000, "per_item": 1, "source": "test"}})
+    base = analysis.Pricing.of(t, plain)
+    priced = analysis.Pricing.of(t, own)
+    copies = (t.exits["reason"] == ExitReason.VMCALL) & (t.exits["qualifier"] == GNT) & (t.exits["subop"] == COPY)
+    want = base.cycles(t.exits, 0).copy()
+    want[copies] = 2500
+    assert priced.cycles(t.exits, 0).tolist() == want.tolist()
+    assert priced.total_cycles == base.total_cycles + sum(2500 - int(c) for c in base.cycles(t.exits, 0)[copies])
+    rows = {r["hypercall"]: r for r in analysis.report(t, "hypercall", profile=own).rows}
+    assert rows["grant_table_op:copy"]["min_us"] == pytest.approx(2500 * 1e6 / own.freq_hz)

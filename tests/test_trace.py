@@ -7,9 +7,16 @@ import zipfile
 import numpy as np
 import pytest
 
+from numpy.lib import recfunctions
+
+from vmexit import analysis
 from vmexit import trace as trace_module
 from vmexit.exits import EMULATED_DTYPE, EXIT_DTYPE
-from vmexit.trace import FORMAT_VERSION, SAVE_ROWS, Trace, TraceError, load
+from vmexit.trace import (FORMAT_VERSION, OLD_EXIT_DTYPE, SAVE_ROWS, Trace, TraceError, domain_view, load,
+                          merge_domains)
+
+from .test_analysis import DOM1_SYMBOLS, HOST, two_domains
+from .test_reference import REFERENCE
 
 
 def sample():
@@ -118,10 +125,13 @@ def test_members_are_what_numpy_saves():
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_older_formats_still_load(tmp_path, version):
-    """Files as formats 1 (no emulated array) and 2 were written: np.savez_compressed, no zip64."""
+    """Files as formats 1 (no emulated array) and 2 were written: np.savez_compressed, no zip64, 56-byte
+    records without domain and subop, which load as 0."""
     t = large(200)
     meta = dict(t.meta, format="vmexit-trace", format_version=version)
-    arrays = {"exits": t.exits, "symbol_names": np.array(["f", "g"]),
+    old = recfunctions.repack_fields(t.exits[list(OLD_EXIT_DTYPE.names)]).astype(OLD_EXIT_DTYPE)
+    assert old.dtype.itemsize == 56
+    arrays = {"exits": old, "symbol_names": np.array(["f", "g"]),
               "symbol_addresses": np.array([0x100000, 0x100200], dtype=np.uint32),
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     if version == 2:
@@ -130,6 +140,80 @@ def test_older_formats_still_load(tmp_path, version):
     back = load(tmp_path / "old.npz")
     assert back.exits.tobytes() == t.exits.tobytes() and back.symbols == t.symbols
     assert back.emulated.tobytes() == (t.emulated.tobytes() if version == 2 else b"")
+    assert back.meta["subops_recorded"] is False
+
+
+def test_a_recorded_format_2_run_loads_with_domain_and_subop_zero(tmp_path):
+    """The exits of a run recorded in format 2 (tests/reference), saved as vmexit 0.x saved them."""
+    with np.load(REFERENCE / "fork-xen-pv.npz") as ref:
+        recorded = ref["exits"]
+    assert recorded.dtype == OLD_EXIT_DTYPE
+    meta = {"format": "vmexit-trace", "format_version": 2, "freq_hz": 1000, "hypervisor": "xen-pv"}
+    np.savez_compressed(tmp_path / "old.npz", exits=recorded, emulated=np.zeros(0, dtype=EMULATED_DTYPE),
+                        symbol_names=np.zeros(0, dtype="<U1"), symbol_addresses=np.zeros(0, dtype=np.uint32),
+                        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    back = load(tmp_path / "old.npz")
+    assert back.exits.dtype == EXIT_DTYPE and len(back.exits) == len(recorded)
+    for name in OLD_EXIT_DTYPE.names:
+        assert np.array_equal(back.exits[name], recorded[name]), name
+    assert not back.exits["domain"].any() and not back.exits["subop"].any()
+    rows = {r["hypercall"] for r in analysis.report(back, "hypercall", top=None).rows}
+    assert "mmu_update" in rows and not any(":" in r for r in rows)  # no sub-operation was recorded
+    back.save(tmp_path / "new.npz")
+    assert load(tmp_path / "new.npz").meta["format_version"] == FORMAT_VERSION
+
+
+# runs of several domains -------------------------------------------------------------------------------
+def test_merge_orders_by_virtual_time_then_domain():
+    doms = two_domains()
+    t = merge_domains(doms, HOST)
+    ex = t.exits
+    assert ex["seq"].tolist() == list(range(11))
+    assert ex["cycles"].tolist() == [50, 100, 150, 200, 300, 300, 500, 600, 700, 800, 900]
+    assert ex["domain"].tolist() == [0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1]  # the tie at 300: dom0 first
+    for d, dom in enumerate(doms):  # each domain's rows, in its own order, unchanged but for seq
+        mine = ex[ex["domain"] == d]
+        assert mine[["cycles", "rip", "qualifier", "subop", "size", "cost"]].tolist() == \
+            dom.exits[["cycles", "rip", "qualifier", "subop", "size", "cost"]].tolist()
+    # dom0's emulated access was inside its exit 0 (row 0), dom1's inside its exit 1 (row 5)
+    assert t.emulated["exit"].tolist() == [0, 5]
+    assert t.symbols == {"d0:net_rx_action": 0x1000, "d0:netif_be_start_xmit": 0x1100,
+                         "d1:xennet_start_xmit": 0x1000, "d1:xennet_poll": 0x1080}
+
+
+def test_merged_meta_totals_and_host_facts(tmp_path):
+    t = merge_domains(two_domains(), HOST)
+    m = t.meta
+    assert [(d["domid"], d["name"], d["guest"]) for d in m["domains"]] == [(0, "dom0", "netback"), (1, "domU", "netfront")]
+    assert (m["instructions"], m["cycles"], m["virtual_seconds"], m["guest"]) == (3000, 10000, 10.0, "xennet")
+    assert m["host"]["switches"] == 8 and m["host"]["switch_total_cycles"] == 400
+    assert m["idle_cycles"] == 10000 - 400 - (2000 + 2100) - (1000 + 1050)
+    assert m["nic"]["rx_frames"] == 6 and m["hypervisor"] == "xen-pv"
+    t.save(tmp_path / "m.npz")
+    back = load(tmp_path / "m.npz")
+    assert back.exits.tobytes() == t.exits.tobytes() and back.symbols == t.symbols
+    assert back.meta["domains"][1]["xen"] == {"events_sent": 2, "events_received": 2}
+
+
+def test_domain_view():
+    t = merge_domains(two_domains(), HOST)
+    d1 = domain_view(t, 1)
+    assert d1.exits["seq"].tolist() == list(range(5)) and set(d1.exits["domain"].tolist()) == {1}
+    assert d1.exits["cycles"].tolist() == [150, 300, 700, 800, 900]
+    assert d1.emulated["exit"].tolist() == [1] and d1.symbols == DOM1_SYMBOLS
+    assert d1.meta["guest"] == "netfront" and d1.meta["instructions"] == 1000 and "domains" not in d1.meta
+    with pytest.raises(TraceError, match="no domain 2"):
+        domain_view(t, 2)
+    assert domain_view(sample(), 0) is not None
+    with pytest.raises(TraceError, match="no domain 1"):
+        domain_view(sample(), 1)
+
+
+def test_merging_refuses_duplicate_domains():
+    a, b = two_domains()
+    b.meta["domid"] = 0
+    with pytest.raises(ValueError, match="distinct"):
+        merge_domains([a, b], HOST)
 
 
 def test_an_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):

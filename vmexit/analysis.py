@@ -27,7 +27,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .trace import Trace
+from .exits import ExitReason
+from .hypervisors import hypercalls
+from .trace import Trace, cpu_cycles, domain_view, domains_of
 from .views import VIEWS, Context, Groups, View, chunks, group_by
 
 
@@ -64,6 +66,7 @@ class Pricing:
     profile: str
     total_cycles: int = 0
     repricing: object = None    # the Profile that re-prices the trace; None: its own costs
+    hypercall_name: object = None   # (nr, subop) -> the hypercall's name, for its profile key
 
     @classmethod
     def of(cls, trace: Trace, profile=None) -> "Pricing":
@@ -74,7 +77,8 @@ class Pricing:
         # Re-pricing keeps the recorded exit sequence: instructions are re-timed with the new CPI and
         # frequency, exits with the new costs; idle time (waiting for timers) keeps its length in seconds.
         trace = replace(trace, emulated=_in_exit_order(trace.emulated))
-        pricing = cls(trace, profile.freq_hz, 0.0, profile.name, repricing=profile)
+        pricing = cls(trace, profile.freq_hz, 0.0, profile.name, repricing=profile,
+                      hypercall_name=Context.of(trace).hypercall_name)
         total = pricing._total()
         num, den = profile.cpi
         idle_s = float(m.get("idle_cycles", 0)) / trace.freq_hz
@@ -90,6 +94,7 @@ class Pricing:
         if self.repricing is None:
             return part["cost"].astype(np.uint64)
         out = self.repricing.price(part).astype(np.uint64)
+        _hypercall_prices(self.repricing, self.hypercall_name, part, out)
         em = self.trace.emulated
         lo, hi = bisect_left(em["exit"], start), bisect_left(em["exit"], start + len(part))  # no copy of the field
         if hi > lo:
@@ -111,6 +116,38 @@ class Pricing:
     def exit_seconds(self) -> float:
         """Modeled exit time: the cost of every exit, in seconds."""
         return float(self.total_cycles) / self.freq
+
+
+def hypercall_price(profile, name: str) -> tuple[int, int] | None:
+    """(cycles, per item) of the profile key `VMCALL/<name>` (`VMCALL/grant_table_op:copy`), None when
+    the profile has none: Profile.hypercall_price where the profile offers it, else its cost tables."""
+    method = getattr(profile, "hypercall_price", None)
+    if method is not None:
+        return method(name)
+    key = f"VMCALL/{name}"
+    if key not in profile.costs:
+        return None
+    return int(profile.costs[key]), int(profile.per_items.get(key, 0))
+
+
+def _hypercall_prices(profile, name, part: np.ndarray, out: np.ndarray) -> None:
+    """Hypercall exits of a chunk re-priced in place by their own profile keys, most specific first:
+    `VMCALL/<name>:<subop>` (cycles + per item x size), else the VMCALL price already in `out`. One
+    look-up per distinct (hypercall, sub-operation), never one per exit."""
+    calls = np.flatnonzero(part["reason"] == ExitReason.VMCALL)
+    if len(calls) == 0:
+        return
+    sel = part[calls]
+    keys, inverse = np.unique((sel["qualifier"].astype(np.int64) << 16) | sel["subop"].astype(np.int64),
+                              return_inverse=True)
+    prices = [hypercall_price(profile, name(int(k) >> 16, int(k) & 0xFFFF)) for k in keys]
+    own = np.array([p is not None for p in prices])
+    if not own.any():
+        return
+    base = np.array([p[0] if p else 0 for p in prices], dtype=np.uint64)
+    per = np.array([p[1] if p else 0 for p in prices], dtype=np.uint64)
+    hit = own[inverse]
+    out[calls[hit]] = base[inverse[hit]] + per[inverse[hit]] * sel["size"][hit].astype(np.uint64)
 
 
 def _in_exit_order(emulated: np.ndarray) -> np.ndarray:
@@ -160,6 +197,8 @@ def _totals(trace: Trace, pricing: Pricing) -> dict:
         frames = network["frames_out"] + network["frames_in"]
         network["exits_per_frame"] = totals["exits"] / frames
         network["exit_us_per_frame"] = totals["time_s"] / frames * 1e6
+        if "domains" in m:
+            network["per_packet"] = _per_packet(trace, pricing, frames)
         totals["network"] = network
     opts = m.get("optimizations") or {}
     if opts:
@@ -182,9 +221,9 @@ def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pr
 def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
     ctx = Context.of(trace)
     # the hottest exit address of each group: function and caller rows show where their exits come from
-    pairs = {"rip": _field("rip")}
+    pairs = {"rip": _where(ctx, "rip")}
     if callers:
-        pairs["caller"] = _field("caller")
+        pairs["caller"] = _where(ctx, "caller")
     groups = group_by(view, trace.exits, ctx, sums={"cost": pricing.costs_of}, pairs=pairs)
     n = len(groups.keys)
     sums = groups.sums["cost"]
@@ -197,7 +236,7 @@ def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pr
         rip = int(top_rip[g])
         row = {
             "rank": r,
-            "address": f"0x{rip:08x}",
+            "address": ctx.address(rip),
             "count": int(groups.counts[g]),
             "time_s": float(sums[g] / pricing.freq),
             "time_pct": float(100.0 * sums[g] / pricing.freq / run_seconds),
@@ -206,8 +245,9 @@ def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pr
         row.update(groups.fields(g, ctx))
         if callers:
             ca = int(best_callers[g])
-            row["caller_address"] = f"0x{ca:08x}" if ca else "-"
-            row["caller"] = ctx.symbols.name(ca) if ca else "-"
+            known = ca & 0xFFFFFFFF
+            row["caller_address"] = ctx.address(ca) if known else "-"
+            row["caller"] = ctx.symbols.name(ca) if known else "-"
         rows.append(row)
     columns = list(_SITE_COLUMNS)
     if view.column not in {c.key for c in columns}:
@@ -218,8 +258,8 @@ def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pr
                   rows=rows, totals=_totals(trace, pricing))
 
 
-def _field(name: str):
-    return lambda part, start: part[name].astype(np.int64)
+def _where(ctx: Context, name: str):
+    return lambda part, start: ctx.where(part, name)
 
 
 # perf kvm stat's layout -------------------------------------------------------------------------------
@@ -330,16 +370,112 @@ def _float_field(name: str):
     return lambda part, start: part[name].astype(np.float64)
 
 
+# per domain: a xenalyze-style summary -------------------------------------------------------------------
+_HYPERCALL_NR = {name: nr for nr, name in hypercalls.XEN.items()}
+_EVENT_CHANNEL_OP, _GRANT_TABLE_OP = _HYPERCALL_NR["event_channel_op"], _HYPERCALL_NR["grant_table_op"]
+_SEND = {n: nr for nr, n in hypercalls.XEN_SUBOPS[_EVENT_CHANNEL_OP].items()}["send"]
+_COPY = {n: nr for nr, n in hypercalls.XEN_SUBOPS[_GRANT_TABLE_OP].items()}["copy"]
+
+
+def _domain_sums(pricing: Pricing, xen: bool) -> dict:
+    """What the per-domain summary adds up per exit (floats: exact for counts below 2**53): exit
+    cycles, hypercalls, and under Xen event-channel sends and grant operations (the op count each
+    grant_table_op exit carries in `size`; a copy's size is bytes, so a copy call counts once)."""
+    def calls(part: np.ndarray) -> np.ndarray:
+        return part["reason"] == ExitReason.VMCALL
+
+    def of(nr: int):
+        return lambda part: calls(part) & (part["qualifier"] == nr) if xen else np.zeros(len(part), dtype=bool)
+
+    sends, grants = of(_EVENT_CHANNEL_OP), of(_GRANT_TABLE_OP)
+    return {
+        "cycles": pricing.costs_of,
+        "hypercalls": lambda part, start: calls(part).astype(np.float64),
+        "sends": lambda part, start: (sends(part) & (part["subop"] == _SEND)).astype(np.float64),
+        "grant_ops": lambda part, start: np.where(grants(part), np.where(part["subop"] == _COPY, 1.0,
+                                                                         part["size"].astype(np.float64)), 0.0),
+    }
+
+
+def _by_domain(trace: Trace, pricing: Pricing) -> dict[int, dict]:
+    """Per domid: exits and the sums of _domain_sums, aggregated over the exits' domain column."""
+    groups = group_by(VIEWS["domain"], trace.exits, Context.of(trace),
+                      sums=_domain_sums(pricing, str(trace.meta.get("hypervisor")) == "xen-pv"))
+    out = {}
+    for g, key in enumerate(groups.keys):
+        out[int(key)] = {"exits": int(groups.counts[g]), **{k: v[g] for k, v in groups.sums.items()}}
+    return out
+
+
+def _domain_cpu_s(meta: dict, exit_cycles: float, pricing: Pricing) -> float:
+    """A domain's virtual CPU seconds (trace.cpu_cycles), at the re-pricing profile's CPI when there is one."""
+    if pricing.repricing is not None:
+        meta = {**{k: v for k, v in meta.items() if k != "cpu_cycles"}, "cpi": list(pricing.repricing.cpi)}
+    return cpu_cycles(meta, int(exit_cycles)) / pricing.freq
+
+
+def _domain_row(m: dict, tally: dict, pricing: Pricing) -> dict:
+    stats = m.get("xen") or {}
+    cpu_s = _domain_cpu_s(m, tally.get("cycles", 0.0), pricing)
+    received = stats.get("events_received", stats.get("upcalls"))
+    return {"domain": int(m["domid"]), "name": str(m.get("name", "")), "guest": str(m.get("guest", "?")),
+            "count": tally.get("exits", 0), "hypercalls": int(tally.get("hypercalls", 0)),
+            "events_sent": int(stats.get("events_sent", tally.get("sends", 0))),
+            "events_received": None if received is None else int(received),
+            "grant_ops": int(stats.get("grant_ops", tally.get("grant_ops", 0))),
+            "exit_time_s": float(tally.get("cycles", 0.0)) / pricing.freq, "cpu_s": cpu_s,
+            "cpu_pct": 100.0 * cpu_s / (pricing.run_seconds or 1.0)}
+
+
+_DOMAIN_COLUMNS = [Column("domain", "domain", "int"), Column("name", "name", "str"), Column("guest", "guest", "str"),
+                   Column("count", "exits", "int"), Column("hypercalls", "hypercalls", "int"),
+                   Column("events_sent", "events sent", "int"), Column("events_received", "events received", "int"),
+                   Column("grant_ops", "grant ops", "int"), Column("exit_time_s", "exit time s", "seconds"),
+                   Column("cpu_s", "CPU s", "seconds"), Column("cpu_pct", "% of run", "pct")]
+
+
+def _domains(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+    """One row per domain, as xenalyze's per-domain summary: exits, hypercalls, events sent and
+    received, grant operations, exit time and virtual CPU time (and its share of the run); the footer
+    has the host's domain switches. --top and --callers do not apply."""
+    tallies = _by_domain(trace, pricing)
+    rows = [_domain_row(m, tallies.get(int(m["domid"]), {}), pricing) for m in domains_of(trace)]
+    host = trace.meta.get("host") or {}
+    switches, per = int(host.get("switches", 0)), int(host.get("switch_cycles", 0))
+    footer = (f"Host: {len(rows)} domain(s), {switches:,} domain switches ({per:,} cycles each, "
+              f"{switches * per / trace.freq_hz:.6f} s); CPU is each domain's instructions and exits (and "
+              f"upcalls), % of the run's {pricing.run_seconds:.6f} s.")
+    return Report(by=view.name, title=view.title.format(guest=trace.meta.get("guest", "?")),
+                  columns=list(_DOMAIN_COLUMNS), rows=rows, totals=_totals(trace, pricing), footer=footer)
+
+
+def _per_packet(trace: Trace, pricing: Pricing, frames: int) -> dict:
+    """The network totals of a run of several domains per packet (NIC frames in and out): exits,
+    hypercalls, notifications (event_channel_op:send), grant operations, domain switches, and each
+    domain's virtual CPU microseconds."""
+    tallies = _by_domain(trace, pricing)
+    rows = [_domain_row(m, tallies.get(int(m["domid"]), {}), pricing) for m in domains_of(trace)]
+    switches = int((trace.meta.get("host") or {}).get("switches", 0))
+    return {"frames": frames, "exits": len(trace.exits) / frames,
+            "hypercalls": sum(r["hypercalls"] for r in rows) / frames,
+            "notifications": sum(r["events_sent"] for r in rows) / frames,
+            "grant_ops": sum(r["grant_ops"] for r in rows) / frames, "domain_switches": switches / frames,
+            "cpu_us": {r["name"]: r["cpu_s"] / frames * 1e6 for r in rows}}
+
+
 #: How each layout of views.py is laid out as a report.
-LAYOUTS = {"sites": _sites, "stat": _stat}
+LAYOUTS = {"sites": _sites, "stat": _stat, "domains": _domains}
 
 
 def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
-           profile=None) -> Report:
-    """The report `by` for a trace, priced by its own costs or re-priced by `profile`."""
+           profile=None, domain: int | None = None) -> Report:
+    """The report `by` for a trace, priced by its own costs or re-priced by `profile`; `domain`
+    restricts it to one domain's exits and symbols (trace.domain_view)."""
     view = VIEWS.get(by)
     if view is None:
         raise ValueError(f"unknown report {by!r} (choose from {', '.join(BY_CHOICES)})")
+    if domain is not None:
+        trace = domain_view(trace, domain)
     return LAYOUTS[view.layout](trace, view, top, callers, Pricing.of(trace, profile))
 
 

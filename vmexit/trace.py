@@ -1,12 +1,19 @@
 """Trace: the exit records of one run plus its metadata, saved as a .npz file.
 
-The file holds `exits` (EXIT_DTYPE), `emulated` (EMULATED_DTYPE, since format 2), `symbol_names` / `symbol_addresses` (so reports name functions
+The file holds `exits` (EXIT_DTYPE; since format 3 with the `domain` and `subop` columns, which
+older files read as 0), `emulated` (EMULATED_DTYPE, since format 2), `symbol_names` / `symbol_addresses` (so reports name functions
 without the guest), and `meta`, a JSON document (format version, vmexit version, guest name and
 sha256, options, profile, CPU frequency, instruction count, virtual time, end status, console output).
 Files are compressed and written atomically (temporary file in the same directory, then rename), so an
 interrupted write never leaves a half trace behind. Each array is streamed into its member of the zip
 archive (zip64, fixed timestamps, so that equal traces are equal bytes) SAVE_ROWS records at a time:
 saving holds no second copy of the records, compressed or not.
+
+A run of several domains (host.py) is one trace too: `merge_domains` puts every domain's exits in
+virtual-time order, keeps each domain's run facts in meta["domains"] and its symbols under names
+prefixed `d<domid>:` (an address means different code in different domains, so a symbol belongs to
+its domain); `domain_view` restricts such a trace to one domain's exits and symbols, as a trace of
+its own, so that every report works on it unchanged.
 """
 from __future__ import annotations
 
@@ -24,7 +31,10 @@ import numpy as np
 from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
-FORMAT_VERSION = 2  # 2: the emulated array; version 1 files read with it empty
+FORMAT_VERSION = 3  # 3: exits gain domain and subop; 2: the emulated array (version 1 files: empty)
+#: The exit records of formats 1 and 2: EXIT_DTYPE without domain and subop (56 B).
+OLD_EXIT_DTYPE = np.dtype([(name, EXIT_DTYPE.fields[name][0]) for name in EXIT_DTYPE.names
+                           if name not in ("domain", "subop")])
 SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
@@ -119,9 +129,11 @@ def load(path: str | Path) -> Trace:
             if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise TraceError(f"{path}: trace format version {version} is newer than this vmexit "
                                  f"reads ({FORMAT_VERSION}); upgrade vmexit")
-            exits = z["exits"]
-            if exits.dtype != EXIT_DTYPE:
+            exits = _current(z["exits"])
+            if exits is None:
                 raise TraceError(f"{path}: exit records have an unexpected layout")
+            if version < 3:
+                meta["subops_recorded"] = False  # hypercalls of this run are named without sub-operations
             emulated = z["emulated"] if "emulated" in names else np.zeros(0, dtype=EMULATED_DTYPE)
             if emulated.dtype != EMULATED_DTYPE:
                 raise TraceError(f"{path}: emulated-access records have an unexpected layout")
@@ -136,3 +148,133 @@ def load(path: str | Path) -> Trace:
             UnicodeDecodeError) as e:
         raise TraceError(f"{path}: not a readable vmexit trace ({type(e).__name__}: {e})") from None
     return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated)
+
+
+def _current(exits: np.ndarray) -> np.ndarray | None:
+    """Exit records in EXIT_DTYPE: as read, or those of formats 1-2 with domain and subop 0 (a copy);
+    None for any other layout."""
+    if exits.dtype == EXIT_DTYPE:
+        return exits
+    if exits.dtype != OLD_EXIT_DTYPE:
+        return None
+    out = np.zeros(len(exits), dtype=EXIT_DTYPE)
+    for name in OLD_EXIT_DTYPE.names:
+        out[name] = exits[name]
+    return out
+
+
+# runs of several domains ----------------------------------------------------------------------------
+#: How bad a domain's ending is: a merged run ends as its worst domain did.
+_SEVERITY = ("exited", "halted", "console", "budget", "interrupted", "crashed")
+
+
+def merge_domains(traces: list[Trace], host: dict) -> Trace:
+    """One trace of a run of several domains: every domain's exits in virtual-time order (cycles; ties
+    by domid, then by the domain's own order), `seq` renumbered from 0, emulated accesses re-pointed to
+    their exits' new rows, symbols named `d<domid>:<name>`, meta["domains"] each domain's meta (with
+    its domid and name) and meta["host"] the host's facts. `host` gives `cycles` (host time at the end)
+    and may give `switches`, `switch_cycles` (per switch), `name` (the run's), `constants`."""
+    if not traces:
+        raise ValueError("merging needs at least one domain's trace")
+    domids = [int(t.meta.get("domid", i)) for i, t in enumerate(traces)]
+    if len(set(domids)) != len(domids) or not all(0 <= d < 1 << 16 for d in domids):
+        raise ValueError(f"domain ids must be distinct and fit 16 bits: {domids}")
+    sizes = [len(t.exits) for t in traces]
+    starts = np.cumsum([0] + sizes)
+    exits = np.concatenate([t.exits for t in traces]) if traces else np.zeros(0, dtype=EXIT_DTYPE)
+    exits["domain"] = np.repeat(np.array(domids, dtype=np.uint16), sizes)
+    order = np.lexsort((exits["seq"], exits["domain"], exits["cycles"]))
+    merged = exits[order]
+    merged["seq"] = np.arange(len(merged), dtype=np.uint64)
+    row = np.empty(len(order), dtype=np.int64)
+    row[order] = np.arange(len(order))
+    emulated = []
+    for t, start in zip(traces, starts):
+        em = t.emulated.copy()
+        em["exit"] = row[start + em["exit"].astype(np.int64)]
+        emulated.append(em)
+    emulated = np.concatenate(emulated)
+    emulated = emulated[np.argsort(emulated["exit"], kind="stable")]
+    symbols = {f"d{d}:{name}": addr for d, t in zip(domids, traces) for name, addr in t.symbols.items()}
+    meta = _merged_meta(traces, domids, host, merged)
+    return Trace(exits=merged, meta=meta, symbols=symbols, emulated=emulated)
+
+
+def cpu_cycles(meta: dict, exit_cycles: int) -> int:
+    """A domain's virtual CPU time in cycles: meta["cpu_cycles"] when the run recorded it, else its
+    instructions at its CPI, plus its exits' cost and the upcalls Xen entered (xen stats
+    `upcall_cycles`, 0 when not recorded)."""
+    if "cpu_cycles" in meta:
+        return int(meta["cpu_cycles"])
+    num, den = meta.get("cpi", (1, 1))
+    upcalls = int((meta.get("xen") or {}).get("upcall_cycles", 0))
+    return int(meta.get("instructions", 0)) * num // den + int(exit_cycles) + upcalls
+
+
+def _merged_meta(traces: list[Trace], domids: list[int], host: dict, exits: np.ndarray) -> dict:
+    """The run's meta: the first domain's settings, the domains' totals, the host's time and facts."""
+    import hashlib
+    first = traces[0].meta
+    freq = int(first["freq_hz"])
+    cycles = int(host.get("cycles", max(int(t.meta.get("cycles", 0)) for t in traces)))
+    switches, per_switch = int(host.get("switches", 0)), int(host.get("switch_cycles", 0))
+    exit_cycles = np.bincount(exits["domain"], weights=exits["cost"], minlength=max(domids) + 1)
+    domains = [dict(t.meta, domid=d, name=t.meta.get("name") or f"dom{d}") for d, t in zip(domids, traces)]
+    busy = sum(cpu_cycles(m, int(exit_cycles[m["domid"]])) for m in domains)
+    worst = max(domains, key=lambda m: _SEVERITY.index(m.get("status")) if m.get("status") in _SEVERITY else 0)
+    nic = next((m["nic"] for m in domains if (m.get("nic") or {}).get("tx_frames") or
+                (m.get("nic") or {}).get("rx_frames")), first.get("nic"))
+    constants = host.get("constants") or {k: v for m in domains for k, v in (m.get("constants") or {}).items()}
+    return {
+        "vmexit_version": first.get("vmexit_version"), "guest_kind": "domains",
+        "guest": host.get("name") or "+".join(str(m.get("guest", "?")) for m in domains),
+        "guest_sha256": hashlib.sha256(" ".join(str(m.get("guest_sha256")) for m in domains).encode()).hexdigest(),
+        "constants": constants, "options": first.get("options"), "profile": first.get("profile"),
+        "hypervisor": first.get("hypervisor"), "freq_hz": freq, "cpi": first.get("cpi", [1, 1]),
+        "instructions": sum(int(m.get("instructions", 0)) for m in domains), "cycles": cycles,
+        "virtual_seconds": cycles / freq, "idle_cycles": max(cycles - switches * per_switch - busy, 0),
+        "status": worst.get("status", "unknown"),
+        "detail": f"{worst['name']} (domain {worst['domid']}): {worst.get('detail', '')}",
+        "end_address": worst.get("end_address"), "nic": nic, "optimizations": first.get("optimizations") or {},
+        "domains": domains,
+        "host": dict(host, cycles=cycles, switches=switches, switch_cycles=per_switch,
+                     switch_total_cycles=switches * per_switch),
+    }
+
+
+def domains_of(trace: Trace) -> list[dict]:
+    """Each domain's meta: meta["domains"] of a merged run, the one domain of a domain_view, or the
+    one domain (domid 0) of a run of one."""
+    if "domains" in trace.meta:
+        return trace.meta["domains"]
+    if "domain" in trace.meta:
+        return [trace.meta["domain"]]
+    return [dict(trace.meta, domid=0, name=trace.meta.get("name", "dom0"))]
+
+
+def domain_view(trace: Trace, domid: int) -> Trace:
+    """The exits of one domain of a run as a trace of their own: its rows (seq renumbered, emulated
+    accesses re-pointed), its symbols under their own names, its guest, instructions and devices; the
+    run's time stays the host's, and all time the domain did not spend on its CPU counts as idle."""
+    entry = next((m for m in domains_of(trace) if int(m["domid"]) == domid), None)
+    if entry is None:
+        known = ", ".join(str(m["domid"]) for m in domains_of(trace))
+        raise TraceError(f"the trace has no domain {domid} (its domains: {known})")
+    if "domains" not in trace.meta:
+        return trace
+    mask = trace.exits["domain"] == domid
+    rows = np.flatnonzero(mask)
+    exits = trace.exits[rows]
+    exits["seq"] = np.arange(len(exits), dtype=np.uint64)
+    em = trace.emulated[mask[trace.emulated["exit"].astype(np.int64)]] if len(trace.emulated) else trace.emulated
+    em = em.copy()
+    em["exit"] = np.searchsorted(rows, em["exit"].astype(np.int64))
+    prefix = f"d{domid}:"
+    symbols = {n[len(prefix):]: a for n, a in trace.symbols.items() if n.startswith(prefix)}
+    meta = {k: v for k, v in trace.meta.items() if k not in ("domains", "host")}
+    busy = cpu_cycles(entry, int(exits["cost"].sum(dtype=np.uint64)))
+    meta.update({k: entry.get(k) for k in ("guest", "guest_sha256", "constants", "nic", "xen", "console", "status",
+                                           "detail", "end_address")},
+                instructions=int(entry.get("instructions", 0)), domain=entry,
+                idle_cycles=max(int(trace.meta.get("cycles", 0)) - busy, 0))
+    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=em)

@@ -14,28 +14,49 @@ addresses, order statistics of costs). Python loops run over chunks and groups, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .exits import Direction, ExitReason, reason_name
 from .hypervisors import HYPERVISORS, hypercalls
-from .symbols import SymbolTable
-from .trace import Trace
+from .symbols import DOMAIN_SHIFT, SymbolTable
+from .trace import Trace, domains_of
 
 
 @dataclass(frozen=True)
 class Context:
-    """What decoding a key needs besides the key: the trace's symbols and its hypervisor's hypercall names."""
+    """What decoding a key needs besides the key: the trace's symbols, its hypervisor's hypercall names
+    (with their sub-operations), and, for a run of several domains, that addresses belong to a domain."""
     symbols: SymbolTable
-    hypercall_name: Callable[[int], str]
+    hypercall_name: Callable[[int, int], str]    # (hypercall nr, sub-operation) -> its name
+    domains: bool = False                        # a merged run: addresses are qualified by domain
+    domain_names: dict = field(default_factory=dict)   # domid -> the domain's name
 
     @classmethod
     def of(cls, trace: Trace) -> "Context":
         entry = HYPERVISORS.get(str(trace.meta.get("hypervisor", "kvm")))
-        name = entry.hypercall_name if entry is not None else (lambda nr: hypercalls.name({}, nr))
-        return cls(SymbolTable(trace.symbols), name)
+        if entry is None:
+            name = lambda nr, subop: hypercalls.name({}, nr)  # noqa: E731
+        elif trace.meta.get("subops_recorded", True):
+            name = entry.hypercall_full_name
+        else:  # a trace of a format without the subop column: the plain names
+            name = lambda nr, subop: entry.hypercall_name(nr)  # noqa: E731
+        merged = "domains" in trace.meta
+        symbols = SymbolTable.of_domains(trace.symbols) if merged else SymbolTable(trace.symbols)
+        names = {int(m["domid"]): str(m.get("name", "")) for m in domains_of(trace)}
+        return cls(symbols, name, merged, names)
+
+    def where(self, ex: np.ndarray, name: str) -> np.ndarray:
+        """An address field of exit records as int64, qualified by its domain in a merged run."""
+        address = ex[name].astype(np.int64)
+        return (ex["domain"].astype(np.int64) << DOMAIN_SHIFT) | address if self.domains else address
+
+    def address(self, k: int) -> str:
+        """A (qualified) address as a report shows it: 0x00100a09, or d1:0x00100a09 in a merged run."""
+        text = f"0x{k & 0xFFFFFFFF:08x}"
+        return f"d{k >> DOMAIN_SHIFT}:{text}" if self.domains else text
 
 
 @dataclass(frozen=True)
@@ -62,7 +83,16 @@ def _field(name: str) -> Callable[[np.ndarray, Context], np.ndarray]:
 
 
 def _symbol_of(name: str) -> Callable[[np.ndarray, Context], np.ndarray]:
-    return lambda ex, ctx: ctx.symbols.index(ex[name])
+    return lambda ex, ctx: ctx.symbols.index(ctx.where(ex, name))
+
+
+def _address_of(name: str) -> Callable[[np.ndarray, Context], np.ndarray]:
+    return lambda ex, ctx: ctx.where(ex, name)
+
+
+def _hypercall_key(ex: np.ndarray, ctx: Context) -> np.ndarray:
+    """A hypercall and its sub-operation, packed into one integer."""
+    return (ex["qualifier"].astype(np.int64) << 16) | ex["subop"].astype(np.int64)
 
 
 def _access_key(ex: np.ndarray, ctx: Context) -> np.ndarray:
@@ -84,7 +114,7 @@ def _function(k: int, ctx: Context) -> dict:
 
 
 def _address(k: int, ctx: Context) -> dict:
-    return {"address": f"0x{k:08x}", "function": ctx.symbols.name(k)}
+    return {"address": ctx.address(k), "function": ctx.symbols.name(k)}
 
 
 def _caller(k: int, ctx: Context) -> dict:
@@ -96,7 +126,12 @@ def _reason(k: int, ctx: Context) -> dict:
 
 
 def _hypercall(k: int, ctx: Context) -> dict:
-    return {"hypercall": ctx.hypercall_name(k), "nr": k}
+    nr, subop = k >> 16, k & 0xFFFF
+    return {"hypercall": ctx.hypercall_name(nr, subop), "nr": nr, "subop": subop}
+
+
+def _domain(k: int, ctx: Context) -> dict:
+    return {"domain": k, "name": ctx.domain_names.get(k, f"dom{k}")}
 
 
 _PERF = "Analyze events for all VMs, all VCPUs"
@@ -107,7 +142,7 @@ VIEWS: dict[str, View] = {
     "function": View("function", "sites", "Hot functions ({guest})", "function", "site", None,
                      _symbol_of("rip"), _function, "{function}", "function name"),
     "address": View("address", "sites", "Hot exit addresses ({guest})", "address", "site", None,
-                    _field("rip"), _address, "{address} {function}", "address", across_images="function"),
+                    _address_of("rip"), _address, "{address} {function}", "address", across_images="function"),
     "caller": View("caller", "sites", "Hot callers ({guest})", "caller", "caller", None,
                    _symbol_of("caller"), _caller, "{caller}", "caller", comparable=False),
     "reason": View("reason", "stat", _PERF, "reason", "VM-EXIT", None,
@@ -118,8 +153,10 @@ VIEWS: dict[str, View] = {
                  _access_key, _access("address", ("read", "write"), ("R", "W")), "{key}", "mmio",
                  comparable=False),
     "hypercall": View("hypercall", "stat", "Analyze hypercalls for all VMs, all VCPUs", "hypercall", "HYPERCALL",
-                      (ExitReason.VMCALL,), _field("qualifier"), _hypercall, "{hypercall}", "hypercall",
+                      (ExitReason.VMCALL,), _hypercall_key, _hypercall, "{hypercall}", "hypercall",
                       sums=(("requests", "size", "Requests"),), comparable=False),
+    "domain": View("domain", "domains", "Domains ({guest})", "name", "domain", None,
+                   _field("domain"), _domain, "{name}", "domain", comparable=False),
 }
 
 

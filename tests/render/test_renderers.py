@@ -11,7 +11,7 @@ import pytest
 from vmexit import analysis
 from vmexit.render import RENDERERS
 
-from ..test_analysis import _after, synthetic
+from ..test_analysis import _after, merged_synthetic, synthetic
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 EXT = {"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}
@@ -26,6 +26,22 @@ def test_golden(fmt, by, callers, update_golden):
     path = GOLDEN / f"{by}{'-callers' if callers else ''}.{EXT[fmt]}"
     if update_golden:
         path.parent.mkdir(exist_ok=True)
+        path.write_text(out)
+    assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
+    assert out == path.read_text()
+
+
+#: Views of a run of two domains (test_analysis.two_domains): (golden name, --by, --domain)
+DOMAIN_CASES = [("domains-domain", "domain", None), ("domains-hypercall", "hypercall", None),
+                ("domains-address", "address", None), ("domains-function-d1", "function", 1)]
+
+
+@pytest.mark.parametrize("fmt", list(RENDERERS))
+@pytest.mark.parametrize("name,by,domain", DOMAIN_CASES)
+def test_domain_golden(fmt, name, by, domain, update_golden):
+    out = RENDERERS[fmt](analysis.report(merged_synthetic(), by, top=None, domain=domain))
+    path = GOLDEN / f"{name}.{EXT[fmt]}"
+    if update_golden:
         path.write_text(out)
     assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
     assert out == path.read_text()

@@ -18,6 +18,7 @@ class Hypervisor:
     profile: str                     # default cost profile (costs.PROFILES)
     builder: str                     # "module:function" building the exit model, imported on first use
     hypercalls: dict[int, str] = field(default_factory=dict)
+    subops: dict[int, dict[int, str]] = field(default_factory=dict)   # multiplexed calls' sub-operations
     stats: str | None = None         # the meta key under which the model's run statistics are kept
     hook_points: tuple[str, ...] = ("io_exit", "timer_load")   # where optimizations can attach
     records: bool = True             # whether its exits are recorded (native: nothing exits)
@@ -33,13 +34,17 @@ class Hypervisor:
     def hypercall_name(self, nr: int) -> str:
         return hypercalls.name(self.hypercalls, nr)
 
+    def hypercall_full_name(self, nr: int, subop: int) -> str:
+        """`grant_table_op:copy` for a multiplexed call, the plain name for any other."""
+        return hypercalls.full_name(self.hypercalls, self.subops, nr, subop)
+
 
 #: Every hypervisor model, explicitly.
 HYPERVISORS: dict[str, Hypervisor] = {
     "kvm": Hypervisor("kvm", "KVM-76: port, MMIO, CPUID, MSR, HLT, hypercall and interrupt exits",
                       "kvm76-q9550", ".kvm:build", hypercalls.KVM),
     "xen-pv": Hypervisor("xen-pv", "Xen paravirtual domain: hypercalls, guarded page tables, bounced faults",
-                         "xen-pv-q9550", ".xen:build", hypercalls.XEN, stats="xen",
+                         "xen-pv-q9550", ".xen:build", hypercalls.XEN, hypercalls.XEN_SUBOPS, stats="xen",
                          hook_points=("io_exit", "timer_load", "page_fault")),
     "native": Hypervisor("native", "no hypervisor: nothing exits (the baseline)", "kvm76-q9550", ".native:build",
                          records=False, host_timers=()),

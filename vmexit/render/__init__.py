@@ -58,6 +58,13 @@ def totals_line(report) -> str:
                  f"{net['frames_in']:,} frames / {net['bytes_in']:,} bytes in, "
                  f"{net['throughput_mbit_s']:.1f} Mbit/s of virtual time; {net['exits_per_frame']:.2f} exits "
                  f"and {net['exit_us_per_frame']:.2f} us of exit time per frame")
+        per = net.get("per_packet")
+        if per:
+            cpu = ", ".join(f"{name} {us:.2f} us" for name, us in per["cpu_us"].items())
+            line += (f"\nPer packet ({per['frames']:,} NIC frames): {per['exits']:.2f} exits, "
+                     f"{per['hypercalls']:.2f} hypercalls, {per['notifications']:.2f} notifications, "
+                     f"{per['grant_ops']:.2f} grant ops, {per['domain_switches']:.2f} domain switches; "
+                     f"CPU {cpu}")
     for name, opt in (t.get("optimizations") or {}).items():
         line += f"\nOptimization {name}={opt['value']}: {summary_line(name, opt)}"
     return line
