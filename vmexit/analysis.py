@@ -120,8 +120,9 @@ class Pricing:
 
 def hypercall_price(profile, name: str) -> tuple[int, int] | None:
     """(cycles, per item) of the profile key `VMCALL/<name>` (`VMCALL/grant_table_op:copy`), None when
-    the profile has none: Profile.hypercall_price where the profile offers it, else its cost tables."""
-    method = getattr(profile, "hypercall_price", None)
+    the profile has none: the profile's own look-up (Profile.call_price) where it has one, else its
+    cost tables read the same way."""
+    method = getattr(profile, "call_price", None) or getattr(profile, "hypercall_price", None)
     if method is not None:
         return method(name)
     key = f"VMCALL/{name}"
