@@ -32,9 +32,6 @@ from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
 FORMAT_VERSION = 3  # 3: exits gain domain and subop; 2: the emulated array (version 1 files: empty)
-#: The exit records of formats 1 and 2: EXIT_DTYPE without domain and subop (56 B).
-OLD_EXIT_DTYPE = np.dtype([(name, EXIT_DTYPE.fields[name][0]) for name in EXIT_DTYPE.names
-                           if name not in ("domain", "subop")])
 SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
@@ -115,6 +112,19 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+#: The exit record before the domain and subop columns (issue 15): such traces load with both 0.
+_EXIT_DTYPE_56 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop")])
+
+
+def _upgrade(exits: np.ndarray) -> np.ndarray:
+    if exits.dtype != _EXIT_DTYPE_56:
+        return exits
+    out = np.zeros(len(exits), dtype=EXIT_DTYPE)
+    for name in _EXIT_DTYPE_56.names:
+        out[name] = exits[name]
+    return out
+
+
 def load(path: str | Path) -> Trace:
     path = Path(path)
     try:
@@ -129,11 +139,9 @@ def load(path: str | Path) -> Trace:
             if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise TraceError(f"{path}: trace format version {version} is newer than this vmexit "
                                  f"reads ({FORMAT_VERSION}); upgrade vmexit")
-            exits = _current(z["exits"])
-            if exits is None:
+            exits = _upgrade(z["exits"])
+            if exits.dtype != EXIT_DTYPE:
                 raise TraceError(f"{path}: exit records have an unexpected layout")
-            if version < 3:
-                meta["subops_recorded"] = False  # hypercalls of this run are named without sub-operations
             emulated = z["emulated"] if "emulated" in names else np.zeros(0, dtype=EMULATED_DTYPE)
             if emulated.dtype != EMULATED_DTYPE:
                 raise TraceError(f"{path}: emulated-access records have an unexpected layout")
@@ -147,23 +155,14 @@ def load(path: str | Path) -> Trace:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError,
             UnicodeDecodeError) as e:
         raise TraceError(f"{path}: not a readable vmexit trace ({type(e).__name__}: {e})") from None
+    if version < 3:
+        meta["subops_recorded"] = False  # a run recorded without sub-operations: hypercalls go by plain name
     return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated)
 
 
-def _current(exits: np.ndarray) -> np.ndarray | None:
-    """Exit records in EXIT_DTYPE: as read, or those of formats 1-2 with domain and subop 0 (a copy);
-    None for any other layout."""
-    if exits.dtype == EXIT_DTYPE:
-        return exits
-    if exits.dtype != OLD_EXIT_DTYPE:
-        return None
-    out = np.zeros(len(exits), dtype=EXIT_DTYPE)
-    for name in OLD_EXIT_DTYPE.names:
-        out[name] = exits[name]
-    return out
-
-
 # runs of several domains ----------------------------------------------------------------------------
+#: The exit records of formats 1 and 2 (56 B), by a public name.
+OLD_EXIT_DTYPE = _EXIT_DTYPE_56
 #: How bad a domain's ending is: a merged run ends as its worst domain did.
 _SEVERITY = ("exited", "halted", "console", "budget", "interrupted", "crashed")
 
