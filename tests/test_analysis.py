@@ -288,10 +288,12 @@ def two_domains() -> list[Trace]:
     nic = {"tx_frames": 4, "rx_frames": 6, "tx_bytes": 256, "rx_bytes": 9000, "rx_dropped": 0,
            "throughput_mbit_s": 0.0072}
     return [_domain_trace(0, dom0, 0, {"name": "dom0", "guest": "netback", "instructions": 2000, "nic": nic,
-                                       "xen": {"events_sent": 2, "upcalls": 2, "grant_ops": 3}}, DOM0_SYMBOLS),
+                                       "xen": {"events_sent": 2, "events_received": 2, "upcalls": 2, "maps": 0,
+                                               "unmaps": 0, "copies": 3, "bytes_copied": 4500, "transfers": 0}},
+                          DOM0_SYMBOLS),
             _domain_trace(1, dom1, 1, {"name": "domU", "guest": "netfront", "instructions": 1000,
                                        "nic": dict(nic, tx_frames=0, rx_frames=0),
-                                       "xen": {"events_sent": 2, "events_received": 2}}, DOM1_SYMBOLS)]
+                                       "xen": {"events_sent": 2, "upcalls": 2}}, DOM1_SYMBOLS)]
 
 
 HOST = {"cycles": 10000, "switches": 8, "switch_cycles": 50, "name": "xennet"}
@@ -307,8 +309,10 @@ def test_by_domain_adds_up_per_domain():
     got = [(r["domain"], r["name"], r["guest"], r["count"], r["hypercalls"], r["events_sent"], r["events_received"],
             r["grant_ops"], round(r["exit_time_s"], 9), round(r["cpu_s"], 9), round(r["cpu_pct"], 9)) for r in rep.rows]
     # dom0: 2000 instructions + 1000 + 3 x 300 + 2 x 100 exit cycles; dom1: 1000 + 2 x 100 + 2 x 400 + 50
+    # dom0's grant ops and events received are Xen's counts; dom1's run kept none: 2 maps of 2 ops from
+    # its exits, and its upcalls
     assert got == [(0, "dom0", "netback", 6, 5, 2, 2, 3, 2.1, 4.1, 41.0),
-                   (1, "domU", "netfront", 5, 5, 2, 2, 4, 1.05, 2.05, 20.5)]   # dom1's grant ops: 2 maps of 2
+                   (1, "domU", "netfront", 5, 5, 2, 2, 4, 1.05, 2.05, 20.5)]
     assert sum(r["count"] for r in rep.rows) == rep.totals["exits"] == 11
     assert "8 domain switches (50 cycles each, 0.400000 s)" in rep.footer
 

@@ -192,7 +192,7 @@ def test_merged_meta_totals_and_host_facts(tmp_path):
     t.save(tmp_path / "m.npz")
     back = load(tmp_path / "m.npz")
     assert back.exits.tobytes() == t.exits.tobytes() and back.symbols == t.symbols
-    assert back.meta["domains"][1]["xen"] == {"events_sent": 2, "events_received": 2}
+    assert back.meta["domains"][1]["xen"] == {"events_sent": 2, "upcalls": 2}
 
 
 def test_domain_view():

@@ -415,6 +415,17 @@ def _domain_cpu_s(meta: dict, exit_cycles: float, pricing: Pricing) -> float:
     return cpu_cycles(meta, int(exit_cycles)) / pricing.freq
 
 
+#: The grant operations Xen counts per domain (its xen stats): each one map, unmap, copy or transfer.
+_GRANT_STATS = ("maps", "unmaps", "copies", "transfers")
+
+
+def _grant_ops(stats: dict, tally: dict) -> int:
+    """Grant operations of a domain: from Xen's counts when the run kept them, else from its exits."""
+    if any(k in stats for k in _GRANT_STATS):
+        return sum(int(stats.get(k, 0)) for k in _GRANT_STATS)
+    return int(tally.get("grant_ops", 0))
+
+
 def _domain_row(m: dict, tally: dict, pricing: Pricing) -> dict:
     stats = m.get("xen") or {}
     cpu_s = _domain_cpu_s(m, tally.get("cycles", 0.0), pricing)
@@ -423,7 +434,7 @@ def _domain_row(m: dict, tally: dict, pricing: Pricing) -> dict:
             "count": tally.get("exits", 0), "hypercalls": int(tally.get("hypercalls", 0)),
             "events_sent": int(stats.get("events_sent", tally.get("sends", 0))),
             "events_received": None if received is None else int(received),
-            "grant_ops": int(stats.get("grant_ops", tally.get("grant_ops", 0))),
+            "grant_ops": _grant_ops(stats, tally),
             "exit_time_s": float(tally.get("cycles", 0.0)) / pricing.freq, "cpu_s": cpu_s,
             "cpu_pct": 100.0 * cpu_s / (pricing.run_seconds or 1.0)}
 
