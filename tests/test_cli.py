@@ -332,3 +332,98 @@ def test_report_and_compare_need_no_emulator(tmp_path, capsys):
     assert not {"unicorn", "capstone", "keystone", "vmexit.session", "vmexit.guests"} & set(doc["loaded"])
     for argv, (code, out) in zip(argvs, doc["results"]):
         assert (code, out) == run_cli(capsys, *argv)[:2], argv
+
+
+# scenarios of several domains: the CLI path, with a stand-in for vmexit.scenarios ----------------------
+class _FakeScenarios:
+    """run_scenario(name, constants, profile, options) -> (traces, host facts), as vmexit.scenarios
+    offers it: the two-domain run of test_analysis, its throughput set by SHARED_BUFFERS."""
+
+    class Entry:
+        hypervisor = "xen-pv"
+        defaults = {"MSG_SIZE": 4096, "SHARED_BUFFERS": 0}
+
+    SCENARIOS = {"xennet": Entry()}
+
+    def __init__(self):
+        self.calls = []
+
+    def run_scenario(self, name, constants, profile, options):
+        from .test_analysis import HOST, two_domains
+        self.calls.append((name, dict(constants), profile.name, options.hypervisor))
+        mbit = 400.0 + 40.0 * constants.get("SHARED_BUFFERS", 0)
+        return two_domains(), {k: v for k, v in dict(HOST, throughput_mbit_s=mbit).items() if k != "name"}
+
+
+@pytest.fixture
+def scenarios(monkeypatch):
+    from vmexit import cli
+    fake = _FakeScenarios()
+    monkeypatch.setattr(cli, "_scenarios", lambda: fake)
+    return fake
+
+
+def test_run_a_scenario_reports_the_merged_run_and_its_domains(capsys, tmp_path, scenarios):
+    code, out, err = run_cli(capsys, "run", "xennet", "-D", "MSG_SIZE=2048", "-o", str(tmp_path / "x.npz"))
+    assert code == EXIT_OK and err == ""
+    assert scenarios.calls == [("xennet", {"MSG_SIZE": 2048}, "xen-pv-q9550", "xen-pv")]
+    assert out.startswith("Hot functions (xennet)") and "d0:net_rx_action" in out
+    assert "\nDomains (xennet)\n" in out and "Per packet (10 NIC frames): 1.10 exits" in out
+    t = load(tmp_path / "x.npz")
+    assert len(t.exits) == 11 and [d["name"] for d in t.meta["domains"]] == ["dom0", "domU"]
+    code, out2, _ = run_cli(capsys, "report", str(tmp_path / "x.npz"), "--by", "domain")
+    assert code == EXIT_OK and out2 in out   # the saved trace gives the same per-domain summary
+
+
+def test_domain_restricts_a_scenario_run_and_a_saved_trace(capsys, tmp_path, scenarios):
+    code, out, _ = run_cli(capsys, "run", "xennet", "--domain", "1", "--by", "hypercall", "-o", str(tmp_path / "x.npz"))
+    assert code == EXIT_OK
+    assert "event_channel_op:send" in out and "grant_table_op:map_grant_ref" in out and "copy" not in out
+    code, out, _ = run_cli(capsys, "report", str(tmp_path / "x.npz"), "--domain", "1", "--format", "json")
+    doc = json.loads(out)
+    assert doc["title"] == "Hot functions (netfront)" and [r["function"] for r in doc["rows"]] == [
+        "xennet_poll", "xennet_start_xmit"]
+    code, out, _ = run_cli(capsys, "compare", str(tmp_path / "x.npz"), str(tmp_path / "x.npz"), "--domain", "0")
+    assert code == EXIT_OK and "net_rx_action" in out and "xennet" not in out.split("\n", 2)[2]
+
+
+def test_scenario_json_carries_the_domains(capsys, scenarios):
+    code, out, _ = run_cli(capsys, "run", "xennet", "--by", "reason", "--format", "json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and doc["by"] == "reason"
+    assert [r["count"] for r in doc["domains"]["rows"]] == [6, 5]
+    assert doc["totals"]["network"]["per_packet"]["notifications"] == 0.4
+
+
+def test_scenario_beside_the_xen_network_paper(capsys, scenarios):
+    code, out, err = run_cli(capsys, "run", "xennet", "--paper", "-D", "MSG_SIZE=1024")
+    assert code == EXIT_OK, err
+    assert [c[1] for c in scenarios.calls] == [{"MSG_SIZE": 1024, "SHARED_BUFFERS": 0},
+                                               {"MSG_SIZE": 1024, "SHARED_BUFFERS": 1}]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("Native Xen", "Enhanced Xen"))]
+    # paper 447.61 / 471.29 (1.053); ours 400 / 440 (1.100)
+    assert rows == [["Native", "Xen", "-D", "SHARED_BUFFERS=0", "447.610", "400.000", "1.000", "1.000"],
+                    ["Enhanced", "Xen", "-D", "SHARED_BUFFERS=1", "471.290", "440.000", "1.053", "1.100"]]
+    code, out, _ = run_cli(capsys, "run", "xennet", "--paper")    # the scenario's default MSG_SIZE, 4096
+    assert code == EXIT_OK and "MSG_SIZE=4096" in out and "463.500" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "xennet", "--paper", "-D", "MSG_SIZE=512"], "the paper measured MSG_SIZE 1024, 2048, 4096, not 512"),
+    (["run", "xennet", "--paper", "-o", "x.npz"], "--paper runs the scenario once per system"),
+    (["run", "xennet", "--domain", "2"], "the trace has no domain 2 (its domains: 0, 1)"),
+    (["run", "timer", "--domain", "1"], "--domain 1: a run of one guest has only domain 0"),
+    (["run", "xennet", "-o", "/nonexistent/x.npz"], "directory /nonexistent does not exist"),
+])
+def test_scenario_bad_input_one_line(capsys, scenarios, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE and err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_report_of_a_domain_the_trace_lacks(capsys, tmp_path):
+    from .test_analysis import synthetic
+    synthetic().save(tmp_path / "one.npz")
+    code, _, err = run_cli(capsys, "report", str(tmp_path / "one.npz"), "--domain", "3")
+    assert code == EXIT_USAGE and err == "vmexit: error: the trace has no domain 3 (its domains: 0)\n"
+    code, out, _ = run_cli(capsys, "report", str(tmp_path / "one.npz"), "--domain", "0")
+    assert code == EXIT_OK and out == run_cli(capsys, "report", str(tmp_path / "one.npz"))[1]

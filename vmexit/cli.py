@@ -3,6 +3,10 @@
 Only the commands that run guests import the emulator side (session, guests): `vmexit report` and
 `vmexit compare` work from saved traces on a machine without unicorn, capstone or keystone.
 
+A guest argument that names a scenario of several domains (vmexit.scenarios.SCENARIOS, e.g. `xennet`:
+dom0 + domU + the network peer) runs it on one host and reports the merged trace (trace.merge_domains),
+with the per-domain summary after the report.
+
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
 off), 2 bad input or usage, 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
 user, 1 an internal error (a bug: please report it; --debug shows the traceback).
@@ -10,6 +14,9 @@ user, 1 an internal error (a bug: please report it; --debug shows the traceback)
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +28,7 @@ from .hypervisors import HYPERVISORS
 from .loader import LoadError
 from .optimizations import OPTIMIZATIONS, OptionError, parse_opts
 from .render import RENDERERS
-from .trace import TraceError, load as load_trace, write_atomic
+from .trace import TraceError, domain_view, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
@@ -75,6 +82,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
                    help=f"group exits by {', '.join(analysis.BY_CHOICES)} (default function)")
     p.add_argument("--top", type=int, default=10, help="rows to show (0: all; default 10)")
     p.add_argument("--callers", action="store_true", help="add the most frequent caller of each row")
+    p.add_argument("--domain", type=int, metavar="N", help="only domain N's exits and symbols (a run of several domains)")
     p.add_argument("--format", choices=tuple(RENDERERS), default="text")
     p.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
 
@@ -89,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("profiles", help="list the bundled cost profiles")
 
     r = sub.add_parser("run", help="run a guest and report its exits")
-    r.add_argument("guest", help="bundled guest name, assembly source, multiboot ELF32 or flat binary")
+    r.add_argument("guest", help="bundled guest name, assembly source, multiboot ELF32 or flat binary, or a "
+                   "scenario of several domains (xennet)")
     r.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE",
                    help="assembler constant for a guest source (repeatable)")
     r.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")
@@ -128,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--paper", action="store_true",
-                   help="print ours beside the KVM paper's table for this workload (specjbb, timer: Table 1)")
+                   help="print ours beside the paper's table for this workload (specjbb, timer: the KVM paper's "
+                        "Table 1; fork, exec: the Xen report's Fig. 4; xennet: the Xen network report's "
+                        "throughput at the run's MSG_SIZE)")
     _report_options(r)
 
     rep = sub.add_parser("report", help="report on a saved trace")
@@ -141,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("after", help="trace of the run after")
     c.add_argument("--by", choices=analysis.COMPARE_CHOICES, default="function")
     c.add_argument("--top", type=int, default=0, help="rows to show (0: all, the default)")
+    c.add_argument("--domain", type=int, metavar="N", help="compare domain N's exits of each trace")
     c.add_argument("--format", choices=tuple(RENDERERS), default="text")
     c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
 
@@ -188,7 +200,7 @@ def _emit(text: str, path: str | None) -> None:
 
 def _render(trace, args, profile=None) -> str:
     top = None if args.top == 0 else args.top
-    rep = analysis.report(trace, args.by, top, args.callers, profile)
+    rep = analysis.report(trace, args.by, top, args.callers, profile, args.domain)
     return RENDERERS[args.format](rep)
 
 
@@ -294,14 +306,23 @@ def _run_options(args, profile):
                       input=typed, until_console=args.until_console, echo=_echo if args.console else None)
 
 
-def cmd_run(args) -> int:
-    from .guests import resolve
-    profile = _profile_for(args)
-    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
+def _check_output(args) -> None:
     if args.output:
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():
             raise UsageError(f"cannot write trace {args.output}: directory {out_dir} does not exist")
+
+
+def cmd_run(args) -> int:
+    from .guests import resolve
+    scenarios = _scenarios()
+    if scenarios is not None and args.guest in scenarios.SCENARIOS:
+        return _run_scenario(args, scenarios)
+    if args.domain not in (None, 0):
+        raise UsageError(f"--domain {args.domain}: a run of one guest has only domain 0")
+    profile = _profile_for(args)
+    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
+    _check_output(args)
     options = _run_options(args, profile)
     paper = None
     if args.paper:
@@ -368,6 +389,87 @@ def _xen_paper(args, paper: dict, options) -> int:
     return worst
 
 
+# scenarios: several domains on one host (vmexit.scenarios) -----------------------------------------------
+def _scenarios():
+    """The module of scenarios of several domains (SCENARIOS, run_scenario), None in a build without it."""
+    try:
+        return importlib.import_module(".scenarios", __package__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.scenarios":
+            raise
+        return None
+
+
+def _scenario_trace(scenarios, name: str, constants: dict, profile, options):
+    """One run of a scenario, its domains' traces merged into one (trace.merge_domains)."""
+    from .devices.ide import DiskError
+    try:
+        traces, host = scenarios.run_scenario(name, constants, profile, options)
+    except DiskError as e:
+        raise UsageError(str(e)) from None
+    return merge_domains(traces, {"name": name, **host})
+
+
+def _run_scenario(args, scenarios) -> int:
+    """`vmexit run SCENARIO`: the run's report (restricted by --domain), then its per-domain summary;
+    -o saves the merged trace; --paper runs the paper's systems instead."""
+    entry = scenarios.SCENARIOS[args.guest]
+    hypervisor = getattr(entry, "hypervisor", "xen-pv")
+    profile = load_profile(args.profile or HYPERVISORS[hypervisor].profile)
+    _check_output(args)
+    options = dataclasses.replace(_run_options(args, profile), hypervisor=hypervisor)
+    if args.paper:
+        return _xen_net_paper(args, scenarios, entry, profile, options)
+    trace = _scenario_trace(scenarios, args.guest, dict(args.defines), profile, options)
+    saved = ""
+    if args.output:
+        try:
+            trace.save(args.output)
+            saved = f"; trace saved to {args.output}"
+        except OSError as e:
+            print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_USAGE
+    _emit(_with_domains(trace, args), args.report_file)
+    return _ended(trace, saved)
+
+
+def _with_domains(trace, args) -> str:
+    """The report asked for, then the per-domain summary (in JSON: under the report's "domains")."""
+    main = _render(trace, args)
+    if args.by == "domain":
+        return main
+    domains = analysis.report(trace, "domain", None, False, None, args.domain)
+    if args.format == "json":
+        doc = json.loads(main)
+        doc["domains"] = json.loads(RENDERERS["json"](domains))
+        return json.dumps(doc, indent=2) + "\n"
+    return main + "\n" + RENDERERS[args.format](domains)
+
+
+def _xen_net_paper(args, scenarios, entry, profile, options) -> int:
+    """The Xen network report's throughput beside ours: the scenario run once per system of the paper
+    (its SHARED_BUFFERS mode) at the run's MSG_SIZE (-D, else the scenario's default, else 4096)."""
+    paper = papers.xen_net_paper()
+    if args.output:
+        raise UsageError("--paper runs the scenario once per system: save a run without --paper (-o)")
+    constants = dict(args.defines)
+    defaults = getattr(entry, "defaults", None) or getattr(entry, "constants", None) or {}
+    size = constants.get(paper["constant"], defaults.get(paper["constant"], 4096))
+    if size not in paper["message_sizes"]:
+        raise UsageError(f"--paper: the paper measured {paper['constant']} "
+                         f"{', '.join(map(str, paper['message_sizes']))}, not {size}")
+    throughput, worst = {}, EXIT_OK
+    for system in paper["systems"]:
+        run = dict(constants, **{paper["constant"]: size, paper["switch"]: paper["modes"][system]})
+        trace = _scenario_trace(scenarios, args.guest, run, profile, options)
+        host = trace.meta.get("host") or {}
+        throughput[system] = float(host.get("throughput_mbit_s", (trace.meta.get("nic") or {}).get(
+            "throughput_mbit_s", 0.0)))
+        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+    _emit(RENDERERS[args.format](papers.beside_xen_net_paper(paper, size, throughput, args.guest)), args.report_file)
+    return worst
+
+
 # commands on saved traces: no emulator ----------------------------------------------------------------
 def cmd_report(args) -> int:
     trace = load_trace(args.trace)
@@ -378,6 +480,8 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     before, after = load_trace(args.before), load_trace(args.after)
+    if args.domain is not None:
+        before, after = domain_view(before, args.domain), domain_view(after, args.domain)
     rep = analysis.compare(before, after, args.by, None if args.top == 0 else args.top)
     _emit(RENDERERS[args.format](rep), args.report_file)
     return EXIT_OK

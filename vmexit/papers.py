@@ -1,7 +1,8 @@
 """The papers vmexit reproduces, who wrote them and where they appeared, and their tables beside ours.
 
 Their numbers are data: vmexit/data/kvm_paper.json (the KVM paper's Tables 1-4 and the results of its
-optimizations) and vmexit/data/xen_paper.json (the Xen page-fault report's Fig. 4), each table saying
+optimizations), vmexit/data/xen_paper.json (the Xen page-fault report's Fig. 4) and
+vmexit/data/xen_net_paper.json (the Xen network report's throughput figure), each table saying
 where in its paper it stands; PAPERS below holds the full citations every `source` is built from. The
 Xen experiment (three systems, each run with the guest's operation count and twice it) is defined here
 once, as data: `vmexit run --paper` and `vmexit reproduce` both run it through vmexit.session. Nothing
@@ -50,10 +51,18 @@ PAPERS: dict[str, Paper] = {
         'research project report on offloading Xen PV page-fault handling into Xen ("Enhanced Xen")',
         "Chang Gung University, Taiwan", "",
         "title, authors and year are missing from our copy, whose references run to 2004"),
+    # 作業系統虛擬化網路效能改善之研究 (the English abstract has no title; ours is a translation)
+    "xen-net": Paper(
+        "Feng, Chang Gung University report on Xen network performance", "Feng Li-Chi (馮立琪)",
+        '"作業系統虛擬化網路效能改善之研究" (Improving the network performance of operating-system '
+        'virtualization)', "research project report, Department of Computer Science and Information "
+        "Engineering, Chang Gung University, Taiwan", "",
+        "the year is not printed in our copy; Xen split-driver networking measured with netperf"),
 }
 
 KVM_PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
 XEN_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_paper.json"
+XEN_NET_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_net_paper.json"
 
 
 def _load(path: Path) -> dict:
@@ -212,3 +221,36 @@ def beside_xen_paper(paper: dict, operations: int, traces: dict[str, Trace]) -> 
             f"lmbench processes on real hardware, ours a {operations}-operation miniature: compare the ratios.")
     return Report(by="paper", title=f"{paper['title']}, {paper['label']}, beside {guest}", columns=columns,
                   rows=rows, totals={"summary": note})
+
+
+# the Xen network report's throughput figure -----------------------------------------------------------
+def xen_net_paper() -> dict:
+    """The Xen network report's throughput figure (xen_net_paper.json), with its full source."""
+    doc = _load(XEN_NET_PAPER_DATA)
+    return dict(doc, source=source(doc, doc["where"]))
+
+
+def beside_xen_net_paper(paper: dict, msg_size: int, throughput: dict[str, float], guest: str = "xennet") -> Report:
+    """One row per system (Native Xen: SHARED_BUFFERS=0, Enhanced Xen: 1) at one message size: the
+    paper's throughput beside ours (throughput: Mbit/s by the paper's system name), each as a ratio to
+    Native Xen too."""
+    if msg_size not in paper["message_sizes"]:
+        raise ValueError(f"the paper measured {paper['constant']} "
+                         f"{', '.join(map(str, paper['message_sizes']))}, not {msg_size}")
+    at = paper["message_sizes"].index(msg_size)
+    base_p, base_o = paper["mbit_s"][paper["systems"][0]][at], throughput.get(paper["systems"][0])
+    rows = []
+    for system in paper["systems"]:
+        theirs, ours = paper["mbit_s"][system][at], throughput.get(system)
+        rows.append({"system": system, "ours": f"-D {paper['switch']}={paper['modes'][system]}",
+                     "paper_mbit_s": theirs, "mbit_s": ours, "paper_vs_native": theirs / base_p,
+                     "ours_vs_native": ours / base_o if ours is not None and base_o else None})
+    columns = [Column("system", "system", "str"), Column("ours", "ours run as", "str"),
+               Column("paper_mbit_s", "paper Mbit/s", "ratio"), Column("mbit_s", "our Mbit/s", "ratio"),
+               Column("paper_vs_native", "paper vs Native", "ratio"), Column("ours_vs_native", "ours vs Native", "ratio")]
+    others = "; ".join(f"{size} B: " + " / ".join(f"{paper['mbit_s'][s][i]}" for s in paper["systems"])
+                       for i, size in enumerate(paper["message_sizes"]))
+    note = (f"Source: {paper['source']}. {paper['benchmark']}; the paper's Native / Enhanced Mbit/s at each "
+            f"size: {others}. Ours: the modeled throughput of the run in virtual time; compare the ratios.")
+    return Report(by="paper", title=f"{paper['title']}, {paper['constant']}={msg_size}, beside {guest}",
+                  columns=columns, rows=rows, totals={"summary": note})
