@@ -382,3 +382,12 @@ def test_repricing_honours_sub_operation_keys():
     assert priced.total_cycles == base.total_cycles + sum(2500 - int(c) for c in base.cycles(t.exits, 0)[copies])
     rows = {r["hypercall"]: r for r in analysis.report(t, "hypercall", profile=own).rows}
     assert rows["grant_table_op:copy"]["min_us"] == pytest.approx(2500 * 1e6 / own.freq_hz)
+
+
+def test_repricing_a_merged_run_keeps_switches_and_idle():
+    t = merged_synthetic()
+    p = _profile_with({})
+    pricing = analysis.Pricing.of(t, p)
+    # 3000 instructions at CPI 1 and the re-priced exits at the profile's clock; 3450 idle and 8 x 50
+    # switch cycles at the run's 1000 Hz
+    assert pricing.run_seconds == pytest.approx((3000 + pricing.total_cycles) / p.freq_hz + (3450 + 400) / 1000)

@@ -75,13 +75,14 @@ class Pricing:
             own = cls(trace, trace.freq_hz, float(m.get("virtual_seconds", 0.0)), str(m.get("profile", "?")))
             return replace(own, total_cycles=own._total())
         # Re-pricing keeps the recorded exit sequence: instructions are re-timed with the new CPI and
-        # frequency, exits with the new costs; idle time (waiting for timers) keeps its length in seconds.
+        # frequency, exits with the new costs; idle time (waiting for timers) keeps its length in seconds,
+        # and so do a run of several domains' switches and upcalls (host costs, not exits).
         trace = replace(trace, emulated=_in_exit_order(trace.emulated))
         pricing = cls(trace, profile.freq_hz, 0.0, profile.name, repricing=profile,
                       hypercall_name=Context.of(trace).hypercall_name)
         total = pricing._total()
         num, den = profile.cpi
-        idle_s = float(m.get("idle_cycles", 0)) / trace.freq_hz
+        idle_s = float(int(m.get("idle_cycles", 0)) + _host_cycles(m)) / trace.freq_hz
         run = (int(m.get("instructions", 0)) * num / den + float(total)) / profile.freq_hz + idle_s
         return replace(pricing, run_seconds=run, total_cycles=total)
 
@@ -116,6 +117,15 @@ class Pricing:
     def exit_seconds(self) -> float:
         """Modeled exit time: the cost of every exit, in seconds."""
         return float(self.total_cycles) / self.freq
+
+
+def _host_cycles(meta: dict) -> int:
+    """The recorded time of a run of several domains that is neither instructions, exits nor idle:
+    the host's domain switches and the upcalls Xen entered (0 for a run of one guest)."""
+    if "domains" not in meta:
+        return 0
+    upcalls = sum(int((d.get("xen") or {}).get("upcall_cycles", 0)) for d in meta["domains"])
+    return int((meta.get("host") or {}).get("switch_total_cycles", 0)) + upcalls
 
 
 def hypercall_price(profile, name: str) -> tuple[int, int] | None:

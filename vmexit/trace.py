@@ -17,6 +17,7 @@ its own, so that every report works on it unchanged.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -212,7 +213,6 @@ def cpu_cycles(meta: dict, exit_cycles: int) -> int:
 
 def _merged_meta(traces: list[Trace], domids: list[int], host: dict, exits: np.ndarray) -> dict:
     """The run's meta: the first domain's settings, the domains' totals, the host's time and facts."""
-    import hashlib
     first = traces[0].meta
     freq = int(first["freq_hz"])
     cycles = int(host.get("cycles", max(int(t.meta.get("cycles", 0)) for t in traces)))
