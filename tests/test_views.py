@@ -109,3 +109,30 @@ def test_unknown_views_are_refused():
     with pytest.raises(ValueError, match="unknown report"):
         analysis.report(synthetic(), "nope")
     assert set(analysis.COMPARE_CHOICES) == {"function", "address", "reason", "port"}
+
+
+def test_symbols_of_several_domains_stay_in_their_domain():
+    """d<domid>:name at domid << 32 | address: an address of domain 1 below its first symbol is unknown,
+    not the last symbol of domain 0; address 0 is unknown in every domain."""
+    from vmexit.symbols import SymbolTable
+    table = SymbolTable.of_domains({"d0:a": 0x100, "d0:b": 0x200, "d1:x": 0x150})
+    d1 = 1 << 32
+    got = table.names_of(np.array([0x100, 0x180, 0x250, d1 | 0x120, d1 | 0x160, d1, 0], dtype=np.uint64))
+    assert got.tolist() == ["d0:a", "d0:a", "d0:b", "[unknown]", "d1:x", "[unknown]", "[unknown]"]
+    plain = SymbolTable({"a": 0x100})
+    assert plain.names_of(np.array([0, 0x50, 0x100, 0x900])).tolist() == ["[unknown]", "[unknown]", "a", "a"]
+
+
+def test_hypercall_keys_carry_the_sub_operation():
+    ex = np.zeros(3, dtype=EXIT_DTYPE)
+    ex["reason"] = ExitReason.VMCALL
+    ex["qualifier"] = [20, 20, 32]
+    ex["subop"] = [5, 0, 4]
+    t = synthetic()
+    t.meta["hypervisor"] = "xen-pv"
+    ctx = Context.of(t)
+    keys = VIEWS["hypercall"].key(ex, ctx)
+    assert [VIEWS["hypercall"].decode(int(k), ctx)["hypercall"] for k in keys] == [
+        "grant_table_op:copy", "grant_table_op:map_grant_ref", "event_channel_op:send"]
+    t.meta["subops_recorded"] = False   # a format-2 trace: plain names
+    assert VIEWS["hypercall"].decode(int(keys[0]), Context.of(t))["hypercall"] == "grant_table_op"

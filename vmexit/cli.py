@@ -415,7 +415,7 @@ def _run_scenario(args, scenarios) -> int:
     -o saves the merged trace; --paper runs the paper's systems instead."""
     entry = scenarios.SCENARIOS[args.guest]
     hypervisor = getattr(entry, "hypervisor", "xen-pv")
-    profile = load_profile(args.profile or HYPERVISORS[hypervisor].profile)
+    profile = load_profile(args.profile or getattr(entry, "profile", None) or HYPERVISORS[hypervisor].profile)
     _check_output(args)
     options = dataclasses.replace(_run_options(args, profile), hypervisor=hypervisor)
     if args.paper:
