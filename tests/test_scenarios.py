@@ -27,6 +27,7 @@ def test_constants_reach_every_source_that_defines_them():
 
 def test_registry_names_its_entries():
     assert set(SCENARIOS) == {"xennet"} and SCENARIOS["xennet"].profile == "xen-pv-q9550"
+    assert SCENARIOS["xennet"].hypervisor == "xen-pv" and isinstance(SCENARIOS["xennet"].defaults, dict)
     with pytest.raises(LoadError, match="unknown scenario"):
         run_scenario("nope", {}, load_profile(None), session.RunOptions())
 
@@ -53,6 +54,8 @@ def test_xennet_wiring_fills_start_info_and_runs_both_domains():
     assert dom0.meta["nic"] is not None and domu.meta["nic"] is None
     assert dom0.meta["options"]["net_rate_bps"] == 1_000_000_000
     assert run.host["domains"] == 2 and run.host["ends"][1]["status"] == "exited"
+    # nothing was received (dom0 never enabled its receiver): a stream of 0 bytes
+    assert run.host["net_bytes"] == 0 and run.host["throughput_mbit_s"] == 0.0
 
 
 def test_xennet_runs_the_bundled_guests_when_they_are_there():

@@ -16,8 +16,9 @@ defines is an error. The peer's direction follows RECEIVE (1: the peer streams t
 window SOCKBUF (in full-sized segments of MSS bytes).
 
 run_scenario(name, constants, profile, options) runs one and returns ScenarioRun(traces, host): one
-Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts()
-plus each domain's end).
+Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts(),
+each domain's end, and for xennet the stream on dom0's wire: net_bytes, throughput_mbit_s over the
+host's virtual time).
 """
 from __future__ import annotations
 
@@ -56,6 +57,18 @@ class Scenario:
     summary: str
     profile: str                        # the cost profile it defaults to (costs.PROFILES)
     run: Callable[..., ScenarioRun]     # (constants, profile, options, progress=None)
+    sources: Callable[[], dict[int, Path]] | None = None   # domid -> its guest source
+    hypervisor: str = "xen-pv"          # every domain's
+
+    @property
+    def defaults(self) -> dict[str, int]:
+        """The -D constants its sources default (`.ifndef NAME`), for reports; {} without sources."""
+        out: dict[str, int] = {}
+        for path in (self.sources() if self.sources else {}).values():
+            if path.is_file():
+                for name, value in source_defaults(read_source(path)).items():
+                    out.setdefault(name, value)
+        return out
 
 
 def xennet_sources() -> dict[int, Path]:
@@ -108,7 +121,17 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
         if _constant(front, "SHARED_BUFFERS", 0) else 0
     start_info(dom0, peer=1, port=port, bufs=bufs, flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
-    return run_domains([dom0, domu], profile, options, progress)
+    run = run_domains([dom0, domu], profile, options, progress)
+    run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
+    return run
+
+
+def _stream(dom0: Domain, seconds: float) -> dict:
+    """The TCP stream on dom0's wire over the host's time: bytes the peer sent to domU (RECEIVE=1) or
+    domU's frames it received, as the NIC counted them."""
+    nic = dom0.devices["nic"]
+    moved = nic.rx_bytes if dom0.options.net_peer_sends else nic.tx_bytes
+    return {"net_bytes": moved, "throughput_mbit_s": moved * 8 / seconds / 1e6 if seconds else 0.0}
 
 
 def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0) -> None:
@@ -141,7 +164,8 @@ def run_domains(domains: list[Domain], profile: Profile, options, progress=None)
 #: Every bundled scenario, explicitly: name -> entry with its own wiring.
 SCENARIOS: dict[str, Scenario] = {
     "xennet": Scenario("xennet", "Xen split-driver networking: dom0 netback with the RTL8139 and the TCP peer, "
-                                 "domU netfront; event channels, grant tables, shared rings", "xen-pv-q9550", xennet),
+                                 "domU netfront; event channels, grant tables, shared rings", "xen-pv-q9550", xennet,
+                       xennet_sources),
 }
 
 
