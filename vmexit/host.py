@@ -9,7 +9,8 @@ when no domain is ready, time jumps to the earliest event. Each domain keeps its
 
 A domain may also sleep inside its hypervisor (Xen's sched_op block / poll: vcpu.block): it is ready
 again when the hypervisor says it was woken (an event), an interrupt for it is pending, or its poll
-timeout or next device event is due; a yield ends its slice. When every live domain waits and nothing
+timeout or next device event is due; a yield ends its slice, and so, if asked (preempt()), does waking
+another domain with an event. When every live domain waits and nothing
 is due, the run is deadlocked: each domain blocked in its hypervisor ends `halted` saying so (a domain
 halted in HLT ends as it does alone). A budget ends them all by budget, their traces kept.
 
@@ -35,6 +36,7 @@ class Host:
         self.slice_cycles = slice_cycles or int(DEFAULT_SLICE_S * self.domains[0].clock.freq_hz)
         self.now = 0          # virtual time on the host's CPU, in cycles
         self.switches = 0     # domain switches charged
+        self._running = None  # the domain on the CPU while the host runs several
 
     def run(self, max_instructions: int | None = None, max_cycles: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> list[RunEnd]:
@@ -71,9 +73,17 @@ class Host:
                 self.switches += 1
             d.clock.catch_up(self.now)
             d.vcpu.resume()
+            self._running = d
             d.run(max_instructions, max_cycles, progress, until=self.now + self.slice_cycles)
+            self._running = None
             self.now = max(self.now, d.clock.now())
             current = d
+
+    def preempt(self, _woken_domid: int | None = None) -> None:
+        """A domain woke (an event): the running one's slice ends after its current instruction, so
+        the woken one runs next in turn (Xen credit's BOOST of a waking vCPU; the xennet option)."""
+        if self._running is not None:
+            self._running.vcpu.yield_slice()
 
     def facts(self) -> dict:
         """What the host did: its virtual time, domain switches and what they cost, the slice."""

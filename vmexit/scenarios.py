@@ -13,7 +13,9 @@ are xen-pv domains without paging, sharing one host's event channels and grant t
   channels); dom0 gets that port number to bind_interdomain.
 `-D` constants go to each domain's source that defines them (`.ifndef NAME`); one that neither
 defines is an error. The peer's direction follows RECEIVE (1: the peer streams to domU) and its
-window SOCKBUF (in full-sized segments of MSS bytes).
+window SOCKBUF (in full-sized segments of MSS bytes). With options.wake_preempts, an event that wakes a
+blocked domain ends the sender's slice (Xen's credit scheduler boosts a waking vCPU past the running
+one); off by default: a domain runs until it blocks, yields or its 30 ms slice ends.
 
 run_scenario(name, constants, profile, options) runs one and returns ScenarioRun(traces, host): one
 Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts(),
@@ -153,6 +155,9 @@ def run_domains(domains: list[Domain], profile: Profile, options, progress=None)
     freq = profile.freq_hz
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * freq)
     host = Host(domains, switch_cycles=profile.host_cost("domain_switch"))
+    if options.wake_preempts:
+        for xen in {id(d.xen_host): d.xen_host for d in domains if d.xen_host is not None}.values():
+            xen.on_wake = host.preempt
     host.run(options.max_instructions, max_cycles, progress)
     for d in domains:
         d.close()

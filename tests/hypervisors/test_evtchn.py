@@ -228,3 +228,19 @@ def test_a_domain_alone_polls_to_its_timeout_and_cannot_block_forever():
     t = alone(call(29, 1) + EXIT)
     assert t.meta["status"] == "halted" and "sleeps forever" in t.meta["detail"]
     assert "xen" in t.meta and "events_sent" not in t.meta["xen"]   # a domain alone keeps today's statistics
+
+
+@pytest.mark.parametrize("preempt, upcalls", [(False, 1), (True, N)])
+def test_waking_a_blocked_domain_preempts_the_sender_when_asked(preempt, upcalls):
+    # dom1 sends N events without yielding to dom0, blocked: without preemption dom1 sends them all
+    # (one pending bit, one upcall); with it, each send hands the CPU to dom0, which handles and blocks
+    receiver = place_shared_info() + set_callbacks() + """
+.Lwait:
+""" + call(29, 1, report=False) + f"""
+    cmp dword ptr [upcalls], {upcalls}
+    jb .Lwait
+""" + report("upcalls") + EXIT
+    run, _ = run_pair(receiver, _sender(N, yield_=False), unbound=(0, 1), wake_preempts=preempt)
+    r, s = run.traces
+    assert reported(r) == [upcalls] and r.meta["xen"]["events_received"] == N == s.meta["xen"]["events_sent"]
+    assert run.host["switches"] == (2 * N + 1 if preempt else 2)

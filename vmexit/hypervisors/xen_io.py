@@ -77,9 +77,13 @@ class XenIO:
         self.clock.extra += self.upcall_cost
 
     def kick(self, port: int | None) -> None:
-        """The event channels kick this vCPU: None when an upcall became pending, else a port that did."""
+        """The event channels kick this vCPU: None when an upcall became pending, else a port that did.
+        Waking it from sleep may preempt the domain that sent the event (XenHost.on_wake)."""
         if port is None or (self._polling is not None and port in self._polling):
+            asleep = self.vcpu.blocked is not None and not self._woken
             self._woken = True
+            if asleep and self.host.on_wake is not None:
+                self.host.on_wake(self.domid)
 
     def _sleep(self, ports: frozenset[int] | None, deadline: int | None = None) -> None:
         self._woken = False
