@@ -9,10 +9,10 @@ when no domain is ready, time jumps to the earliest event. Each domain keeps its
 
 A domain may also sleep inside its hypervisor (Xen's sched_op block / poll: vcpu.block): it is ready
 again when the hypervisor says it was woken (an event), an interrupt for it is pending, or its poll
-timeout or next device event is due; a yield ends its slice, and so, if asked (preempt()), does waking
-another domain with an event. When every live domain waits and nothing
-is due, the run is deadlocked: each domain blocked in its hypervisor ends `halted` saying so (a domain
-halted in HLT ends as it does alone). A budget ends them all by budget, their traces kept.
+timeout or next device event is due. A yield ends its slice, and so, if asked (preempt()), does waking
+another domain with an event. When every live domain waits and nothing is due, the run is deadlocked:
+each domain blocked in its hypervisor ends `halted` saying so (a domain halted in HLT ends as it does
+alone). A budget ends them all by budget, their traces kept.
 
 The default time slice is the Xen credit scheduler's, 30 ms (xen/common/sched/credit.c,
 CSCHED_DEFAULT_TSLICE_MS). The switch cost is the caller's (0 unless a profile or model gives one: the
