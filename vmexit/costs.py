@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .exits import Direction, ExitReason, Place
+from .hypervisors.hypercalls import SIZE_IN_BYTES
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -66,11 +67,14 @@ class Profile:
 
     def call_price(self, call: str) -> tuple[int, int] | None:
         """(cycles, cycles per item) of a hypercall sub-operation named `name:subop`, if the profile
-        prices it apart from VMCALL."""
+        prices it apart from VMCALL; one whose size counts bytes (hypercalls.SIZE_IN_BYTES) without a
+        key of its own costs the VMCALL round trip alone."""
         key = f"VMCALL/{call}"
-        if key not in self.costs:
-            return None
-        return self.costs[key], self.per_items.get(key, 0)
+        if key in self.costs:
+            return self.costs[key], self.per_items.get(key, 0)
+        if call in SIZE_IN_BYTES:
+            return self.cost(ExitReason.VMCALL), 0
+        return None
 
     def cost(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
         return self.costs[self._key(reason, place, direction)]

@@ -223,3 +223,5 @@ def test_a_profile_without_subop_keys_prices_a_copy_as_one_round_trip():
     prof = load_profile("kvm76-q9550")
     assert copy["size"].tolist() == [100] and copy["cost"].tolist() == [prof.cost(ExitReason.VMCALL)]
     assert run.host["switch_cycles"] == 0                                  # no host costs in that profile
+    prof_e = load_profile("kvm76-q9550")
+    assert (prof_e.price(e, lambda nr, sub: full_name(XEN, XEN_SUBOPS, nr, sub)) == e["cost"]).all()  # re-priced alike
