@@ -72,3 +72,16 @@ def test_xennet_runs_the_bundled_guests_when_they_are_there():
     assert xen[0]["events_sent"] == xen[1]["events_received"] and xen[1]["events_sent"] == xen[0]["events_received"]
     again = run_scenario("xennet", {"MESSAGES": 4}, profile, options)
     assert [t.to_bytes() for t in again.traces] == [t.to_bytes() for t in run.traces] and again.host == run.host
+
+
+@pytest.mark.parametrize("constants, bufs, sends", [({}, 0, True), ({"SHARED_BUFFERS": 1}, 128, True),
+                                                   ({"SHARED_BUFFERS": 1, "SHARED_BUF_PAGES": 5, "RECEIVE": 0}, 5,
+                                                    False)])
+def test_xennet_wiring_follows_the_frontends_constants(constants, bufs, sends):
+    images = {0: inline_image(REPORT_START_INFO), 1: inline_image(REPORT_START_INFO)}
+    images[1].constants = dict(constants)
+    run = run_xennet(images, load_profile("xen-pv-q9550"), session.RunOptions(max_seconds=0.01))
+    for t in run.traces:
+        e = t.exits
+        assert e[(e["reason"] == 30) & (e["qualifier"] == 0x80)]["value"].tolist()[9] == bufs
+    assert run.traces[0].meta["options"]["net_peer_sends"] is sends
