@@ -17,7 +17,7 @@ def script(n: int, seed: int = 7) -> list[tuple]:
         calls.append(("append", i * 3, i * 3 * 5 + 11, 0x100000 + int(rng.integers(0, 64)) * 4, 30,
                       int(rng.integers(0, 2)), int(rng.integers(1, 3)), int(rng.integers(0, 0x400)), 1,
                       int(rng.integers(0, 1 << 63)), int(rng.choice([1790, 14526, 17385])),
-                      int(rng.integers(0, 1 << 32))))
+                      int(rng.integers(0, 1 << 32)), *([int(rng.integers(0, 11))] if i % 3 else [])))
         for _ in range(int(rng.integers(0, 3)) if i % 5 == 0 else 0):
             calls.append(("add_size", int(rng.integers(1, 5))))
         for _ in range(int(rng.integers(0, 3)) if i % 7 == 0 else 0):
@@ -32,12 +32,12 @@ def play(recorder: ExitRecorder, calls: list[tuple]) -> ExitRecorder:
     return recorder
 
 
-def expected(calls: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """The definition, without buffers or chunks."""
+def expected(calls: list[tuple], domain: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, without buffers or chunks: the recorder's domain in every row, subop 0 unless given."""
     rows, emulated = [], []
     for name, *args in calls:
         if name == "append":
-            rows.append([len(rows), *args, 0, 0])   # domain, subop: 0 for a recorder of domain 0
+            rows.append([len(rows), *args[:11], domain, args[11] if len(args) > 11 else 0])
         elif name == "add_size":
             rows[-1][8] += args[0]
         else:
@@ -50,8 +50,8 @@ def expected(calls: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("chunk", [1, 2, 3, 64, ExitRecorder.CHUNK])
 def test_any_chunk_size_gives_the_same_records(chunk):
     calls = script(3000)
-    want_exits, want_emulated = expected(calls)
-    r = play(ExitRecorder(chunk), calls)
+    want_exits, want_emulated = expected(calls, domain=7)
+    r = play(ExitRecorder(chunk, domain=7), calls)
     assert r.count == len(want_exits)
     assert r.records().tobytes() == want_exits.tobytes()
     assert r.emulated().tobytes() == want_emulated.tobytes()
@@ -105,6 +105,14 @@ def test_wider_values_wrap_into_their_fields_as_astype_does():
     assert (int(row["rip"]), int(row["place"])) == (5, 1)
 
 
+def test_sixty_bytes_a_row_with_domain_and_subop_last():
+    assert EXIT_DTYPE.itemsize == 60 and EXIT_DTYPE.names[-3:] == ("caller", "domain", "subop")
+    r = ExitRecorder(domain=1)
+    r.append(1, 2, 3, 18, 0, 0, 20, 4, 0, 10, 0, subop=5)
+    r.append(1, 2, 3, 18, 0, 0, 17, 1, 0, 10, 0)
+    assert [(int(x["domain"]), int(x["subop"])) for x in r.records()] == [(1, 5), (1, 0)]
+
+
 def test_empty():
     r = ExitRecorder()
     assert r.count == 0 and len(r.records()) == 0 and len(r.emulated()) == 0
@@ -126,14 +134,3 @@ def test_a_run_packed_in_tiny_chunks_saves_the_same_trace_file(monkeypatch):
     tiny = run()
     assert len(whole.exits) > 50 and len(whole.emulated) > 10 and (whole.exits["size"] > 2).any()
     assert tiny.to_bytes() == whole.to_bytes()
-
-
-def test_domain_is_the_recorders_and_subop_the_callers():
-    rec = ExitRecorder(chunk=2, domain=3)
-    rec.append(1, 2, 3, 18, 0, 0, 20, 1, 0, 100, 0, subop=5)
-    rec.append(4, 5, 6, 30, 0, 2, 0x80, 1, 7, 200, 0)
-    rec.append(7, 8, 9, 18, 0, 0, 32, 1, 0, 100, 0, subop=4)
-    r = rec.records()
-    assert EXIT_DTYPE.itemsize == 60
-    assert r["domain"].tolist() == [3, 3, 3] and r["subop"].tolist() == [5, 0, 4]
-    assert r["cost"].tolist() == [100, 200, 100] and r["seq"].tolist() == [0, 1, 2]
