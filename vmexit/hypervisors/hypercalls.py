@@ -38,6 +38,11 @@ XEN_SUBOPS: dict[int, dict[int, str]] = {
 }
 
 
+#: Sub-operations whose exit `size` counts bytes, not requests (grant copy: the bytes copied). A profile
+#: without a key of their own prices them as one VMCALL round trip, not its per-request price per byte.
+SIZE_IN_BYTES: frozenset[str] = frozenset({"grant_table_op:copy"})
+
+
 def name(table: dict[int, str], nr: int) -> str:
     return table.get(nr, f"hypercall {nr}")
 
