@@ -152,13 +152,14 @@
 .set XEN_NETTXF_shared_header, 0x10
 
 # --- the frames both domains move (TCP_STREAM as the netperf guest: MSS segments, 60-byte ACKs) ---
+.set PAGE_SIZE, 4096
 .set ETH_HLEN, 14
 .set HEADERS, 54                         # Ethernet 14 + IP 20 + TCP 20
 .set MSS, 1448
 .set ACK_FRAME, 60
 .set TX_HDR_SLOT, 64                     # one header-array slot: an ACK fits whole
+.set TX_HDR_SLOTS, PAGE_SIZE / TX_HDR_SLOT
 .set MTU_BUFFER, 2048                    # seed 000's MTU-sized buffers: two per page
-.set PAGE_SIZE, 4096
 
 # ==== hypercall page and wrappers (asm/xen/hypercall.h) ====
 
