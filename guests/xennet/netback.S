@@ -46,12 +46,9 @@
 .set GW_RX_RING, GRANT_WINDOW + 0x1000
 .set GW_SHARED, GRANT_WINDOW + 0x10000  # seed 000's pages, in domU's order
 .set GW_TX_MAP, GRANT_WINDOW + 0x100000 # one tx frame's page while it is copied
-# seed 000's shared pages as netfront grants them: RX_SHARED_PAGES pages of two MTU buffers, then
-# one page of TX_HDR_SLOT-byte header slots
-.set RX_TARGET, 64
-.set RX_SHARED_PAGES, RX_TARGET / 2
-.set SHARED_PAGES, RX_SHARED_PAGES + 1
-.set GW_TX_HEADERS, GW_SHARED + RX_SHARED_PAGES * PAGE_SIZE
+# seed 000's shared pages as netfront grants them, start_info's count of them from bufs_ref on: pages
+# of two MTU buffers, then (the last) one page of TX_HDR_SLOT-byte header slots
+.set MAX_SHARED_PAGES, 128
 
 # the netif's rx queue (frames for domU waiting for rx requests)
 .set RXQ_MAX, 64
@@ -735,6 +732,10 @@ netback_init:
     pop ebp
     ret
 
+# (bind_interdomain also sets our new port pending -- Xen's guard against a notification lost while
+# the remote end was unbound. Its upcall comes as the call returns, before netif_be_int is bound, and
+# finds no handler: domU cannot have connected yet, dom0 boots first.)
+
 # netif_be_int(port): domU pushed requests (or, first of all, connected): note it; the work runs
 # in the main loop.
 netif_be_int:
@@ -852,11 +853,22 @@ netif_rings_init:
     ret
 
 .if SHARED_BUFFERS
-# netif_map_shared_buffers() -> 0 if all mapped: seed 000's pages, bufs_ref.. at GW_SHARED.. in order.
+# netif_map_shared_buffers() -> 0 if all mapped: seed 000's pages, bufs_ref.. at GW_SHARED.. in order
+# (start_info's count, at most MAX_SHARED_PAGES).
 netif_map_shared_buffers:
     push ebp
     mov ebp, esp
     push ebx
+    mov eax, [NET_BUFS_COUNT]
+    cmp eax, MAX_SHARED_PAGES
+    jbe .Lmap_shared_count
+    mov eax, MAX_SHARED_PAGES
+.Lmap_shared_count:
+    mov dword ptr [shared_pages], eax
+    dec eax
+    shl eax, 12
+    add eax, GW_SHARED
+    mov dword ptr [tx_headers], eax
     xor ebx, ebx
 .Lmap_shared_op:
     mov eax, [NET_BUFS_REF]
@@ -873,10 +885,9 @@ netif_map_shared_buffers:
     call netif_set_map_op
     add esp, 12
     inc ebx
-    cmp ebx, SHARED_PAGES
+    cmp ebx, [shared_pages]
     jb .Lmap_shared_op
-    mov eax, SHARED_PAGES
-    push eax
+    push dword ptr [shared_pages]
     call netif_map_ops
     add esp, 4
     pop ebx
@@ -1031,7 +1042,7 @@ netbk_build_tx_frame:
     movzx eax, word ptr [esi + TXREQ_ID]
     and eax, TX_HDR_SLOTS - 1
     shl eax, 6                          # * TX_HDR_SLOT
-    add eax, GW_TX_HEADERS
+    add eax, [tx_headers]
     push eax
     call rtl8139_tx_buffer
     push eax
@@ -1294,7 +1305,9 @@ netbk_deliver_rx:
     mov esi, [ebp + 8]
     mov eax, [esi + RXREQ_GREF]
     sub eax, [NET_BUFS_REF]
-    cmp eax, RX_SHARED_PAGES
+    mov ecx, [shared_pages]
+    dec ecx                             # the last page holds the tx headers
+    cmp eax, ecx
     jae .Ldeliver_rx_error
     shl eax, 12
     movzx ecx, word ptr [esi + RXREQ_ID]
@@ -1478,5 +1491,9 @@ tx_unmap_op:                            # one gnttab_unmap_grant_ref
     .fill UNMAP_SIZE, 1, 0
 xfer_op:                                # one gnttab_transfer
     .fill XFER_SIZE, 1, 0
+shared_pages:                           # seed 000's pages mapped at connect
+    .long 0
+tx_headers:                             # where their header array is
+    .long 0
 map_ops:                                # the connect-time maps (rings, shared pages)
-    .fill SHARED_PAGES * MAP_SIZE, 1, 0
+    .fill MAX_SHARED_PAGES * MAP_SIZE, 1, 0

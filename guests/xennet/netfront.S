@@ -44,6 +44,9 @@
 .ifndef SHARED_BUFFERS
 .set SHARED_BUFFERS, 0
 .endif
+.ifndef SHARED_BUF_PAGES
+.set SHARED_BUF_PAGES, 33               # fixed: RX_TARGET / 2 buffer pages + the tx header page (the
+.endif                                  # host reads it to fill start_info's count; do not -D it)
 
 # guest-physical layout (no paging; the image is at 1 MiB, the stack below 0x90000)
 .set SHARED_INFO, 0x10000
@@ -61,9 +64,8 @@
 .set WINDOW_FRAMES, SOCKBUF / MSS       # whole segments the socket buffer holds
 .set NET_TX_IDS, 64                     # tx requests in flight at most (TX_HEADERS: 64 * 64 B)
 .set RX_TARGET, 64                      # rx buffers kept posted (Linux's RX_DFL_MIN_TARGET)
-.set RX_SHARED_PAGES, RX_TARGET / 2
-.set TX_HEADER_PAGE_INDEX, RX_SHARED_PAGES     # its place among the shared pages (after the buffers)
-.set SHARED_PAGES, RX_SHARED_PAGES + 1
+.set RX_SHARED_PAGES, SHARED_BUF_PAGES - 1   # RX_TARGET buffers, two per page
+.set TX_HEADER_PAGE_INDEX, RX_SHARED_PAGES     # the last shared page
 .set RX_GREF_BASE, 64                   # Native: rx id n offered under ref 64 + n
 .set TX_GREF_BASE, 128                  # tx id n granted under ref 128 + n
 .set TX_ID_MASK, NET_TX_IDS - 1
