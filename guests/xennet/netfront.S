@@ -729,10 +729,12 @@ xennet_idle:
     ret
 
 .if RECEIVE
-# netperf_recv(): TCP_STREAM receive until TARGET_BYTES of payload arrived; owed ACKs first.
+# netperf_recv(): open the connection (netperf's connect: our SYN, a header-only frame), then
+# TCP_STREAM receive until TARGET_BYTES of payload arrived; owed ACKs first.
 netperf_recv:
     push ebp
     mov ebp, esp
+    inc dword ptr [acks_due]            # the SYN goes out as the first header-only frame
 .Lrecv_loop:
     cmp dword ptr [rx_payload], TARGET_BYTES
     jae .Lrecv_done
