@@ -446,14 +446,16 @@ xennet_rx_buffer:
 .endif
 
 # netif_receive_skb(data, len): the TCP receiver: a data frame's payload is counted and every
-# ACK_EVERY of them owe an ACK; a frame without payload is an ACK of ours (RECEIVE=0).
+# ACK_EVERY of them owe an ACK; a minimum-size frame carries no payload (Ethernet pads a bare TCP
+# segment to 60 bytes): an ACK of ours (RECEIVE=0).
 netif_receive_skb:
     push ebp
     mov ebp, esp
     inc dword ptr [rx_frames]
     mov eax, [ebp + 12]
-    sub eax, HEADERS
+    cmp eax, ACK_FRAME
     jbe .Lreceive_skb_ack
+    sub eax, HEADERS
     add dword ptr [rx_payload], eax
     inc dword ptr [rx_data_frames]
     test dword ptr [rx_data_frames], ACK_EVERY - 1
