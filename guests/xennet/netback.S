@@ -467,7 +467,7 @@ rtl8139_interrupt_entry:
     popad
     iretd
 
-# rtl8139_interrupt(): read the causes; ack all but RX (the poll acks those); RX: mask RX and
+# rtl8139_interrupt(): read the causes; ack any but RX's (the poll acks those); RX: mask RX and
 # schedule the poll (NAPI); TX: reap finished descriptors.
 rtl8139_interrupt:
     push ebp
@@ -482,11 +482,13 @@ rtl8139_interrupt:
     jz .Linterrupt_done
     mov eax, ebx
     and eax, RxAckClear
+    jz .Linterrupt_rx                   # only RX causes: nothing to ack here (8139too's ackstat)
     push eax
     mov eax, IntrStatus
     push eax
     call RTL_W16
     add esp, 8
+.Linterrupt_rx:
     test ebx, RxAckBits
     jz .Linterrupt_tx
     call napi_schedule
