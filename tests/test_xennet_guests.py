@@ -151,3 +151,112 @@ def test_transfer_entry_ends_only_when_completed(ring):
     f.call("gnttab_grant_foreign_transfer_ref", 70, 0, 0x306)
     f.uc.mem_write(gnttab + 70 * 8, struct.pack("<H", 2 | 4 | 8))        # committed | completed
     assert f.call("gnttab_end_foreign_transfer_ref", 70) == 0x306
+
+
+# ==== the two-domain scenario ====================================================================
+
+MESSAGES = 4              # 16 KiB at MSG_SIZE 4096: a dozen frames each way, well under a second of CPU
+GNTTAB_OP, EVTCHN_OP, VMCALL = 20, 32, 18
+MAP, UNMAP, SETUP, TRANSFER = 0, 1, 2, 4
+SHARED_BUF_PAGES = 33     # netfront's: 32 pages of two rx buffers + the tx header page
+
+
+def run_xennet(**constants):
+    from vmexit import scenarios, session
+    from vmexit.costs import load_profile
+    constants.setdefault("MESSAGES", MESSAGES)
+    return scenarios.run_scenario("xennet", constants, load_profile("xen-pv-q9550"),
+                                  session.RunOptions(max_seconds=1.0))
+
+
+_RUNS: dict = {}
+
+
+def mode(receive: int, shared: int):
+    """One run per mode per test session."""
+    key = (receive, shared)
+    if key not in _RUNS:
+        _RUNS[key] = run_xennet(RECEIVE=receive, SHARED_BUFFERS=shared)
+    return _RUNS[key]
+
+
+def calls(trace, nr: int, subop: int | None = None) -> int:
+    e = trace.exits
+    hit = (e["reason"] == VMCALL) & (e["qualifier"] == nr)
+    if subop is not None:
+        hit &= e["subop"] == subop
+    return int(hit.sum())
+
+
+def finished(run) -> tuple:
+    dom0, domu = run.traces
+    assert domu.meta["status"] == "exited", domu.meta["detail"]
+    assert dom0.meta["console"] == "netback: vif1.0 connected\n"
+    return dom0, domu
+
+
+@pytest.mark.parametrize("shared", [0, 1])
+def test_receive_completes(shared):
+    dom0, domu = finished(mode(1, shared))
+    payload = int(domu.meta["console"].split()[2])
+    assert domu.meta["console"].startswith("netfront: received ")
+    assert MESSAGES * 4096 <= payload < MESSAGES * 4096 + 1460     # stops at the frame that reaches it
+    # netfront's own grant table work is local: setup_table once, nothing per packet
+    assert calls(domu, GNTTAB_OP) == calls(domu, GNTTAB_OP, SETUP) == 1
+
+
+def test_native_receive_flips_one_page_per_frame_and_maps_each_frame_sent():
+    dom0, domu = finished(mode(1, 0))
+    nic = dom0.meta["nic"]
+    assert calls(dom0, GNTTAB_OP, TRANSFER) == nic["rx_frames"] == dom0.meta["xen"]["transfers"]
+    # domU's frames (the SYN, then the ACKs): one map and one unmap each; the rings: one map call
+    assert calls(dom0, GNTTAB_OP, UNMAP) == nic["tx_frames"] == dom0.meta["xen"]["unmaps"]
+    assert calls(dom0, GNTTAB_OP, MAP) == nic["tx_frames"] + 1
+    assert dom0.meta["xen"]["maps"] == nic["tx_frames"] + 2
+
+
+def test_shared_buffers_receive_needs_no_grant_operation_per_packet():
+    dom0, domu = finished(mode(1, 1))
+    assert dom0.meta["nic"]["rx_frames"] > 8 and dom0.meta["nic"]["tx_frames"] > 4
+    # connect: one call for the two rings, one for the shared pages; then nothing, either way
+    assert calls(dom0, GNTTAB_OP) == calls(dom0, GNTTAB_OP, MAP) == 2
+    assert dom0.meta["xen"]["maps"] == 2 + SHARED_BUF_PAGES
+    assert dom0.meta["xen"]["transfers"] == dom0.meta["xen"]["unmaps"] == 0
+
+
+@pytest.mark.parametrize("shared", [0, 1])
+def test_send_maps_each_payload(shared):
+    dom0, domu = finished(mode(0, shared))
+    nic = dom0.meta["nic"]
+    frames = MESSAGES * 3                                          # 4096 B = 1448 + 1448 + 1200
+    assert domu.meta["console"].startswith(f"netfront: sent {MESSAGES * 4096} bytes")
+    assert nic["tx_frames"] == frames
+    assert calls(dom0, GNTTAB_OP, UNMAP) == frames
+    assert calls(dom0, GNTTAB_OP, MAP) == frames + 1 + shared    # + the connect calls
+    # the peer's ACKs come back to domU: flipped in Native, copied into shared buffers in Enhanced
+    assert calls(dom0, GNTTAB_OP, TRANSFER) == (0 if shared else nic["rx_frames"])
+
+
+def test_send_moves_the_same_bytes_in_both_modes():
+    native, shared = (mode(0, s).traces[0].meta["nic"] for s in (0, 1))
+    assert native["tx_bytes"] == shared["tx_bytes"] == MESSAGES * (4096 + 3 * 54)
+
+
+def test_notifications_are_suppressed_while_the_other_end_is_busy():
+    """One CPU: dom0 runs until it blocks, so between two of its blocks netfront cannot re-arm its
+    event indices, and each ring notifies it at most once per dom0 wake-up, however many frames the
+    wake-up moved (Native pushes each rx response alone, Enhanced once per batch)."""
+    for shared in (0, 1):
+        dom0, _ = finished(mode(1, shared))
+        sends = calls(dom0, EVTCHN_OP, 4)
+        blocks = calls(dom0, 29, 1)
+        assert 0 < sends <= 2 * (blocks + 1)
+        assert sends < dom0.meta["nic"]["rx_frames"] + dom0.meta["nic"]["tx_frames"]
+
+
+def test_a_run_is_deterministic():
+    import numpy as np
+    a, b = run_xennet(SHARED_BUFFERS=1, MESSAGES=2), run_xennet(SHARED_BUFFERS=1, MESSAGES=2)
+    for ta, tb in zip(a.traces, b.traces):
+        assert np.array_equal(ta.exits, tb.exits)
+        assert ta.meta["instructions"] == tb.meta["instructions"] and ta.meta["console"] == tb.meta["console"]
