@@ -200,7 +200,8 @@ def test_receive_completes(shared):
     dom0, domu = finished(mode(1, shared))
     payload = int(domu.meta["console"].split()[2])
     assert domu.meta["console"].startswith("netfront: received ")
-    assert MESSAGES * 4096 <= payload < MESSAGES * 4096 + 1460     # stops at the frame that reaches it
+    # it stops after the poll that reaches the target; that poll took what had come (the window: 5)
+    assert MESSAGES * 4096 <= payload <= MESSAGES * 4096 + 5 * 1460
     # netfront's own grant table work is local: setup_table once, nothing per packet
     assert calls(domu, GNTTAB_OP) == calls(domu, GNTTAB_OP, SETUP) == 1
 
