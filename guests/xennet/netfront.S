@@ -451,6 +451,11 @@ xennet_rx_buffer:
 netif_receive_skb:
     push ebp
     mov ebp, esp
+    push dword ptr [ebp + 8]
+    call eth_type_trans
+    add esp, 4
+    test eax, eax
+    jz .Lreceive_skb_done
     inc dword ptr [rx_frames]
     mov eax, [ebp + 12]
     cmp eax, ACK_FRAME
@@ -469,6 +474,27 @@ netif_receive_skb:
     jbe .Lreceive_skb_done
     mov dword ptr [acked_frames], eax
 .Lreceive_skb_done:
+    pop ebp
+    ret
+
+# eth_type_trans(data) -> 1 if the frame is for our MAC; another host's frame (PACKET_OTHERHOST) is
+# counted and dropped, as IP would drop it.
+eth_type_trans:
+    push ebp
+    mov ebp, esp
+    push esi
+    push edi
+    mov esi, [ebp + 8]
+    mov edi, NET_MAC
+    mov ecx, 6
+    repe cmpsb byte ptr [esi], byte ptr es:[edi]
+    sete al
+    movzx eax, al
+    jz .Leth_type_trans_done
+    inc dword ptr [rx_other_host]
+.Leth_type_trans_done:
+    pop edi
+    pop esi
     pop ebp
     ret
 
@@ -952,6 +978,8 @@ rx_data_frames:
 rx_payload:
     .long 0
 rx_errors:
+    .long 0
+rx_other_host:
     .long 0
 acks_due:
     .long 0
