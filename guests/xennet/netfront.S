@@ -16,9 +16,9 @@
 # an rx request names a buffer, netback copies into it. A tx frame's headers go into its id's header
 # slot; only a payload beyond them is granted per frame -- an ACK needs no grant at all.
 #
-# The workload (RECEIVE=1, the seed's): the peer streams, netif_receive_skb counts the payload and
-# every ACK_EVERY data frames queues an ACK sent through xennet_start_xmit, until MESSAGES * MSG_SIZE
-# bytes have arrived. RECEIVE=0: we send MESSAGES messages of MSG_SIZE bytes as MSS frames with at
+# The workload (RECEIVE=1, the seed's): netperf connects (a header-only SYN), the peer streams,
+# netif_receive_skb counts the payload of frames for our MAC (eth_type_trans) and every ACK_EVERY data
+# frames queues an ACK sent through xennet_start_xmit, until MESSAGES * MSG_SIZE bytes have arrived. RECEIVE=0: we send MESSAGES messages of MSG_SIZE bytes as MSS frames with at
 # most SOCKBUF bytes (in whole frames) unacknowledged; each ACK frame acknowledges ACK_EVERY frames.
 # Idle: sched_op block with events masked (Xen unmasks). Done: a result line on the console
 # (console_io), then sched_op shutdown.
