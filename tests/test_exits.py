@@ -37,7 +37,7 @@ def expected(calls: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
     rows, emulated = [], []
     for name, *args in calls:
         if name == "append":
-            rows.append([len(rows), *args])
+            rows.append([len(rows), *args, 0, 0])   # domain, subop: 0 for a recorder of domain 0
         elif name == "add_size":
             rows[-1][8] += args[0]
         else:
@@ -126,3 +126,14 @@ def test_a_run_packed_in_tiny_chunks_saves_the_same_trace_file(monkeypatch):
     tiny = run()
     assert len(whole.exits) > 50 and len(whole.emulated) > 10 and (whole.exits["size"] > 2).any()
     assert tiny.to_bytes() == whole.to_bytes()
+
+
+def test_domain_is_the_recorders_and_subop_the_callers():
+    rec = ExitRecorder(chunk=2, domain=3)
+    rec.append(1, 2, 3, 18, 0, 0, 20, 1, 0, 100, 0, subop=5)
+    rec.append(4, 5, 6, 30, 0, 2, 0x80, 1, 7, 200, 0)
+    rec.append(7, 8, 9, 18, 0, 0, 32, 1, 0, 100, 0, subop=4)
+    r = rec.records()
+    assert EXIT_DTYPE.itemsize == 60
+    assert r["domain"].tolist() == [3, 3, 3] and r["subop"].tolist() == [5, 0, 4]
+    assert r["cost"].tolist() == [100, 200, 100] and r["seq"].tolist() == [0, 1, 2]

@@ -11,6 +11,11 @@ does nothing but leave the guest and return. That is derived, not measured: it a
 (the trip to the device model, user space included) is all that remains once the switch is saved,
 which is the KVM paper's own reading of its coalescing result (Zhang et al., "Modifying Guest OS to
 Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, section 3.1.1).
+
+A multiplexed hypercall's sub-operation may have its own key, `VMCALL/<name>:<subop>` (for example
+`VMCALL/grant_table_op:copy`, with its own per_item), looked up by name before VMCALL (call_price).
+Costs that are no exit -- the host's domain switch, entering a domain's event callback -- are in the
+optional `host` section (`domain_switch`, `event_upcall`: cycles and source each), 0 when absent.
 """
 from __future__ import annotations
 
@@ -53,6 +58,19 @@ class Profile:
     sources: dict[str, str] = field(repr=False)
     raw: str = field(repr=False, default="")
     per_items: dict[str, int] = field(default_factory=dict)
+    host_costs: dict[str, int] = field(default_factory=dict)   # the `host` section: name -> cycles
+
+    def host_cost(self, name: str) -> int:
+        """A host-level cost that is no exit (domain_switch, event_upcall); 0 when the profile has none."""
+        return self.host_costs.get(name, 0)
+
+    def call_price(self, call: str) -> tuple[int, int] | None:
+        """(cycles, cycles per item) of a hypercall sub-operation named `name:subop`, if the profile
+        prices it apart from VMCALL."""
+        key = f"VMCALL/{call}"
+        if key not in self.costs:
+            return None
+        return self.costs[key], self.per_items.get(key, 0)
 
     def cost(self, reason: int, place: int = Place.KERNEL, direction: int = Direction.NONE) -> int:
         return self.costs[self._key(reason, place, direction)]
@@ -86,10 +104,22 @@ class Profile:
             return np.zeros(0, dtype=np.uint64)
         return table[records["place"].astype(np.intp), records["direction"].astype(np.intp)]
 
-    def price(self, records: np.ndarray) -> np.ndarray:
-        """Cost in cycles of every exit record under this profile (uint64 array)."""
+    def price(self, records: np.ndarray, call_name=None) -> np.ndarray:
+        """Cost in cycles of every exit record under this profile (uint64 array). call_name(nr, subop),
+        if given, names a hypercall `name:subop` so that sub-operations get their own prices."""
         if len(records) == 0:
             return np.zeros(0, dtype=np.uint64)
+        out = self._price_by_kind(records)
+        if call_name is not None and "subop" in (records.dtype.names or ()):
+            vmcall = records["reason"] == ExitReason.VMCALL
+            for nr, subop in set(zip(records["qualifier"][vmcall].tolist(), records["subop"][vmcall].tolist())):
+                price = self.call_price(call_name(nr, subop))
+                if price is not None:
+                    rows = vmcall & (records["qualifier"] == nr) & (records["subop"] == subop)
+                    out[rows] = price[0] + price[1] * records["size"][rows].astype(np.uint64)
+        return out
+
+    def _price_by_kind(self, records: np.ndarray) -> np.ndarray:
         key = (records["reason"].astype(np.uint32) << 8) | (records["place"].astype(np.uint32) << 4) \
             | records["direction"].astype(np.uint32)
         uniq, inverse = np.unique(key, return_inverse=True)
@@ -148,6 +178,7 @@ def parse_profile(text: str, where: str) -> Profile:
             if not isinstance(item, int) or isinstance(item, bool) or item < 0:
                 raise _fail(where, f"{key}: per_item must be a non-negative integer, got {item!r}")
             per_items[key] = item
+    host_costs = _host_section(doc.get("host", {}), where)
     for reason in ExitReason.__members__:
         if not any(k == reason or k.startswith(reason + "/") for k in costs):
             raise _fail(where, f"no cost for exit reason {reason}")
@@ -162,7 +193,24 @@ def parse_profile(text: str, where: str) -> Profile:
         name=str(doc.get("name", where)), description=str(doc.get("description", "")),
         freq_hz=freq, cpi=(cpi[0], cpi[1]), cpuid_signature=int(cpu.get("cpuid_signature", 0x1067A)),
         trapped_exceptions=frozenset(int(v) for v in trapped), costs=costs, sources=sources, raw=text,
-        per_items=per_items)
+        per_items=per_items, host_costs=host_costs)
+
+
+def _host_section(section, where: str) -> dict[str, int]:
+    """The `host` section: name -> {cycles, source}, each number with its source."""
+    if not isinstance(section, dict):
+        raise _fail(where, "host must be an object of named costs")
+    out = {}
+    for key, entry in section.items():
+        if not isinstance(entry, dict) or "cycles" not in entry:
+            raise _fail(where, f"host.{key}: missing number of cycles")
+        cycles = entry["cycles"]
+        if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 0:
+            raise _fail(where, f"host.{key}: cycles must be a non-negative integer, got {cycles!r}")
+        if not entry.get("source"):
+            raise _fail(where, f"host.{key}: no source given for {cycles} cycles")
+        out[key] = cycles
+    return out
 
 
 def load_profile(name_or_path: str | None) -> Profile:

@@ -22,8 +22,9 @@ from .vcpu import VCPU, Ending, RunEnd, TimedDevice
 
 
 class Domain:
-    def __init__(self, image: Image, profile: Profile, options, domid: int = 0):
-        """options: session.RunOptions (hypervisor, optimizations, devices' settings)."""
+    def __init__(self, image: Image, profile: Profile, options, domid: int = 0, xen_host=None):
+        """options: session.RunOptions (hypervisor, optimizations, devices' settings); xen_host: what Xen
+        shares between the domains of one host (hypervisors/xen_host.py), None for a domain alone."""
         unknown = set(options.optimizations) - set(OPTIMIZATIONS)
         if unknown:
             raise ValueError(f"unknown optimization(s): {', '.join(sorted(unknown))}")
@@ -32,11 +33,12 @@ class Domain:
         if not 0 <= options.host_timer_hz <= profile.freq_hz:
             raise ValueError(f"host timer rate {options.host_timer_hz} Hz: give 0 (off) to {profile.freq_hz} Hz")
         self.domid = domid
+        self.xen_host = xen_host
         self.image, self.profile, self.options = image, profile, options
         self.hypervisor: Hypervisor = HYPERVISORS[options.hypervisor]
         self.clock = Clock(profile.freq_hz, *profile.cpi)
         self.machine = X86Machine(options.ram_size)
-        self.recorder = ExitRecorder()
+        self.recorder = ExitRecorder(domain=domid)
         self.ending = Ending(self.machine.engine.counter)
         self.hooks = self._attach_optimizations()
         wiring = pc.Wiring(self.clock, self.machine, options, self.ending, self.hooks.get("timer_load"))
@@ -61,7 +63,7 @@ class Domain:
         hv, devices = self.hypervisor, self.devices
         irqs = devices[pc.INTERRUPTS]
         timed = [TimedDevice(devices[name], _vector(pc.vector_of(name), devices[name], irqs),
-                             host_timer=name in hv.host_timers) for name in pc.TIMED]
+                             host_timer=name in hv.host_timers) for name in pc.present(devices, pc.TIMED)]
         host_hz = self.options.host_timer_hz if hv.host_timers else 0
         return VCPU(self.machine, self.clock, self.profile, self.recorder, irqs, timed, self.ending, self.scanner,
                     records=hv.records, host_timer_hz=host_hz)
@@ -71,8 +73,10 @@ class Domain:
         mmio = [(devices[name], pc.moves_timers(name)) for name in pc.MMIO]
         mmio += [(gap, False) for gap in unassigned_gaps([dev for dev, _ in mmio])]
         return ModelContext(self.vcpu, self.machine, self.clock, self.profile, self.image,
-                            ports=[(devices[name], pc.moves_timers(name)) for name in pc.PORTS], mmio=mmio,
-                            scanner=self.scanner, hooks=self.hooks, console=devices["uart"].emit)
+                            ports=[(devices[name], pc.moves_timers(name)) for name in pc.present(devices, pc.PORTS)],
+                            mmio=mmio,
+                            scanner=self.scanner, hooks=self.hooks, console=devices["uart"].emit,
+                            domid=self.domid, xen_host=self.xen_host)
 
     # running ---------------------------------------------------------------------------------------
     def run(self, max_instructions=None, max_cycles=None, progress=None, until=None) -> RunEnd | None:
@@ -101,6 +105,7 @@ class Domain:
             "cpi": [clock.cpi_num, clock.cpi_den], "instructions": clock.icount, "cycles": cycles,
             "virtual_seconds": seconds, "idle_cycles": clock.idle,
             "status": end.status, "detail": end.detail, "guest_value": end.guest_value, "end_address": end.address,
+            "domid": self.domid,
         }
         meta.update(pc.results(self.devices, seconds, options))
         if self.hypervisor.stats is not None:

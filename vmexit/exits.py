@@ -61,6 +61,8 @@ EXIT_DTYPE = np.dtype([
     ("value", "<u8"),      # value written or read (first element for string I/O)
     ("cost", "<u4"),       # modeled cycles the exit cost (profile-dependent, see costs.py)
     ("caller", "<u4"),     # return address at [EBP+4] when the exit happened; 0 when unknown
+    ("domain", "<u2"),     # the domain the exit came from (its domid; 0 for a run of one domain)
+    ("subop", "<u2"),      # a multiplexed hypercall's sub-operation (Xen: the command in EBX), else 0
 ])
 
 
@@ -119,7 +121,8 @@ class _Mapping:
         self._map = fresh
 
 
-_FIELDS = EXIT_DTYPE.names[1:]  # an exit's buffered values: seq is the row number, filled in when packed
+# an exit's buffered values: seq is the row number and domain the recorder's, both filled in when packed
+_FIELDS = tuple(n for n in EXIT_DTYPE.names if n not in ("seq", "domain"))
 _WIDTH = len(_FIELDS)
 _SIZE = _FIELDS.index("size") - _WIDTH  # places in the last buffered row, counted from its end
 _COST = _FIELDS.index("cost") - _WIDTH
@@ -130,7 +133,7 @@ class ExitRecorder:
     """Append-only exit records. The exit path only extends a flat buffer of unsigned 64-bit values
     (array('Q'): one C call, no Python object kept per exit); every CHUNK rows the buffer is packed
     column by column into EXIT_DTYPE records in one growing mapping (_Mapping). Memory is the packed
-    size, EXIT_DTYPE.itemsize (56 B) a row, plus the buffer (CHUNK rows of 88 B); `records()` hands
+    size, EXIT_DTYPE.itemsize (60 B) a row, plus the buffer (CHUNK rows of 96 B); `records()` hands
     the rows out without a copy. Emulated accesses go the same way into EMULATED_DTYPE records.
 
     Packing writes the rows into free space first; the count and the emptied buffer then change with
@@ -139,8 +142,10 @@ class ExitRecorder:
     CHUNK = 1 << 13
     FIELDS = _FIELDS
 
-    def __init__(self, chunk: int | None = None) -> None:
-        """chunk: rows buffered between packs (CHUNK; tests pack more often, with the same records)."""
+    def __init__(self, chunk: int | None = None, domain: int = 0) -> None:
+        """chunk: rows buffered between packs (CHUNK; tests pack more often, with the same records);
+        domain: the domid every exit of this recorder comes from."""
+        self.domain = domain
         self._exits = _Mapping(EXIT_DTYPE)
         self._emulated = _Mapping(EMULATED_DTYPE)
         self._packed = 0            # exits in the mapping
@@ -154,10 +159,11 @@ class ExitRecorder:
         return self._packed + len(self._rows) // _WIDTH
 
     def append(self, icount: int, cycles: int, rip: int, reason: int, place: int, direction: int,
-               qualifier: int, size: int, value: int, cost: int, caller: int) -> None:
+               qualifier: int, size: int, value: int, cost: int, caller: int, subop: int = 0) -> None:
         rows = self._rows
         try:
-            rows.extend((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller))
+            rows.extend((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller,
+                         subop))
         except (OverflowError, TypeError):
             del rows[len(rows) - len(rows) % _WIDTH:]  # a value that is no u64 leaves no partial row
             raise
@@ -203,6 +209,7 @@ class ExitRecorder:
         if n:
             out = self._exits.rows(start, n)
             out["seq"] = np.arange(start, start + n, dtype=np.uint64)
+            out["domain"] = self.domain
             _write(out, rows, _FIELDS)
             self._packed += n
             del rows[:]

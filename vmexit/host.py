@@ -7,8 +7,15 @@ time. A halted domain is ready again when its next event is due or an interrupt 
 when no domain is ready, time jumps to the earliest event. Each domain keeps its own view of the clock
 (instructions, exit costs, idle), moved on by the time the others ran while it waited.
 
+A domain may also sleep inside its hypervisor (Xen's sched_op block / poll: vcpu.block): it is ready
+again when the hypervisor says it was woken (an event), an interrupt for it is pending, or its poll
+timeout or next device event is due; a yield ends its slice. When every live domain waits and nothing
+is due, the run is deadlocked: each domain blocked in its hypervisor ends `halted` saying so (a domain
+halted in HLT ends as it does alone). A budget ends them all by budget, their traces kept.
+
 The default time slice is the Xen credit scheduler's, 30 ms (xen/common/sched/credit.c,
-CSCHED_DEFAULT_TSLICE_MS). The switch cost is the caller's (0 unless a profile or model gives one).
+CSCHED_DEFAULT_TSLICE_MS). The switch cost is the caller's (0 unless a profile or model gives one: the
+xennet scenario takes the profile's host cost `domain_switch`).
 """
 from __future__ import annotations
 
@@ -56,6 +63,8 @@ class Host:
             ready = [d for d in live if not d.vcpu.halted or self._wakes(d)]
             if not ready:
                 ready = self._idle(live, max_cycles)
+                if not ready:
+                    continue
             d = self._next(ready, current)
             if current is not None and d is not current:
                 self.now += self.switch_cycles
@@ -66,20 +75,42 @@ class Host:
             self.now = max(self.now, d.clock.now())
             current = d
 
+    def facts(self) -> dict:
+        """What the host did: its virtual time, domain switches and what they cost, the slice."""
+        return {"cycles": self.now, "switches": self.switches, "switch_cycles": self.switch_cycles,
+                "slice_cycles": self.slice_cycles, "domains": len(self.domains)}
+
     def _wakes(self, domain) -> bool:
-        if domain.vcpu.irqs.pending():
+        vcpu = domain.vcpu
+        if vcpu.woken():
             return True
-        due = domain.vcpu.next_due()
+        due = vcpu.wake_time()
         return due is not None and due <= self.now
 
     def _idle(self, live: list, max_cycles: int | None) -> list:
         """No domain is ready: time jumps to the earliest event. A domain with none never wakes; when only
-        such domains are left (or the next event lies past the budget), they are resumed to end."""
-        dues = [due for due in (d.vcpu.next_due() for d in live) if due is not None]
-        if not dues or (max_cycles is not None and min(dues) > max_cycles):
+        such domains are left (or the next event lies past the budget), they are resumed to end; those
+        blocked in their hypervisor end here, deadlocked (a budget reached ends them by budget)."""
+        dues = [due for due in (d.vcpu.wake_time() for d in live) if due is not None]
+        over = max_cycles is not None and (self.now >= max_cycles or (dues and min(dues) > max_cycles))
+        if not dues and not over:
+            self._deadlock(live)
+            return [d for d in live if d.ending.end is None]
+        if over:
+            self.now = max(self.now, max_cycles)   # nothing runs before the budget: every domain ends by it
+            return live
+        if not dues:
             return live
         self.now = max(self.now, min(dues))
         return [d for d in live if self._wakes(d)]
+
+    def _deadlock(self, live: list) -> None:
+        waiting = ", ".join(str(d.domid) for d in live)
+        for d in live:
+            if d.vcpu.blocked is not None:
+                d.clock.catch_up(self.now)
+                d.ending.finish(RunEnd("halted", f"deadlock: every live domain ({waiting}) waits and no event "
+                                                 f"is due; domain {d.domid} sleeps in sched_op block/poll"))
 
     def _next(self, ready: list, current):
         """Round robin: the first ready domain after the current one, in the host's order."""

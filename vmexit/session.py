@@ -30,6 +30,9 @@ class RunOptions:
     net_peer_sends: bool = False    # the peer streams to the guest instead (the guest acks)
     net_frame_size: int = 1514
     net_window: int = 16
+    net_rate_bps: int | None = None  # the peer's link rate when it streams (None: its default, 100 Mb/s)
+    nic: bool = True                # whether the PC has the NIC and its peer (a Xen domU has none)
+    net_dest_mac: str | None = None  # hex MAC the peer's frames go to (None: the NIC's own; xennet: domU's)
     optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
     hypervisor: str = "kvm"         # a key of hypervisors.HYPERVISORS
     host_timer_hz: int = 0          # guest timers fire on a host tick of this rate (0: when due)

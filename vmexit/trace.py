@@ -105,6 +105,19 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+#: The exit record before the domain and subop columns (issue 15): such traces load with both 0.
+_EXIT_DTYPE_56 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop")])
+
+
+def _upgrade(exits: np.ndarray) -> np.ndarray:
+    if exits.dtype != _EXIT_DTYPE_56:
+        return exits
+    out = np.zeros(len(exits), dtype=EXIT_DTYPE)
+    for name in _EXIT_DTYPE_56.names:
+        out[name] = exits[name]
+    return out
+
+
 def load(path: str | Path) -> Trace:
     path = Path(path)
     try:
@@ -119,7 +132,7 @@ def load(path: str | Path) -> Trace:
             if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise TraceError(f"{path}: trace format version {version} is newer than this vmexit "
                                  f"reads ({FORMAT_VERSION}); upgrade vmexit")
-            exits = z["exits"]
+            exits = _upgrade(z["exits"])
             if exits.dtype != EXIT_DTYPE:
                 raise TraceError(f"{path}: exit records have an unexpected layout")
             emulated = z["emulated"] if "emulated" in names else np.zeros(0, dtype=EMULATED_DTYPE)

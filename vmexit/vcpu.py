@@ -17,6 +17,13 @@ profile. A model whose exits are not recorded (native) goes through the same pat
 
 Under a host of several domains (host.py) `run(until=...)` returns at that virtual time, or when the
 guest halts waiting for an event (`halted`, `next_due()`); the next call resumes it.
+
+Two hooks serve a hypervisor that has events of its own (Xen's event channels): `on_entry`, called
+whenever the guest is about to run again after the host gave it the CPU (where Xen delivers a pending
+event upcall), and `block(woken, deadline)`: the guest sleeps inside a hypercall (sched_op block/poll)
+until `woken()` says an event came, an interrupt for it is pending, or the deadline passes (`halted`
+and `blocked` are set; the host asks `woken()` and `wake_time()`). `yield_slice()` ends the host's
+time slice after the current instruction.
 """
 from __future__ import annotations
 
@@ -100,6 +107,10 @@ class VCPU:
         self._exhausted = False
         self.paging = False   # whether the guest pages (frame pointers are then virtual)
         self.halted = False
+        self.on_entry: Callable[[], None] | None = None   # see the module docstring
+        self.blocked: Callable[[], bool] | None = None    # asleep in the hypervisor until this says woken
+        self.block_deadline: int | None = None            # ... or until this virtual time (a poll timeout)
+        self._yielded = False
         self._window_wanted = False   # an interrupt waits while IF=0: catch the instruction that opens the window
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
@@ -141,15 +152,17 @@ class VCPU:
         return int.from_bytes(ram[ebp + 4:ebp + 8], "little") if ebp + 8 <= len(ram) else 0
 
     def _record(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
-                value: int, ebp: int, icount: int | None = None) -> None:
-        """Record one exit, priced by the profile (per item of `size` where the profile says so)."""
+                value: int, ebp: int, icount: int | None = None, subop: int = 0,
+                price: tuple[int, int] | None = None) -> None:
+        """Record one exit, priced by the profile (per item of `size` where the profile says so); a
+        hypercall's sub-operation comes with its own price (cycles, per item) when the profile has one."""
         if icount is None:
             icount = self.now_icount()
-        base, per_item = self._prices[reason][place][direction]
+        base, per_item = price or self._prices[reason][place][direction]
         cost = base + per_item * size if per_item else base
         clock = self.clock
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, rip, reason, place,
-                        direction, qualifier, size, value, cost, self.caller(ebp) if ebp else 0)
+                        direction, qualifier, size, value, cost, self.caller(ebp) if ebp else 0, subop)
         clock.extra += cost
 
     def _unrecorded(self, *_args, **_kw) -> None:
@@ -219,6 +232,71 @@ class VCPU:
                 self._external_interrupts(fired, vector)
         if host_fired:
             self._external_interrupts(host_fired, host_vector)
+
+    # sleeping in the hypervisor (sched_op block / poll), yielding -----------------------------------
+    def block(self, woken: Callable[[], bool], deadline: int | None = None) -> None:
+        """Called inside a hypercall: once it returns, the guest sleeps until woken (see run)."""
+        self.blocked = woken
+        self.block_deadline = deadline
+        self.halted = True
+        self.counter.stop_after_current()
+
+    def woken(self) -> bool:
+        """Whether a sleeping guest has a reason to run: an event, an interrupt, its deadline passed."""
+        if self.irqs.pending():
+            return True
+        if self.blocked is None:
+            return False
+        deadline = self.block_deadline
+        return self.blocked() or (deadline is not None and deadline <= self.clock.now())
+
+    def wake_time(self) -> int | None:
+        """The earliest virtual time something due may wake the guest: a device event or the deadline."""
+        due, deadline = self.next_due(), self.block_deadline if self.blocked is not None else None
+        if due is None or (deadline is not None and deadline < due):
+            return deadline
+        return due
+
+    def yield_slice(self) -> None:
+        """sched_op yield: on a host of several domains the slice ends after this instruction."""
+        if self._until is not None:
+            self._yielded = True
+            self.counter.stop_after_current()
+
+    def _unblock(self) -> None:
+        self.blocked = None
+        self.block_deadline = None
+        self.halted = False
+
+    def _resume_from_block(self, max_cycles: int | None, until: int | None) -> bool:
+        """The guest sleeps in the hypervisor: True once it is woken, False while it sleeps on (a host
+        of several domains decides who runs meanwhile) or when the run ends."""
+        while not self.woken():
+            wake = self.wake_time()
+            if max_cycles is not None and self.clock.now() >= max_cycles:
+                self.ending.finish(RunEnd("budget", "virtual time budget reached while blocked in sched_op"))
+                return False
+            if wake is None and until is not None:
+                return False   # another domain may send the event: the host decides (a deadlock it ends)
+            if wake is None:
+                self.ending.finish(RunEnd("halted", "blocked in sched_op with no event, interrupt or "
+                                                    "timeout that could wake it: it sleeps forever"))
+                return False
+            if max_cycles is not None and wake > max_cycles:
+                self.clock.idle_until(max(max_cycles, self.clock.now()))
+                self.ending.finish(RunEnd("budget", "virtual time budget reached while blocked in sched_op"))
+                return False
+            if wake > self.clock.now():
+                if until is not None:
+                    return False
+                self.clock.idle_until(wake)
+            self._advance_devices(running=False)
+            if until is not None and not self.woken():
+                return False
+        self._unblock()
+        if self.irqs.pending() and self.m.interrupts_enabled():
+            self._inject()
+        return True
 
     def resume(self) -> None:
         """The host gives the CPU back after another domain ran: the events that came due meanwhile fire
@@ -361,9 +439,17 @@ class VCPU:
         None when virtual time reaches it or the guest halts waiting for an event."""
         self._until = until
         try:
-            if self.halted and not self._resume_from_halt(max_cycles):
+            if self.blocked is None and self.halted and not self._resume_from_halt(max_cycles):
                 return self.ending.end
+            entering = True
             while self.ending.end is None:
+                if self.blocked is not None:
+                    if not self._resume_from_block(max_cycles, until):
+                        break
+                    entering = True
+                if entering and self.on_entry is not None:
+                    self.on_entry()
+                entering = False
                 if not self._before_slice(max_instructions, max_cycles, until):
                     break
                 self._window_wanted = False
@@ -382,6 +468,7 @@ class VCPU:
                     break
         finally:
             self._window_wanted = False
+            self._yielded = False
         return self.ending.end
 
     def _before_slice(self, max_instructions: int | None, max_cycles: int | None, until: int | None) -> bool:
@@ -395,6 +482,8 @@ class VCPU:
             return False
         if max_cycles is not None and clock.now() >= max_cycles:
             self.ending.finish(RunEnd("budget", "virtual time budget reached"))
+            return False
+        if self._yielded:
             return False
         return until is None or clock.now() < until
 

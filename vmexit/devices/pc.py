@@ -7,6 +7,9 @@ answer ports (a later device wins a shared port), which have events in virtual t
 events are fired), and which are memory-mapped. A device whose write can move a device event (a timed
 one, or the NIC, which schedules the peer's next frame) makes the vCPU recompute the next event after
 an exit that wrote to it. ISA IRQ n reaches 8259A input n and I/O APIC pin n (irq.py).
+
+A PC may be built without a NIC (options.nic false: a Xen domU, whose network is its netfront): then
+the NIC and the peer are None, and the buses leave them out (present()).
 """
 from __future__ import annotations
 
@@ -74,8 +77,11 @@ def _nic(w: Wiring) -> RTL8139:
 
 def _peer(w: Wiring) -> TcpStreamPeer:
     o, clock = w.options, w.clock
-    return TcpStreamPeer(clock.now, clock.freq_hz, w.devices["nic"].receive, NIC_IRQ, MAC, o.net_ack_every,
-                         o.net_ack_delay_us * 1e-6, o.net_peer_sends, o.net_frame_size, window=o.net_window)
+    rate = {} if o.net_rate_bps is None else {"rate_bps": o.net_rate_bps}  # None: the peer's own default
+    dest = bytes.fromhex(o.net_dest_mac) if o.net_dest_mac else MAC  # a bridged guest behind the NIC, or the NIC
+    return TcpStreamPeer(clock.now, clock.freq_hz, w.devices["nic"].receive, NIC_IRQ, dest, o.net_ack_every,
+                         o.net_ack_delay_us * 1e-6, o.net_peer_sends, o.net_frame_size, window=o.net_window,
+                         **rate)
 
 
 def _disk(path: str | None, w: Wiring) -> Disk | None:
@@ -98,8 +104,8 @@ DEVICES: tuple[Device, ...] = (
     Device("ide", lambda w: IDEDisk(w.devices["disk"], w.irq(14), w.devices["disk1"])),
     Device("bmdma", lambda w: BusMasterIDE(w.devices["ide"], w.machine.read_physical, w.machine.write_physical,
                                            w.clock.now, w.clock.freq_hz)),
-    Device("nic", _nic, feeds_timers=True),
-    Device("peer", _peer),
+    Device("nic", lambda w: _nic(w) if w.options.nic else None, feeds_timers=True),
+    Device("peer", lambda w: _peer(w) if w.options.nic else None),
     Device("pmtimer", lambda w: PMTimer(w.clock.now, w.clock.freq_hz)),
     Device("pci", lambda w: PCIConfig()),
     Device("cmos", lambda w: CMOS(w.clock.now, w.clock.freq_hz, w.options.ram_size)),
@@ -122,6 +128,11 @@ def build(wiring: Wiring) -> dict[str, object]:
     return wiring.devices
 
 
+def present(devices: dict, names: tuple[str, ...]) -> list[str]:
+    """The names of a bus whose devices this PC has (a PC without a NIC leaves it out)."""
+    return [name for name in names if devices[name] is not None]
+
+
 def moves_timers(name: str) -> bool:
     return name in TIMED or any(d.name == name and d.feeds_timers for d in DEVICES)
 
@@ -133,7 +144,6 @@ def vector_of(name: str) -> Callable[[object, object], int]:
 def results(devices: dict, seconds: float, options) -> dict:
     """What the devices contribute to the run's meta."""
     ide, bmdma, pit, lapic, nic = (devices[n] for n in ("ide", "bmdma", "pit", "lapic", "nic"))
-    moved = nic.rx_bytes if options.net_peer_sends else nic.tx_bytes
     return {
         "console": devices["uart"].output.decode("latin-1"),
         "input_consumed": devices["uart"].consumed,
@@ -142,7 +152,14 @@ def results(devices: dict, seconds: float, options) -> dict:
         "pit": {"interrupts": pit.interrupts, "count": pit.channels[0].guest_reload,
                 "count_run": pit.channels[0].reload},
         "lapic": {"timer_interrupts": lapic.fired_total, "eois": lapic.eois},
-        "nic": {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
-                "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
-                "throughput_mbit_s": moved * 8 / seconds / 1e6 if seconds else 0.0},
+        "nic": _nic_results(nic, seconds, options),
     }
+
+
+def _nic_results(nic, seconds: float, options) -> dict | None:
+    if nic is None:
+        return None
+    moved = nic.rx_bytes if options.net_peer_sends else nic.tx_bytes
+    return {"rx_frames": nic.rx_frames, "rx_bytes": nic.rx_bytes, "tx_frames": nic.tx_frames,
+            "tx_bytes": nic.tx_bytes, "rx_dropped": nic.rx_dropped,
+            "throughput_mbit_s": moved * 8 / seconds / 1e6 if seconds else 0.0}

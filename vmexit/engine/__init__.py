@@ -4,7 +4,10 @@ and the exit models use. Nothing above this package imports an emulator.
 An engine gives:
 - guest RAM from physical address 0 (`ram`, a buffer the exit path reads directly; writes go through
   `write` so that translated code stays coherent), MMIO ranges with read/write callbacks (`map_mmio`),
-  and `flush_tlb` after the host edits a guest page table;
+  and `flush_tlb` after the host edits a guest page table; `map_foreign(paddr, source, source_paddr,
+  size=4096, readonly=False)` maps pages of another domain's RAM (its engine's `ram` buffer) at a
+  guest-physical address of this one -- shared memory, both see the same bytes (a Xen grant mapping)
+  -- and `unmap_foreign(paddr, size=4096)` removes such a mapping;
 - registers by name (`reg`, `set_reg`, `register(name)` a fast reader of one, and `reader`/`writer`
   for a fixed list on a hot path), and
   `eip_ebp`, the two registers every exit reads, and `enter_ring0(ss, cs)` for a delivery from ring 3;

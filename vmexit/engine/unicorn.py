@@ -15,6 +15,7 @@ import mmap
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_EDGE_GENERATED, UC_HOOK_INSN,
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL,
+                     UC_PROT_EXEC, UC_PROT_READ,
                      Uc, UcError)
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED
 from unicorn.unicorn_py3.arch.intel import (HOOK_INSN_CPUID_CFUNC, HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC)
@@ -59,6 +60,7 @@ class UnicornEngine:
         self._code_watch = None  # see watch_code
         self._stopped_at_edge = False
         self._entries: dict[int, int] = {}  # block starts entered without an edge -> block size
+        self._foreign: dict[int, object] = {}  # guest-physical page -> the ctypes anchor of the RAM mapped there
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
@@ -108,6 +110,25 @@ class UnicornEngine:
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
 
     def flush_tlb(self) -> None:
+        flush_tlb(self.uc)
+
+    def map_foreign(self, paddr: int, source, source_paddr: int, size: int = 0x1000,
+                    readonly: bool = False) -> None:
+        """Map `size` bytes of another RAM buffer (another engine's `ram`) at guest-physical `paddr`:
+        the same memory, not a copy. Page-aligned; `paddr` must be unmapped and outside this RAM."""
+        if paddr % 0x1000 or source_paddr % 0x1000 or size % 0x1000 or source_paddr + size > len(source):
+            raise ValueError("map_foreign: page-aligned ranges inside the source RAM only")
+        anchor = (ctypes.c_char * size).from_buffer(source, source_paddr)
+        prot = UC_PROT_READ | UC_PROT_EXEC if readonly else UC_PROT_ALL
+        self.uc.mem_map_ptr(paddr, size, prot, ctypes.addressof(anchor))
+        self._foreign[paddr] = anchor
+        flush_tlb(self.uc)
+
+    def unmap_foreign(self, paddr: int, size: int = 0x1000) -> None:
+        """Remove a mapping map_foreign made at `paddr`."""
+        if self._foreign.pop(paddr, None) is None:
+            raise ValueError(f"unmap_foreign: nothing mapped at 0x{paddr:x}")
+        self.uc.mem_unmap(paddr, size)
         flush_tlb(self.uc)
 
     # running ---------------------------------------------------------------------------------------

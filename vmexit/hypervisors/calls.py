@@ -6,6 +6,11 @@ the call carried (the exit's `size`, priced per request by the profile where it 
 optionally work that belongs inside the exit after it is recorded (the accesses of a coalesced I/O
 request are recorded as part of their exit). An unknown number returns the table's `unknown` result
 (-ENOSYS in the hypervisor's own numbering). Names are data in hypercalls.py.
+
+A multiplexed call (one of `subops`: Xen's grant_table_op, event_channel_op, sched_op, memory_op) records
+its command, the first argument, in the exit's `subop` column, and is priced by the profile's key for
+that sub-operation where there is one (`prices`, (nr, subop) -> (cycles, per item)). `after`, if set,
+runs once the guest's registers hold the result: where Xen delivers pending events on the way back.
 """
 from __future__ import annotations
 
@@ -25,9 +30,13 @@ class Handled:
 
 class HypercallTable:
     def __init__(self, vcpu, engine, handlers: dict[int, Callable[[tuple], Handled]], unknown: int,
-                 registers: tuple[str, ...]):
+                 registers: tuple[str, ...], subops: frozenset[int] = frozenset(),
+                 prices: dict[tuple[int, int], tuple[int, int]] | None = None):
         """registers: the ABI, the number's register first, then the arguments'."""
         self.vcpu = vcpu
+        self.subops = subops
+        self.prices = prices or {}
+        self.after: Callable[[], None] | None = None
         self.handlers = handlers
         self._unknown = unknown
         self._args = engine.reader(list(registers))
@@ -43,7 +52,11 @@ class HypercallTable:
         nr, *args = self._args()
         done = self.call(nr, tuple(args))
         result = done.result & 0xFFFFFFFF
-        self.vcpu.exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, nr, done.items, result, ebp)
+        subop = args[0] & 0xFFFF if nr in self.subops else 0
+        self.vcpu.exit(ExitReason.VMCALL, Place.KERNEL, Direction.NONE, eip, nr, done.items, result, ebp,
+                       subop=subop, price=self.prices.get((nr, subop)))
         timers_changed = done.then(eip) if done.then is not None else False
         self._return(result, return_eip)
+        if self.after is not None:
+            self.after()
         self.vcpu.reschedule(timers_changed=timers_changed)

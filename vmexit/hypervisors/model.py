@@ -40,6 +40,8 @@ class ModelContext:
     scanner: object = None  # codescan.CodeScanner: traps in the code the guest runs
     hooks: dict = field(default_factory=dict)   # hook point -> the optimization attached there
     console: Callable[[bytes], None] | None = None   # where a console hypercall writes
+    domid: int = 0          # the domain's id on its host
+    xen_host: object = None  # xen_host.XenHost: what Xen shares between the domains of one host
 
 
 class ExitModel:

@@ -19,6 +19,13 @@ that go through Xen first. Built from the same components as KVM's model (model.
   copy-on-write faults in the range a guest registered are fixed in Xen: one EXCEPTION_NMI exit handled
   in Xen (direction IN: a page given; size 1: one page zeroed or copied) and no bounce.
 - CPUID leaf 0x40000000 says "XenVMMXenVMM", so a guest picks its Xen paths as Linux's pv_ops do.
+- Split-driver I/O (xen_io.py): set_callbacks (4), xen_version (17), grant_table_op (20),
+  event_channel_op (32), sched_op block / poll / yield, memory_op XENMAPSPACE_grant_table, and the
+  event upcall after every hypercall and when the host gives the domain the CPU. The event channels and
+  grant tables are the host's (xen_host.py); their counts join the run statistics only on a host of
+  several domains (a domain run alone keeps today's statistics).
+- A multiplexed call's command is its exit's `subop`, priced by the profile's `VMCALL/<name>:<subop>`
+  where it has one.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from . import hypercalls as names
 from . import kvm
 from .calls import Handled, HypercallTable
 from .model import ExitModel, disasm_detail
+from .xen_host import XenHost
+from .xen_io import XenIO
 from .xen_mm import PageTables
 
 HYPERCALL_VECTOR = 0x82
@@ -40,9 +49,9 @@ SIGNATURE = "XenVMMXenVMM"
 MMU_NORMAL_PT_UPDATE = 0
 MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_UNPIN_TABLE = 0, 1, 4
 MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL = 5, 6, 7
-XENMEM_ADD_TO_PHYSMAP, XENMAPSPACE_SHARED_INFO = 7, 0
+XENMEM_ADD_TO_PHYSMAP, XENMAPSPACE_SHARED_INFO, XENMAPSPACE_GRANT_TABLE = 7, 0, 1
 CONSOLEIO_WRITE = 0
-SCHEDOP_YIELD, SCHEDOP_SHUTDOWN = 0, 2
+SCHEDOP_YIELD, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_POLL = 0, 1, 2, 3
 MAX_BATCH = 512          # requests per mmu_update / mmuext_op / multicall call (ours: a page's worth)
 VCPU0_CR2 = 8            # offsetof(shared_info, vcpu_info[0].arch.cr2) on x86_32
 PAGE = 0x1000
@@ -54,9 +63,15 @@ _REGISTERS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")
 
 def build(ctx) -> ExitModel:
     tables = PageTables(ctx.machine, ctx.vcpu.paging_changed)
-    xen = Xen(ctx.vcpu, ctx.machine, tables, ctx.console, ctx.hooks.get("page_fault"))
+    io = XenIO(ctx.domid, ctx.vcpu, ctx.machine, ctx.clock, ctx.profile, ctx.xen_host or XenHost(),
+               privileged=ctx.domid == 0)
+    xen = Xen(ctx.vcpu, ctx.machine, tables, ctx.console, ctx.hooks.get("page_fault"), io,
+              report_io=ctx.xen_host is not None)
     xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, xen.handlers(), -ENOSYS,
-                               ("eax", "ebx", "ecx", "edx", "esi", "edi"))
+                               ("eax", "ebx", "ecx", "edx", "esi", "edi"), subops=frozenset(names.XEN_SUBOPS),
+                               prices=subop_prices(ctx.profile))
+    xen.table.after = io.deliver
+    ctx.vcpu.on_entry = io.deliver
     model = ExitModel("xen-pv", ctx, kvm.port_bus(ctx), kvm.cpuid(ctx.profile, SIGNATURE, 0x40000002), xen.table,
                       stats=xen.stats)
     faults = Faults(xen, model)
@@ -65,10 +80,24 @@ def build(ctx) -> ExitModel:
     return model
 
 
+def subop_prices(profile) -> dict[tuple[int, int], tuple[int, int]]:
+    """(hypercall nr, subop) -> (cycles, per item) for the sub-operations the profile prices apart."""
+    prices = {}
+    for nr, ops in names.XEN_SUBOPS.items():
+        for subop in ops:
+            price = profile.call_price(names.full_name(names.XEN, names.XEN_SUBOPS, nr, subop))
+            if price is not None:
+                prices[nr, subop] = price
+    return prices
+
+
 class Xen:
     """Xen's side of one PV domain: its page tables, trap table, shared info page and hypercalls."""
 
-    def __init__(self, vcpu, machine, tables: PageTables, console=None, offload=None):
+    def __init__(self, vcpu, machine, tables: PageTables, console=None, offload=None, io: XenIO | None = None,
+                 report_io: bool = False):
+        self.io = io
+        self.report_io = report_io
         self.vcpu = vcpu
         self.m = machine
         self.tables = tables
@@ -80,13 +109,16 @@ class Xen:
         self.counts = {"pt_writes_emulated": 0, "faults_bounced": 0, "faults_offloaded": 0}
 
     def stats(self) -> dict:
-        return {"pt_updates": self.tables.updates, **self.counts}
+        stats = {"pt_updates": self.tables.updates, **self.counts}
+        if self.report_io:
+            stats.update(self.io.stats())
+        return stats
 
     def handlers(self) -> dict:
         """Hypercall handlers by number (explicit; names in hypercalls.XEN)."""
         return {0: self.set_trap_table, 1: self.mmu_update, 12: self.memory_op, 13: self.multicall,
                 14: self.update_va_mapping, 18: self.console_io, 26: self.mmuext_op, 29: self.sched_op,
-                names.PF_OFFLOAD_REGISTER: self.pf_offload_register}
+                names.PF_OFFLOAD_REGISTER: self.pf_offload_register, **self.io.handlers()}
 
     def _batch(self, addr: int, count: int, done_ptr: int, fmt: str, apply) -> tuple[int, int, int]:
         """A batched hypercall's frame (mmu_update, mmuext_op): 1..MAX_BATCH requests of `fmt` read from
@@ -175,11 +207,13 @@ class Xen:
         raw = self.m.read_virtual(arg, 16)
         if raw is None:
             return Handled(-EFAULT, 1)
-        _domid, _size, space, _idx, gpfn = struct.unpack("<HHIII", raw)
+        _domid, _size, space, idx, gpfn = struct.unpack("<HHIII", raw)
+        if space == XENMAPSPACE_GRANT_TABLE:
+            return Handled(0 if self.io.grants_place(idx, gpfn) else -EINVAL, 1)
         if space != XENMAPSPACE_SHARED_INFO or not self.m.in_ram(gpfn << 12, PAGE):
             return Handled(-EINVAL, 1)
         self.shared_info = gpfn << 12
-        self.m.write_physical(self.shared_info, bytes(PAGE))
+        self.io.events.shared.place(self.shared_info)   # the event state so far (zeros before any event)
         return Handled(0, 1)
 
     def console_io(self, args) -> Handled:
@@ -201,7 +235,11 @@ class Xen:
     def sched_op(self, args) -> Handled:
         cmd, arg = args[0], args[1]
         if cmd == SCHEDOP_YIELD:
-            return Handled(0, 1)
+            return self.io.yield_()
+        if cmd == SCHEDOP_BLOCK:
+            return self.io.block()
+        if cmd == SCHEDOP_POLL:
+            return self.io.poll(arg)
         if cmd == SCHEDOP_SHUTDOWN:
             raw = self.m.read_virtual(arg, 4)
             if raw is None:

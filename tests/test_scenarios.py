@@ -1,0 +1,55 @@
+"""Bundled scenarios (scenarios.py): the registry, how -D constants reach each domain's source, and the
+xennet wiring (start_info pages, the toolstack's port) on small test guests."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from vmexit import session
+from vmexit.costs import load_profile
+from vmexit.loader import LoadError
+from vmexit.scenarios import (BUFS_REF, DOMU_MAC, RX_RING_REF, SCENARIOS, START_INFO, TX_RING_REF, route_constants,
+                              run_scenario, run_xennet)
+
+from .conftest import inline_image
+
+DEFAULTS = {0: ".ifndef MSG_SIZE\n.set MSG_SIZE, 4096\n.endif\n.ifndef NAPI\n.set NAPI, 1\n.endif\n",
+            1: ".ifndef MSG_SIZE\n.set MSG_SIZE, 4096\n.endif\n.ifndef SHARED_BUFFERS\n.set SHARED_BUFFERS, 0\n.endif\n"}
+
+
+def test_constants_reach_every_source_that_defines_them():
+    routed = route_constants({"MSG_SIZE": 1024, "SHARED_BUFFERS": 1, "NAPI": 0}, DEFAULTS)
+    assert routed == {0: {"MSG_SIZE": 1024, "NAPI": 0}, 1: {"MSG_SIZE": 1024, "SHARED_BUFFERS": 1}}
+    with pytest.raises(LoadError, match="BOGUS: no domain's source defines it"):
+        route_constants({"BOGUS": 1}, DEFAULTS)
+
+
+def test_registry_names_its_entries():
+    assert set(SCENARIOS) == {"xennet"} and SCENARIOS["xennet"].profile == "xen-pv-q9550"
+    with pytest.raises(LoadError, match="unknown scenario"):
+        run_scenario("nope", {}, load_profile(None), session.RunOptions())
+
+
+# dom0 and domU report their start_info fields on port 0x80 and exit
+REPORT_START_INFO = "".join(f"    mov eax, [{START_INFO + off}]\n    out 0x80, eax\n"
+                            for off in (0, 32, 40, 0x800, 0x804, 0x808, 0x80C, 0x810, 0x814, 0x818, 0x81C)) \
+    + "    cmp esi, 0x9000\n    jne .Lbad\n    out 0xf4, al\n.Lbad:\n    hlt\n"
+
+
+def test_xennet_wiring_fills_start_info_and_runs_both_domains():
+    images = {0: inline_image(REPORT_START_INFO), 1: inline_image(REPORT_START_INFO)}
+    run = run_xennet(images, load_profile("xen-pv-q9550"), session.RunOptions(max_seconds=0.01))
+    dom0, domu = run.traces
+    magic = struct.unpack("<I", b"xen-")[0]
+    mac_lo = struct.unpack("<I", DOMU_MAC[:4])[0]
+    pages = (64 << 20) // 4096
+    for t, domid, flags in ((dom0, 0, 3), (domu, 1, 0)):
+        e = t.exits
+        values = e[(e["reason"] == 30) & (e["qualifier"] == 0x80)]["value"].tolist()
+        assert values == [magic, pages, flags, domid, 1 - domid, 1, TX_RING_REF, RX_RING_REF, BUFS_REF, 0, mac_lo]
+        assert t.meta["status"] == "exited" and t.meta["domid"] == domid
+        assert set(e["domain"].tolist()) == {domid}
+    assert dom0.meta["nic"] is not None and domu.meta["nic"] is None
+    assert dom0.meta["options"]["net_rate_bps"] == 1_000_000_000
+    assert run.host["domains"] == 2 and run.host["ends"][1]["status"] == "exited"

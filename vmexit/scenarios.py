@@ -1,0 +1,152 @@
+"""Bundled scenarios: several domains on one host, each entry wired explicitly (SCENARIOS).
+
+`xennet` (issue 15, /work/xennet-spec.md): Xen split-driver networking. dom0 (domid 0,
+guests/xennet/netback.S) owns the RTL8139 and the TCP peer (streaming to domU's MAC when RECEIVE=1,
+at `net_rate_bps`, 1 Gb/s unless given); domU (domid 1, guests/xennet/netfront.S) has no NIC. Both
+are xen-pv domains without paging, sharing one host's event channels and grant tables
+(hypervisors/xen_host.py). What the toolstack and XenStore do on a real host is done here before boot:
+- the start_info page at START_INFO (ESI at entry, Xen's PV convention): magic "xen-3.0-x86_32",
+  nr_pages, flags (SIF_PRIVILEGED | SIF_INITDOMAIN for dom0), and at +0x800 the net wiring that stands
+  in for the XenStore vif keys: domid, peer domid, event port, tx/rx ring grant refs, first shared-
+  buffer ref and count, domU's MAC;
+- domU's event port, allocated unbound for dom0 (as the toolstack allocates the store and console
+  channels); dom0 gets that port number to bind_interdomain.
+`-D` constants go to each domain's source that defines them (`.ifndef NAME`); one that neither
+defines is an error. The peer's direction follows RECEIVE (1: the peer streams to domU) and its
+window SOCKBUF (in full-sized segments of MSS bytes).
+
+run_scenario(name, constants, profile, options) runs one and returns ScenarioRun(traces, host): one
+Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts()
+plus each domain's end).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from .costs import Profile
+from .domain import Domain
+from .guests import build_source, guests_dir, read_source, source_defaults
+from .host import Host
+from .hypervisors.xen_host import XenHost
+from .loader import Image, LoadError
+from .trace import Trace
+
+START_INFO = 0x9000
+NET_WIRING = 0x800                      # offset of vmexit's net wiring in the start_info page
+SIF_PRIVILEGED, SIF_INITDOMAIN = 1, 2
+TX_RING_REF, RX_RING_REF, BUFS_REF = 8, 9, 16   # refs 0..7 are reserved in Linux (GNTTAB_NR_RESERVED_ENTRIES)
+DOMU_MAC = bytes.fromhex("00163e000001")        # Xen's OUI 00:16:3e
+LINK_RATE_BPS = 1_000_000_000
+MSS = 1460                              # TCP payload of a 1514-byte Ethernet frame
+BUFS_PER_PAGE = 2                       # seed 000's MTU-sized shared buffers, two per page
+RX_RING_SLOTS = 256
+
+
+class ScenarioRun(NamedTuple):
+    traces: list[Trace]     # one per domain, in domid order
+    host: dict              # Host.facts() plus "ends": each domain's status and detail
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    profile: str                        # the cost profile it defaults to (costs.PROFILES)
+    run: Callable[[dict, Profile, object], ScenarioRun]
+
+
+def xennet_sources() -> dict[int, Path]:
+    """domid -> the bundled source of that domain."""
+    base = guests_dir() / "xennet"
+    return {0: base / "netback.S", 1: base / "netfront.S"}
+
+
+def route_constants(constants: dict[str, int], texts: dict[int, str]) -> dict[int, dict[str, int]]:
+    """Each -D constant to every domain whose source defines it; one that none defines is an error."""
+    defined = {domid: source_defaults(text) for domid, text in texts.items()}
+    unknown = sorted(k for k in constants if not any(k in d for d in defined.values()))
+    if unknown:
+        known = sorted(set().union(*defined.values()))
+        raise LoadError(f"-D {', '.join(unknown)}: no domain's source defines it (known: {', '.join(known)})")
+    return {domid: {k: v for k, v in constants.items() if k in d} for domid, d in defined.items()}
+
+
+def xennet(constants: dict, profile: Profile, options) -> ScenarioRun:
+    sources = xennet_sources()
+    for path in sources.values():
+        if not path.is_file():
+            raise LoadError(f"xennet: {path.name} is not in this checkout yet (guests/xennet/)")
+    texts = {domid: read_source(path) for domid, path in sources.items()}
+    routed = route_constants(constants, texts)
+    images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
+    for domid, image in images.items():
+        image.name = f"xennet-{'netback' if domid == 0 else 'netfront'}"
+    return run_xennet(images, profile, options)
+
+
+def _constant(image: Image, name: str, default: int) -> int:
+    return image.constants.get(name, (getattr(image, "defaults", None) or {}).get(name, default))
+
+
+def run_xennet(images: dict[int, Image], profile: Profile, options) -> ScenarioRun:
+    """dom0 = images[0], domU = images[1], wired as the module docstring says, run to their ends."""
+    front = images[1]
+    receive = _constant(front, "RECEIVE", 1)
+    sockbuf = _constant(front, "SOCKBUF", 8192)
+    xen = XenHost()
+    dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
+                           net_rate_bps=options.net_rate_bps or LINK_RATE_BPS, net_dest_mac=DOMU_MAC.hex(),
+                           net_window=max(1, sockbuf // MSS))
+    domu_options = replace(options, hypervisor="xen-pv", nic=False)
+    dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
+    domu = Domain(images[1], profile, domu_options, domid=1, xen_host=xen)
+    port = xen.events.alloc_unbound(None, 1, 0)   # the toolstack's channel for the vif
+    bufs = _constant(front, "SHARED_BUF_PAGES", RX_RING_SLOTS // BUFS_PER_PAGE) \
+        if _constant(front, "SHARED_BUFFERS", 0) else 0
+    start_info(dom0, peer=1, port=port, bufs=bufs, flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
+    start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
+    return run_domains([dom0, domu], profile, options)
+
+
+def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0) -> None:
+    """Fill the domain's start_info page (module docstring) and point ESI at it."""
+    page = bytearray(0x1000)
+    page[0:32] = b"xen-3.0-x86_32".ljust(32, b"\0")
+    struct.pack_into("<I", page, 32, domain.machine.ram_size // 0x1000)
+    struct.pack_into("<I", page, 40, flags)
+    struct.pack_into("<8I", page, NET_WIRING, domain.domid, peer, port, TX_RING_REF, RX_RING_REF, BUFS_REF,
+                     bufs, 0)
+    page[NET_WIRING + 0x1C:NET_WIRING + 0x22] = DOMU_MAC
+    domain.machine.write_physical(START_INFO, bytes(page))
+    domain.machine.engine.set_reg("esi", START_INFO)
+
+
+def run_domains(domains: list[Domain], profile: Profile, options) -> ScenarioRun:
+    """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget."""
+    freq = profile.freq_hz
+    max_cycles = None if options.max_seconds is None else int(options.max_seconds * freq)
+    host = Host(domains, switch_cycles=profile.host_cost("domain_switch"))
+    host.run(options.max_instructions, max_cycles)
+    for d in domains:
+        d.close()
+    facts = host.facts()
+    facts["ends"] = {d.domid: {"status": d.ending.end.status, "detail": d.ending.end.detail} for d in domains}
+    return ScenarioRun([d.trace() for d in domains], facts)
+
+
+#: Every bundled scenario, explicitly: name -> entry with its own wiring.
+SCENARIOS: dict[str, Scenario] = {
+    "xennet": Scenario("xennet", "Xen split-driver networking: dom0 netback with the RTL8139 and the TCP peer, "
+                                 "domU netfront; event channels, grant tables, shared rings", "xen-pv-q9550", xennet),
+}
+
+
+def run_scenario(name: str, constants: dict[str, int], profile: Profile, options) -> ScenarioRun:
+    """Run the bundled scenario `name` (a key of SCENARIOS) with -D constants, a cost profile and
+    session.RunOptions (budgets, peer settings; the hypervisor and NIC are the scenario's)."""
+    if name not in SCENARIOS:
+        raise LoadError(f"unknown scenario {name!r} (bundled: {', '.join(SCENARIOS)})")
+    return SCENARIOS[name].run(dict(constants), profile, options)
