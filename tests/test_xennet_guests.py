@@ -261,3 +261,18 @@ def test_a_run_is_deterministic():
     for ta, tb in zip(a.traces, b.traces):
         assert np.array_equal(ta.exits, tb.exits)
         assert ta.meta["instructions"] == tb.meta["instructions"] and ta.meta["console"] == tb.meta["console"]
+
+
+def test_a_waiting_peer_streams_from_the_guests_connect():
+    """The scenario's peer waits for domU's SYN: nothing is sent to a NIC that is not up yet."""
+    from vmexit.devices.netpeer import TcpStreamPeer
+    now = [0]
+    sent = []
+    peer = TcpStreamPeer(lambda: now[0], 1_000_000_000, lambda f: sent.append(f) or True, 11, b"\x00" * 6,
+                         sending=True, window=5, wait_for_guest=True)
+    assert peer.next_event() is None
+    now[0] = 5000
+    peer.on_transmit(bytes(60))                            # the connect: acknowledges nothing
+    assert peer.next_event() == 5000 and peer.acked == 0
+    peer.advance(5000)
+    assert len(sent) == 1
