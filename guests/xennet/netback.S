@@ -48,7 +48,7 @@
 .set GW_TX_MAP, GRANT_WINDOW + 0x100000 # one tx frame's page while it is copied
 # seed 000's shared pages as netfront grants them, start_info's count of them from bufs_ref on: pages
 # of two MTU buffers, then (the last) one page of TX_HDR_SLOT-byte header slots
-.set MAX_SHARED_PAGES, 128
+.set MAX_SHARED_PAGES, 129               # 128 pages of rx buffers (the ring's 256) + the header page
 
 # the netif's rx queue (frames for domU waiting for rx requests)
 .set RXQ_MAX, 64

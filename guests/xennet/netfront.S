@@ -45,8 +45,8 @@
 .set SHARED_BUFFERS, 0
 .endif
 .ifndef SHARED_BUF_PAGES
-.set SHARED_BUF_PAGES, 33               # fixed: RX_TARGET / 2 buffer pages + the tx header page (the
-.endif                                  # host reads it to fill start_info's count; do not -D it)
+.set SHARED_BUF_PAGES, 33               # seed 000's pages: 2..129: (n - 1) pages of two rx buffers + the
+.endif                                  # tx header page (the host puts the count in start_info)
 
 # guest-physical layout (no paging; the image is at 1 MiB, the stack below 0x90000)
 .set SHARED_INFO, 0x10000
@@ -63,13 +63,16 @@
 .set ACK_EVERY, 2                       # delayed ACKs: one per two full segments (RFC 1122)
 .set WINDOW_FRAMES, SOCKBUF / MSS       # whole segments the socket buffer holds
 .set NET_TX_IDS, 64                     # tx requests in flight at most (TX_HEADERS: 64 * 64 B)
-.set RX_TARGET, 64                      # rx buffers kept posted (Linux's RX_DFL_MIN_TARGET)
-.set RX_SHARED_PAGES, SHARED_BUF_PAGES - 1   # RX_TARGET buffers, two per page
+.set RX_SHARED_PAGES, SHARED_BUF_PAGES - 1   # the rx buffers' pages, two buffers each
+.if SHARED_BUFFERS
+.set RX_TARGET, RX_SHARED_PAGES * 2     # rx buffers kept posted: every shared one
+.else
+.set RX_TARGET, 64                      # rx pages kept posted (Linux's RX_DFL_MIN_TARGET)
+.endif
 .set TX_HEADER_PAGE_INDEX, RX_SHARED_PAGES     # the last shared page
-.set RX_GREF_BASE, 64                   # Native: rx id n offered under ref 64 + n
-.set TX_GREF_BASE, 128                  # tx id n granted under ref 128 + n
+.set RX_GREF_BASE, 160                  # Native: rx id n offered under ref 160 + n (above bufs_ref..)
+.set TX_GREF_BASE, 256                  # tx id n granted under ref 256 + n
 .set TX_ID_MASK, NET_TX_IDS - 1
-.set RX_ID_MASK, RX_TARGET - 1
 .set RX_SRING_RSP_PROD, RX_RING_PAGE + SRING_RSP_PROD   # (one symbol per memory operand)
 .set TX_SRING_REQ_PROD, TX_RING_PAGE + SRING_REQ_PROD
 .set TX_SRING_RSP_PROD, TX_RING_PAGE + SRING_RSP_PROD
@@ -295,7 +298,10 @@ xennet_post_rx_request:
     add esp, 12
     mov ebx, eax
     mov eax, [ebp + 8]
-    and eax, RX_ID_MASK
+    xor edx, edx
+    mov ecx, RX_TARGET
+    div ecx
+    mov eax, edx
     mov word ptr [ebx + RXREQ_ID], ax
     push eax
     call xennet_rx_grant
