@@ -73,6 +73,9 @@
 .set RX_GREF_BASE, 160                  # Native: rx id n offered under ref 160 + n (above bufs_ref..)
 .set TX_GREF_BASE, 256                  # tx id n granted under ref 256 + n
 .set TX_ID_MASK, NET_TX_IDS - 1
+.set TX_RING_PFN, TX_RING_PAGE >> 12        # (shifts only in .set: keystone)
+.set RX_RING_PFN, RX_RING_PAGE >> 12
+.set TX_HEADERS_PFN, TX_HEADERS >> 12
 .set RX_SRING_RSP_PROD, RX_RING_PAGE + SRING_RSP_PROD   # (one symbol per memory operand)
 .set TX_SRING_REQ_PROD, TX_RING_PAGE + SRING_REQ_PROD
 .set TX_SRING_RSP_PROD, TX_RING_PAGE + SRING_RSP_PROD
@@ -138,7 +141,7 @@ talk_to_netback:
     push eax
     call setup_ring
     add esp, 8
-    mov eax, TX_RING_PAGE >> 12
+    mov eax, TX_RING_PFN
     push eax
     push dword ptr [NET_TX_RING_REF]
     call grant_to_backend
@@ -149,7 +152,7 @@ talk_to_netback:
     push eax
     call setup_ring
     add esp, 8
-    mov eax, RX_RING_PAGE >> 12
+    mov eax, RX_RING_PFN
     push eax
     push dword ptr [NET_RX_RING_REF]
     call grant_to_backend
@@ -208,7 +211,7 @@ xennet_setup_shared_buffers:
     inc ebx
     cmp ebx, RX_SHARED_PAGES
     jb .Lshared_rx_page
-    mov eax, TX_HEADERS >> 12
+    mov eax, TX_HEADERS_PFN
     push eax
     mov eax, [NET_BUFS_REF]
     add eax, TX_HEADER_PAGE_INDEX
