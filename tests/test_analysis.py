@@ -24,7 +24,8 @@ def synthetic() -> Trace:
     rows = []
     for _n, rip, reason, place, direction, qual, cost, callers in spec:
         for c in callers:
-            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c))
+            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c,
+                         0, 0))
     exits = np.array(rows, dtype=EXIT_DTYPE)
     meta = {"freq_hz": 1000, "guest": "synthetic", "instructions": 120, "virtual_seconds": 10.0, "cycles": 10000,
             "idle_cycles": 0, "cpi": [1, 1], "status": "exited", "detail": "guest wrote 0 to port 0xf4",

@@ -53,3 +53,15 @@ def test_xennet_wiring_fills_start_info_and_runs_both_domains():
     assert dom0.meta["nic"] is not None and domu.meta["nic"] is None
     assert dom0.meta["options"]["net_rate_bps"] == 1_000_000_000
     assert run.host["domains"] == 2 and run.host["ends"][1]["status"] == "exited"
+
+
+def test_xennet_runs_the_bundled_guests_when_they_are_there():
+    from vmexit.scenarios import xennet_sources
+    profile, options = load_profile("xen-pv-q9550"), session.RunOptions(max_seconds=0.002)
+    if not all(p.is_file() for p in xennet_sources().values()):
+        with pytest.raises(LoadError, match="not in this checkout"):
+            run_scenario("xennet", {}, profile, options)
+        return
+    run = run_scenario("xennet", {"MESSAGES": 4}, profile, options)
+    assert [t.meta["domid"] for t in run.traces] == [0, 1]
+    assert all(t.meta["status"] in ("exited", "budget") for t in run.traces)

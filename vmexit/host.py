@@ -106,11 +106,13 @@ class Host:
 
     def _deadlock(self, live: list) -> None:
         waiting = ", ".join(str(d.domid) for d in live)
+        ended = ", ".join(str(d.domid) for d in self.domains if d not in live)
+        why = (f"no domain is left to send it an event (ended: {ended})" if len(live) == 1 and ended else
+               f"deadlock: every live domain ({waiting}) waits and no event is due")
         for d in live:
             if d.vcpu.blocked is not None:
                 d.clock.catch_up(self.now)
-                d.ending.finish(RunEnd("halted", f"deadlock: every live domain ({waiting}) waits and no event "
-                                                 f"is due; domain {d.domid} sleeps in sched_op block/poll"))
+                d.ending.finish(RunEnd("halted", f"blocked in sched_op block/poll; {why}"))
 
     def _next(self, ready: list, current):
         """Round robin: the first ready domain after the current one, in the host's order."""

@@ -55,7 +55,7 @@ class Scenario:
     name: str
     summary: str
     profile: str                        # the cost profile it defaults to (costs.PROFILES)
-    run: Callable[[dict, Profile, object], ScenarioRun]
+    run: Callable[..., ScenarioRun]     # (constants, profile, options, progress=None)
 
 
 def xennet_sources() -> dict[int, Path]:
@@ -74,7 +74,7 @@ def route_constants(constants: dict[str, int], texts: dict[int, str]) -> dict[in
     return {domid: {k: v for k, v in constants.items() if k in d} for domid, d in defined.items()}
 
 
-def xennet(constants: dict, profile: Profile, options) -> ScenarioRun:
+def xennet(constants: dict, profile: Profile, options, progress=None) -> ScenarioRun:
     sources = xennet_sources()
     for path in sources.values():
         if not path.is_file():
@@ -84,14 +84,14 @@ def xennet(constants: dict, profile: Profile, options) -> ScenarioRun:
     images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
     for domid, image in images.items():
         image.name = f"xennet-{'netback' if domid == 0 else 'netfront'}"
-    return run_xennet(images, profile, options)
+    return run_xennet(images, profile, options, progress)
 
 
 def _constant(image: Image, name: str, default: int) -> int:
     return image.constants.get(name, (getattr(image, "defaults", None) or {}).get(name, default))
 
 
-def run_xennet(images: dict[int, Image], profile: Profile, options) -> ScenarioRun:
+def run_xennet(images: dict[int, Image], profile: Profile, options, progress=None) -> ScenarioRun:
     """dom0 = images[0], domU = images[1], wired as the module docstring says, run to their ends."""
     front = images[1]
     receive = _constant(front, "RECEIVE", 1)
@@ -110,7 +110,7 @@ def run_xennet(images: dict[int, Image], profile: Profile, options) -> ScenarioR
         if _constant(front, "SHARED_BUFFERS", 0) else 0
     start_info(dom0, peer=1, port=port, bufs=bufs, flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
-    return run_domains([dom0, domu], profile, options)
+    return run_domains([dom0, domu], profile, options, progress)
 
 
 def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0) -> None:
@@ -126,12 +126,13 @@ def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int =
     domain.machine.engine.set_reg("esi", START_INFO)
 
 
-def run_domains(domains: list[Domain], profile: Profile, options) -> ScenarioRun:
-    """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget."""
+def run_domains(domains: list[Domain], profile: Profile, options, progress=None) -> ScenarioRun:
+    """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget
+    (options.max_instructions per domain, options.max_seconds of host time)."""
     freq = profile.freq_hz
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * freq)
     host = Host(domains, switch_cycles=profile.host_cost("domain_switch"))
-    host.run(options.max_instructions, max_cycles)
+    host.run(options.max_instructions, max_cycles, progress)
     for d in domains:
         d.close()
     facts = host.facts()
@@ -146,9 +147,11 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def run_scenario(name: str, constants: dict[str, int], profile: Profile, options) -> ScenarioRun:
+def run_scenario(name: str, constants: dict[str, int], profile: Profile, options,
+                 progress: Callable[[int, int], None] | None = None) -> ScenarioRun:
     """Run the bundled scenario `name` (a key of SCENARIOS) with -D constants, a cost profile and
-    session.RunOptions (budgets, peer settings; the hypervisor and NIC are the scenario's)."""
+    session.RunOptions (budgets, peer settings; the hypervisor and NIC are the scenario's). Bad input
+    (an unknown scenario or constant, a source that does not assemble) is a LoadError."""
     if name not in SCENARIOS:
         raise LoadError(f"unknown scenario {name!r} (bundled: {', '.join(SCENARIOS)})")
-    return SCENARIOS[name].run(dict(constants), profile, options)
+    return SCENARIOS[name].run(dict(constants), profile, options, progress)

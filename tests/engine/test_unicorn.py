@@ -84,3 +84,25 @@ def test_a_fetch_from_nowhere_is_a_fetch_fault():
     e.set_reg("eip", 0x10000000)
     end = e.run(10)
     assert end.fault is not None and end.fault.kind == "fetch"
+
+
+def test_map_foreign_shares_another_engines_page():
+    a, b = _engine(), engine_class("unicorn")(0x200000)
+    b.write(0x5000, (0x11223344).to_bytes(4, "little"))
+    # mov eax, [0x40000000]; mov dword ptr [0x40000004], 0x55667788; hlt
+    a.write(CODE, bytes.fromhex("a100000040" "c70504000040" "88776655" "f4"))
+    a.map_foreign(0x40000000, b.ram, 0x5000)
+    a.run(10)
+    assert a.reg("eax") == 0x11223344 and bytes(b.ram[0x5004:0x5008]) == bytes.fromhex("88776655")
+    with pytest.raises(ValueError):
+        a.map_foreign(0x40000000, b.ram, 0x6000)   # mapped already
+    a.unmap_foreign(0x40000000)
+    a.set_reg("eip", CODE)
+    assert a.run(10).fault is not None              # the page is gone
+    with pytest.raises(ValueError):
+        a.unmap_foreign(0x40000000)
+    b.write(0x5004, bytes(4))
+    a.map_foreign(0x40000000, b.ram, 0x5000, readonly=True)
+    a.set_reg("eip", CODE)
+    end = a.run(10)
+    assert end.fault is not None and bytes(b.ram[0x5004:0x5008]) == bytes(4)   # read-only: the store faults

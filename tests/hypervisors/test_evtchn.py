@@ -191,6 +191,14 @@ def test_deadlock_ends_each_blocked_domain_halted():
         assert hypercalls(t, 29, 1) == 1
 
 
+def test_a_domain_left_alone_blocked_ends_halted_saying_why():
+    sleeper = place_shared_info() + set_callbacks() + call(29, 1, report=False) + EXIT
+    run, _ = run_pair(sleeper, EXIT, unbound=None)
+    r = run.traces[0]
+    assert r.meta["status"] == "halted" and "no domain is left to send it an event (ended: 1)" in r.meta["detail"]
+    assert run.traces[1].meta["status"] == "exited"
+
+
 def test_a_domain_that_never_yields_ends_by_budget_with_both_traces():
     spinner = "spin:\n    jmp spin\n"
     run, _ = run_pair(_blocking_receiver(1), spinner, unbound=(0, 1), max_seconds=0.001)
@@ -203,3 +211,20 @@ def test_runs_are_deterministic(twice):
     first = [t.to_bytes() for t in run_pair(_blocking_receiver(N), _sender(N), unbound=(0, 1))[0].traces]
     second = [t.to_bytes() for t in run_pair(_blocking_receiver(N), _sender(N), unbound=(0, 1))[0].traces]
     assert first == second
+
+
+def test_a_domain_alone_polls_to_its_timeout_and_cannot_block_forever():
+    from vmexit import session
+    from vmexit.costs import load_profile
+
+    from ..conftest import inline_image
+
+    def alone(body):
+        return session.run(inline_image(body), load_profile("xen-pv-q9550"), session.RunOptions(hypervisor="xen-pv"))
+    port = store(ARGS + 0x100, 1) + store(ARGS, ARGS + 0x100, 1, 3_000_000, 0)
+    t = alone(store(ARGS + 0x80, 0x7FF0, 0) + call(32, 6, ARGS + 0x80) + port + call(29, 3, ARGS) + EXIT)
+    assert reported(t) == [0, 0] and t.meta["status"] == "exited"
+    assert t.meta["idle_cycles"] > 0 and t.meta["cycles"] >= 3_000_000 * t.meta["freq_hz"] // 10**9
+    t = alone(call(29, 1) + EXIT)
+    assert t.meta["status"] == "halted" and "sleeps forever" in t.meta["detail"]
+    assert "xen" in t.meta and "events_sent" not in t.meta["xen"]   # a domain alone keeps today's statistics

@@ -115,12 +115,16 @@ class UnicornEngine:
     def map_foreign(self, paddr: int, source, source_paddr: int, size: int = 0x1000,
                     readonly: bool = False) -> None:
         """Map `size` bytes of another RAM buffer (another engine's `ram`) at guest-physical `paddr`:
-        the same memory, not a copy. Page-aligned; `paddr` must be unmapped and outside this RAM."""
+        the same memory, not a copy. Page-aligned; `paddr` must be unmapped and outside this RAM
+        (ValueError otherwise)."""
         if paddr % 0x1000 or source_paddr % 0x1000 or size % 0x1000 or source_paddr + size > len(source):
             raise ValueError("map_foreign: page-aligned ranges inside the source RAM only")
         anchor = (ctypes.c_char * size).from_buffer(source, source_paddr)
         prot = UC_PROT_READ | UC_PROT_EXEC if readonly else UC_PROT_ALL
-        self.uc.mem_map_ptr(paddr, size, prot, ctypes.addressof(anchor))
+        try:
+            self.uc.mem_map_ptr(paddr, size, prot, ctypes.addressof(anchor))
+        except UcError as e:   # overlaps a mapping: the caller's error, in its terms
+            raise ValueError(f"map_foreign at 0x{paddr:x}: {e}") from None
         self._foreign[paddr] = anchor
         flush_tlb(self.uc)
 

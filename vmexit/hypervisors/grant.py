@@ -179,10 +179,15 @@ class GrantTables:
         status, frame = self._acquire(granter, ref, caller, readonly)
         if status:
             return status, 0, 0
+        if host:
+            try:
+                mapper.machine.engine.map_foreign(host_addr, granter.machine.ram, frame << 12, readonly=readonly)
+            except ValueError:   # the address holds something else (a device): Xen's failed host mapping
+                self._release(granter, ref, readonly)
+                return GNTST_general_error, 0, 0
         handle = next(h for h in range(len(mapper.maptrack) + 1) if h not in mapper.maptrack)
         mapper.maptrack[handle] = Mapping(dom, ref, host_addr if host else 0, readonly)
         if host:
-            mapper.machine.engine.map_foreign(host_addr, granter.machine.ram, frame << 12, readonly=readonly)
             mapper.mapped[host_addr] = handle
         mapper.stats["maps"] += 1
         return GNTST_okay, handle, (frame << 12) if flags & GNTMAP_device_map else 0
