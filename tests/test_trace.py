@@ -162,3 +162,18 @@ def test_saving_holds_no_second_copy_of_the_records(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < bound, peak
+
+
+def test_traces_before_the_domain_column_load_with_domain_and_subop_zero(tmp_path):
+    t = sample()
+    t.exits["domain"], t.exits["subop"] = 1, 7    # what the old layout cannot hold
+    old = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop")])
+    legacy = np.zeros(len(t.exits), dtype=old)
+    for name in old.names:
+        legacy[name] = t.exits[name]
+    path = tmp_path / "old.npz"
+    Trace(legacy, t.meta, t.symbols).save(path)
+    back = load(path)
+    assert back.exits.dtype == EXIT_DTYPE and back.exits["domain"].tolist() == [0, 0, 0]
+    assert back.exits["subop"].tolist() == [0, 0, 0]
+    assert all(np.array_equal(back.exits[n], legacy[n]) for n in old.names)

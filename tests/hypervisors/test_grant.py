@@ -214,3 +214,12 @@ def test_two_guests_share_a_granted_page_and_copy_into_a_grant(tmp_path):
 def test_grant_runs_are_deterministic(run_index):
     once = [t.to_bytes() for t in run_pair(DOM0, DOMU, unbound=(0, 1))[0].traces]
     assert once == [t.to_bytes() for t in run_pair(DOM0, DOMU, unbound=(0, 1))[0].traces]
+
+
+def test_a_profile_without_subop_keys_prices_a_copy_as_one_round_trip():
+    run, _ = run_pair(DOM0, DOMU, unbound=(0, 1), profile="kvm76-q9550")
+    e = run.traces[0].exits
+    copy = e[(e["reason"] == ExitReason.VMCALL) & (e["qualifier"] == 20) & (e["subop"] == 5)]
+    prof = load_profile("kvm76-q9550")
+    assert copy["size"].tolist() == [100] and copy["cost"].tolist() == [prof.cost(ExitReason.VMCALL)]
+    assert run.host["switch_cycles"] == 0                                  # no host costs in that profile

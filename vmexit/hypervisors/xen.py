@@ -80,12 +80,19 @@ def build(ctx) -> ExitModel:
     return model
 
 
+#: Sub-operations whose exit `size` is not a number of requests (grant copy: bytes copied): without a
+#: key of their own they cost the VMCALL round trip only, not its per-request price per byte.
+SIZE_IN_BYTES = {(20, 5)}
+
+
 def subop_prices(profile) -> dict[tuple[int, int], tuple[int, int]]:
     """(hypercall nr, subop) -> (cycles, per item) for the sub-operations the profile prices apart."""
     prices = {}
     for nr, ops in names.XEN_SUBOPS.items():
         for subop in ops:
             price = profile.call_price(names.full_name(names.XEN, names.XEN_SUBOPS, nr, subop))
+            if price is None and (nr, subop) in SIZE_IN_BYTES:
+                price = (profile.cost(ExitReason.VMCALL), 0)
             if price is not None:
                 prices[nr, subop] = price
     return prices
