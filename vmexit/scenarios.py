@@ -112,9 +112,11 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     receive = _constant(front, "RECEIVE", 1)
     sockbuf = _constant(front, "SOCKBUF", 8192)
     xen = XenHost()
+    # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
+    # would be lost for good and shrink the window for the whole run
     dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
-                           net_rate_bps=options.net_rate_bps or LINK_RATE_BPS, net_dest_mac=DOMU_MAC.hex(),
-                           net_window=max(1, sockbuf // MSS))
+                           net_peer_waits=True, net_rate_bps=options.net_rate_bps or LINK_RATE_BPS,
+                           net_dest_mac=DOMU_MAC.hex(), net_window=max(1, sockbuf // MSS))
     domu_options = replace(options, hypervisor="xen-pv", nic=False)
     dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
     domu = Domain(images[1], profile, domu_options, domid=1, xen_host=xen)

@@ -28,6 +28,7 @@ class RunOptions:
     net_ack_every: int = 2          # the TCP_STREAM peer acks every N frames
     net_ack_delay_us: float = 20.0  # ... this long after the frame left the guest
     net_peer_sends: bool = False    # the peer streams to the guest instead (the guest acks)
+    net_peer_waits: bool = False    # ... from the guest's first frame on (its connect), not from boot
     net_frame_size: int = 1514
     net_window: int = 16
     net_rate_bps: int | None = None  # the peer's link rate when it streams (None: its default, 100 Mb/s)

@@ -6,8 +6,10 @@ second full-sized segment) with a 60-byte frame that arrives `ack_delay_s` of vi
 (default 20 us, derived: the order of a round trip through a host bridge; no figure in the papers).
 Sender: the peer streams `frame_size`-byte frames at `rate_bps` (the RTL8139's 100 Mb/s by default)
 while fewer than `window` frames are unacknowledged; every frame the guest transmits acknowledges
-`ack_every` frames. No TCP is parsed: frames count as segments, which is what the exit pattern
-depends on.
+`ack_every` frames. With `wait_for_guest` it starts only when the guest's first frame (its connection
+request: netperf connects before the stream flows) arrives, which acknowledges nothing; otherwise it
+starts at once, and frames the guest's NIC is not ready for are lost for good (no retransmission).
+No TCP is parsed: frames count as segments, which is what the exit pattern depends on.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ class TcpStreamPeer:
 
     def __init__(self, now: Callable[[], int], freq_hz: int, deliver: Callable[[bytes], bool], irq: int,
                  guest_mac: bytes, ack_every: int = 2, ack_delay_s: float = 20e-6, sending: bool = False,
-                 frame_size: int = 1514, rate_bps: int = 100_000_000, window: int = 16):
+                 frame_size: int = 1514, rate_bps: int = 100_000_000, window: int = 16,
+                 wait_for_guest: bool = False):
         self._now = now
         self.sending = sending
         self.frame_size = max(60, min(frame_size, 1514))
         self.frame_cycles = max(1, -(-self.frame_size * 8 * freq_hz // max(1, rate_bps)))
         self.window = max(1, window)
-        self._next_send = None if not sending else 0
+        self._next_send = 0 if sending and not wait_for_guest else None
         self.sent = 0
         self.acked = 0
         self._deliver = deliver
@@ -46,6 +49,9 @@ class TcpStreamPeer:
         """A frame the guest sent."""
         self.frames_received += 1
         self.bytes_received += len(frame)
+        if self.sending and self._next_send is None and not self.sent:   # the guest connects
+            self._next_send = self._now()
+            return
         if self.sending:  # the guest's frames are ACKs of our stream
             self.acked = min(self.sent, self.acked + self.ack_every)
             return

@@ -81,7 +81,7 @@ def _peer(w: Wiring) -> TcpStreamPeer:
     dest = bytes.fromhex(o.net_dest_mac) if o.net_dest_mac else MAC  # a bridged guest behind the NIC, or the NIC
     return TcpStreamPeer(clock.now, clock.freq_hz, w.devices["nic"].receive, NIC_IRQ, dest, o.net_ack_every,
                          o.net_ack_delay_us * 1e-6, o.net_peer_sends, o.net_frame_size, window=o.net_window,
-                         **rate)
+                         wait_for_guest=o.net_peer_waits, **rate)
 
 
 def _disk(path: str | None, w: Wiring) -> Disk | None:
