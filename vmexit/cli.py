@@ -32,7 +32,7 @@ from .trace import TraceError, domain_view, load as load_trace, merge_domains, w
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
-                     "interrupted": EXIT_INTERRUPTED}
+                     "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK}
 
 
 class UsageError(Exception):

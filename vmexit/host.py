@@ -12,7 +12,8 @@ again when the hypervisor says it was woken (an event), an interrupt for it is p
 timeout or next device event is due. A yield ends its slice, and so, if asked (preempt()), does waking
 another domain with an event. When every live domain waits and nothing is due, the run is deadlocked:
 each domain blocked in its hypervisor ends `halted` saying so (a domain halted in HLT ends as it does
-alone). A budget ends them all by budget, their traces kept.
+alone). A budget ends them all by budget, their traces kept. With a workload domain (the one a scenario
+measures), its end stops the others (`stopped`): they serve it and have no end of their own.
 
 The default time slice is the Xen credit scheduler's, 30 ms (xen/common/sched/credit.c,
 CSCHED_DEFAULT_TSLICE_MS). The switch cost is the caller's (0 unless a profile or model gives one: the
@@ -28,10 +29,14 @@ DEFAULT_SLICE_S = 0.030
 
 
 class Host:
-    def __init__(self, domains: list, switch_cycles: int = 0, slice_cycles: int | None = None):
+    def __init__(self, domains: list, switch_cycles: int = 0, slice_cycles: int | None = None,
+                 workload=None):
+        """workload: the domain whose end ends the run (the others serve it: a driver domain has no end
+        of its own), or None to run every domain to its end."""
         if not domains:
             raise ValueError("a host needs at least one domain")
         self.domains = list(domains)
+        self.workload = workload
         self.switch_cycles = switch_cycles
         self.slice_cycles = slice_cycles or int(DEFAULT_SLICE_S * self.domains[0].clock.freq_hz)
         self.now = 0          # virtual time on the host's CPU, in cycles
@@ -78,6 +83,17 @@ class Host:
             self._running = None
             self.now = max(self.now, d.clock.now())
             current = d
+            if self.workload is not None and self.workload.ending.end is not None:
+                self._stop_others()
+
+    def _stop_others(self) -> None:
+        """The workload domain ended: the domains serving it stop with it, at the host's time (on a
+        real host dom0 lives on and the toolstack tears the guest down)."""
+        w = self.workload
+        for d in self.domains:
+            if d.ending.end is None:
+                d.clock.catch_up(self.now)
+                d.ending.finish(RunEnd("stopped", f"the workload domain {w.domid} ended ({w.ending.end.status})"))
 
     def preempt(self, _woken_domid: int | None = None) -> None:
         """A domain woke (an event): the running one's slice ends after its current instruction, so

@@ -125,7 +125,7 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
         if _constant(front, "SHARED_BUFFERS", 0) else 0
     start_info(dom0, peer=1, port=port, bufs=bufs, flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
-    run = run_domains([dom0, domu], profile, options, progress)
+    run = run_domains([dom0, domu], profile, options, progress, workload=domu)
     run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
     return run
 
@@ -151,12 +151,13 @@ def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int =
     domain.machine.engine.set_reg("esi", START_INFO)
 
 
-def run_domains(domains: list[Domain], profile: Profile, options, progress=None) -> ScenarioRun:
+def run_domains(domains: list[Domain], profile: Profile, options, progress=None, workload=None) -> ScenarioRun:
     """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget
-    (options.max_instructions per domain, options.max_seconds of host time)."""
+    (options.max_instructions per domain, options.max_seconds of host time); the workload domain's end,
+    if one is named, stops the others."""
     freq = profile.freq_hz
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * freq)
-    host = Host(domains, switch_cycles=profile.host_cost("domain_switch"))
+    host = Host(domains, switch_cycles=profile.host_cost("domain_switch"), workload=workload)
     if options.wake_preempts:
         for xen in {id(d.xen_host): d.xen_host for d in domains if d.xen_host is not None}.values():
             xen.on_wake = host.preempt

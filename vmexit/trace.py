@@ -165,7 +165,7 @@ def load(path: str | Path) -> Trace:
 #: The exit records of formats 1 and 2 (56 B), by a public name.
 OLD_EXIT_DTYPE = _EXIT_DTYPE_56
 #: How bad a domain's ending is: a merged run ends as its worst domain did.
-_SEVERITY = ("exited", "halted", "console", "budget", "interrupted", "crashed")
+_SEVERITY = ("stopped", "exited", "halted", "console", "budget", "interrupted", "crashed")
 
 
 def merge_domains(traces: list[Trace], host: dict) -> Trace:

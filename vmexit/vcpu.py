@@ -45,7 +45,7 @@ from .machine import IF_FLAG, GuestCrash, X86Machine
 
 @dataclass
 class RunEnd:
-    status: str          # exited | halted | console | budget | crashed | interrupted
+    status: str          # exited | halted | console | budget | crashed | interrupted | stopped (host.py)
     detail: str
     guest_value: int | None = None
     address: int | None = None

@@ -128,7 +128,8 @@ start_kernel:
     pop ebp
     ret
 
-# xen_start_kernel(): hypercall page, shared info, the event callback, the IDT for the NIC.
+# xen_start_kernel(): hypercall page, shared info, the event callback, the IDT for the NIC, and the
+# I/O privilege level that lets dom0's driver reach the NIC's ports without Xen.
 xen_start_kernel:
     push ebp
     mov ebp, esp
@@ -141,6 +142,21 @@ xen_start_kernel:
     call HYPERVISOR_set_callbacks
     add esp, 8
     call trap_init
+    call xen_set_iopl
+    pop ebp
+    ret
+
+# xen_set_iopl(): the initial domain drives its devices itself: with I/O privilege level 1 its port
+# accesses no longer fault into Xen (Linux's xen_start_kernel does this for dom0).
+xen_set_iopl:
+    push ebp
+    mov ebp, esp
+    mov eax, set_iopl_arg
+    push eax
+    mov eax, PHYSDEVOP_set_iopl
+    push eax
+    call HYPERVISOR_physdev_op
+    add esp, 8
     pop ebp
     ret
 
@@ -1433,6 +1449,8 @@ msg_map_failed:
 msg_connected:
     .asciz "netback: vif1.0 connected\n"
 .align 4
+set_iopl_arg:                           # struct physdev_set_iopl
+    .long 1
 xen_start_info:
     .long 0
 rtl_ioaddr:

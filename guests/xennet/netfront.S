@@ -825,8 +825,30 @@ netperf_send:
     jnz .Lsend_segment
     dec ebx
     jnz .Lsend_message
+    call sk_stream_wait_close
     pop esi
     pop ebx
+    pop ebp
+    ret
+
+# sk_stream_wait_close(): netperf closes the connection only when the peer has the data: wait until
+# every segment is acknowledged but for the one a delayed ACK may still hold back (the peer acks every
+# ACK_EVERY segments; its ACK timer is not modeled).
+sk_stream_wait_close:
+    push ebp
+    mov ebp, esp
+.Lwait_close:
+    call xennet_do_work
+    mov eax, [tx_data_frames]
+    sub eax, [acked_frames]
+    cmp eax, ACK_EVERY
+    jb .Lwait_close_done
+    xor eax, eax
+    push eax
+    call xennet_idle
+    add esp, 4
+    jmp .Lwait_close
+.Lwait_close_done:
     pop ebp
     ret
 

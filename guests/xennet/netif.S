@@ -19,6 +19,7 @@
 .set __HYPERVISOR_grant_table_op, 20
 .set __HYPERVISOR_sched_op, 29
 .set __HYPERVISOR_event_channel_op, 32
+.set __HYPERVISOR_physdev_op, 33
 .set HYPERCALL_STUBS, 64
 .set HYPERCALL_set_callbacks, hypercall_page + __HYPERVISOR_set_callbacks * 32
 .set HYPERCALL_memory_op, hypercall_page + __HYPERVISOR_memory_op * 32
@@ -27,9 +28,11 @@
 .set HYPERCALL_grant_table_op, hypercall_page + __HYPERVISOR_grant_table_op * 32
 .set HYPERCALL_sched_op, hypercall_page + __HYPERVISOR_sched_op * 32
 .set HYPERCALL_event_channel_op, hypercall_page + __HYPERVISOR_event_channel_op * 32
+.set HYPERCALL_physdev_op, hypercall_page + __HYPERVISOR_physdev_op * 32
 
 # --- sub-operations ---
 .set XENMEM_add_to_physmap, 7
+.set PHYSDEVOP_set_iopl, 6                # physdev.h
 .set XENMAPSPACE_shared_info, 0
 .set XENMAPSPACE_grant_table, 1
 .set CONSOLEIO_write, 0
@@ -269,6 +272,18 @@ HYPERVISOR_event_channel_op:
     mov ebx, [ebp + 8]
     mov ecx, [ebp + 12]
     call HYPERCALL_event_channel_op
+    pop ebx
+    pop ebp
+    ret
+
+# HYPERVISOR_physdev_op(cmd, arg)
+HYPERVISOR_physdev_op:
+    push ebp
+    mov ebp, esp
+    push ebx
+    mov ebx, [ebp + 8]
+    mov ecx, [ebp + 12]
+    call HYPERCALL_physdev_op
     pop ebx
     pop ebp
     ret

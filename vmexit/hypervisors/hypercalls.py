@@ -21,13 +21,13 @@ KVM: dict[int, str] = {
 XEN: dict[int, str] = {
     0: "set_trap_table", 1: "mmu_update", 4: "set_callbacks", 12: "memory_op", 13: "multicall",
     14: "update_va_mapping", 17: "xen_version", 18: "console_io", 20: "grant_table_op", 26: "mmuext_op",
-    29: "sched_op", 32: "event_channel_op", PF_OFFLOAD_REGISTER: "pf_offload_register",
+    29: "sched_op", 32: "event_channel_op", 33: "physdev_op", PF_OFFLOAD_REGISTER: "pf_offload_register",
 }
 
 #: The sub-operations of Xen's multiplexed hypercalls (the command in EBX), by hypercall number: a trace
 #: keeps the command in its `subop` column and reports name the call `grant_table_op:copy`.
 #: xen/include/public/{grant_table.h (GNTTABOP_*), event_channel.h (EVTCHNOP_*), sched.h (SCHEDOP_*),
-#: memory.h (XENMEM_*)}.
+#: memory.h (XENMEM_*), physdev.h}.
 XEN_SUBOPS: dict[int, dict[int, str]] = {
     20: {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table", 4: "transfer",
          5: "copy", 6: "query_size", 7: "unmap_and_replace"},
@@ -35,6 +35,7 @@ XEN_SUBOPS: dict[int, dict[int, str]] = {
          6: "alloc_unbound", 7: "bind_ipi", 8: "bind_vcpu", 9: "unmask", 10: "reset"},
     29: {0: "yield", 1: "block", 2: "shutdown", 3: "poll"},
     12: {7: "add_to_physmap"},
+    33: {6: "set_iopl"},    # physdev.h (PHYSDEVOP_*)
 }
 
 

@@ -48,6 +48,11 @@ class PortBus:
         self._lookahead = lookahead
         self._merge: tuple[int, int, dict[int, int]] | None = None
 
+    def direct(self) -> None:
+        """From now on the domain's port accesses reach the devices without exits (a Xen driver domain
+        given an I/O privilege level: xen_physdev.py); they still drive the devices and the clock."""
+        self._records = False
+
     # traps -------------------------------------------------------------------------------------------
     def on_in(self, port: int, size: int) -> int:
         vcpu = self.vcpu

@@ -7,7 +7,8 @@ that go through Xen first. Built from the same components as KVM's model (model.
   (HVM/PVH style). Each is one VMCALL exit with the hypercall number as qualifier; for the batched ones
   the exit's `size` holds the number of requests (priced per request by the profile). Implemented:
   set_trap_table (0), mmu_update (1), memory_op (12: XENMEM_add_to_physmap of the shared info page
-  only), multicall (13), update_va_mapping (14), console_io (18), mmuext_op (26), sched_op (29).
+  and grant-table frames), multicall (13), update_va_mapping (14), console_io (18), mmuext_op (26),
+  sched_op (29); split-driver I/O's calls in xen_io.py, physdev_op set_iopl in xen_physdev.py.
   Others return -ENOSYS; bad arguments -EINVAL / -EFAULT, never a crashed run.
 - The page-table manager (xen_mm.py). The guest maps its tables read-only, so a direct store into one
   faults: Xen emulates it (writable page tables, "ptwr"): one EXCEPTION_NMI exit, the store decoded,
@@ -41,6 +42,7 @@ from .model import ExitModel, disasm_detail
 from .xen_host import XenHost
 from .xen_io import XenIO
 from .xen_mm import PageTables
+from .xen_physdev import PhysDev
 
 HYPERCALL_VECTOR = 0x82
 EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
@@ -67,12 +69,14 @@ def build(ctx) -> ExitModel:
                privileged=ctx.domid == 0)
     xen = Xen(ctx.vcpu, ctx.machine, tables, ctx.console, ctx.hooks.get("page_fault"), io,
               report_io=ctx.xen_host is not None)
-    xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, xen.handlers(), -ENOSYS,
+    bus = kvm.port_bus(ctx)
+    physdev = PhysDev(ctx.machine, privileged=ctx.domid == 0, go_direct=bus.direct)
+    xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, {**xen.handlers(), **physdev.handlers()}, -ENOSYS,
                                ("eax", "ebx", "ecx", "edx", "esi", "edi"), subops=frozenset(names.XEN_SUBOPS),
                                prices=subop_prices(ctx.profile))
     xen.table.after = io.deliver
     ctx.vcpu.on_entry = io.deliver
-    model = ExitModel("xen-pv", ctx, kvm.port_bus(ctx), kvm.cpuid(ctx.profile, SIGNATURE, 0x40000002), xen.table,
+    model = ExitModel("xen-pv", ctx, bus, kvm.cpuid(ctx.profile, SIGNATURE, 0x40000002), xen.table,
                       stats=xen.stats)
     faults = Faults(xen, model)
     model.entries = {HYPERCALL_VECTOR: faults.hypercall, 14: faults.page_fault}
