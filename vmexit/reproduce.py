@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import analysis, guests, papers, session
+from . import analysis, guests, papers, scenarios, session
 from .analysis import Column, Report, exit_seconds
 from .costs import DEFAULT_PROFILE, Profile, load_profile
 from .exits import Direction, ExitReason
 from .hypervisors import HYPERVISORS
 from .render import RENDERERS
-from .trace import Trace, write_atomic
+from .trace import Trace, merge_domains, write_atomic
 
 if TYPE_CHECKING:
     from .render.plot import Figure
@@ -75,6 +75,19 @@ for _guest in XEN_GUESTS:
 for _b in BATCHES:
     RUNS[f"fork-xen-batch{_b}"] = RunSpec("fork", {"BATCH": _b}, hypervisor="xen-pv")
 
+# The Xen network report's throughput figure: the xennet scenario (dom0 + domU on one host) at each
+# message size it measured, Native (SHARED_BUFFERS=0) and Enhanced Xen (1)
+XEN_NET = papers.xen_net_paper()
+for _size in XEN_NET["message_sizes"]:
+    for _system in XEN_NET["systems"]:
+        RUNS[f"xennet-{_size}-{XEN_NET['modes'][_system]}"] = RunSpec(
+            "xennet", {XEN_NET["constant"]: _size, XEN_NET["switch"]: XEN_NET["modes"][_system]},
+            hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
+
+
+def _xen_net_run(size: int, system: str) -> str:
+    return f"xennet-{size}-{XEN_NET['modes'][system]}"
+
 
 TICK_RUNS = ("timer-hz1000", "timer-tick-hz250", "timer-tick-hz100", "timer-guest-hz100")
 
@@ -91,9 +104,14 @@ def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None =
     for i, (name, spec) in enumerate(RUNS.items()):
         if progress is not None:
             progress(name, i, len(RUNS))
-        image = guests.resolve(spec.guest, dict(spec.constants))
         options = session.RunOptions(max_seconds=spec.max_seconds, optimizations=dict(spec.opts),
                                      hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz)
+        if spec.guest in scenarios.SCENARIOS:
+            run = scenarios.run_scenario(spec.guest, dict(spec.constants), profile_for(spec.hypervisor, profile),
+                                         options)
+            traces[name] = merge_domains(run.traces, {"name": spec.guest, **run.host})
+            continue
+        image = guests.resolve(spec.guest, dict(spec.constants))
         traces[name] = session.run(image, profile_for(spec.hypervisor, profile), options)
     if progress is not None:
         progress("", len(RUNS), len(RUNS))
@@ -243,6 +261,24 @@ def xen_batching(traces: dict[str, Trace]) -> Report:
     return rep
 
 
+def _throughput(t: Trace) -> float:
+    return float((t.meta.get("host") or {}).get("throughput_mbit_s", 0.0))
+
+
+def xen_net(traces: dict[str, Trace]) -> Report:
+    """The Xen network report's figure: Native vs Enhanced Xen receive throughput at each message size,
+    the paper's beside ours (one table per size, gathered in one)."""
+    rows = []
+    for size in XEN_NET["message_sizes"]:
+        ours = {system: _throughput(traces[_xen_net_run(size, system)]) for system in XEN_NET["systems"]}
+        rep = papers.beside_xen_net_paper(XEN_NET, size, ours)
+        rows += [dict(row, msg_size=size) for row in rep.rows]
+    columns = [Column("msg_size", XEN_NET["constant"], "int")] + rep.columns
+    rep.rows, rep.columns, rep.by = rows, columns, "xen_net"
+    rep.title = XEN_NET["title"] + ", beside the xennet scenario"
+    return rep
+
+
 #: Every experiment, in the order of the output.
 EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
     "table1": _paper_table("table1", "specjbb"),
@@ -264,6 +300,7 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
                                _paper_says("io_scheduler", "host CFQ with a FIFO guest: block write "
                                            "+{block_write_gain_pct} %, block read +{block_read_gain_pct} %"
                                            .format(**PAPER["experiments"]["io_scheduler"]))),
+    "xen_net": xen_net,
 }
 
 
@@ -316,8 +353,20 @@ def fig_batching(traces: dict[str, Trace]) -> "Figure":
                   secondary_label="microseconds")
 
 
+def fig_xen_net(traces: dict[str, Trace]) -> "Figure":
+    from .render.plot import Figure
+    sizes = XEN_NET["message_sizes"]
+    series = {}
+    for system in XEN_NET["systems"]:
+        series[f"paper: {system}"] = list(XEN_NET["mbit_s"][system])
+        series[f"ours: {system}"] = [round(_throughput(traces[_xen_net_run(s, system)]), 1) for s in sizes]
+    return Figure("Xen split-driver receive throughput, 8192 B socket buffer", XEN_NET["constant"], "Mbit/s",
+                  [str(s) for s in sizes], series)
+
+
 #: Every figure, by file name (written as .png and .svg).
-FIGURES = {"coalescing": fig_coalescing, "tickrate": fig_tickrate, "napi": fig_napi, "batching": fig_batching}
+FIGURES = {"coalescing": fig_coalescing, "tickrate": fig_tickrate, "napi": fig_napi, "batching": fig_batching,
+           "xen_net": fig_xen_net}
 
 
 def reports(traces: dict[str, Trace]) -> dict[str, Report]:
