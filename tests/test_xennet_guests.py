@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from vmexit.asm import LOAD_ADDRESS, assemble
+from vmexit.exits import ExitReason
 from vmexit.guests import read_source
 
 GUESTS = Path(__file__).resolve().parent.parent / "guests" / "xennet"
@@ -276,3 +277,18 @@ def test_a_waiting_peer_streams_from_the_guests_connect():
     assert peer.next_event() == 5000 and peer.acked == 0
     peer.advance(5000)
     assert len(sent) == 1
+
+
+@pytest.mark.parametrize("receive", [0, 1])
+def test_dom0_drives_the_nic_without_exits_and_stops_with_the_workload(receive):
+    """xen_start_kernel asks for I/O privilege (physdev_op set_iopl) before the NIC is probed: every
+    port exit of dom0 comes before that call (the PIC set-up), none from the driver; domU's end stops
+    dom0."""
+    run = mode(receive, 0)
+    dom0, domu = finished(run)
+    e = dom0.exits
+    iopl = e[(e["reason"] == VMCALL) & (e["qualifier"] == 33)]
+    assert len(iopl) == 1 and iopl["subop"][0] == 6 and iopl["value"][0] == 0
+    io = e[e["reason"] == ExitReason.IO_INSTRUCTION]
+    assert len(io) and (io["seq"] < iopl["seq"][0]).all()
+    assert run.host["ends"][0]["status"] == "stopped"

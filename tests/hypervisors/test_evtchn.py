@@ -244,3 +244,16 @@ def test_waking_a_blocked_domain_preempts_the_sender_when_asked(preempt, upcalls
     r, s = run.traces
     assert reported(r) == [upcalls] and r.meta["xen"]["events_received"] == N == s.meta["xen"]["events_sent"]
     assert run.host["switches"] == (2 * N + 1 if preempt else 2)
+
+
+def test_the_workload_domains_end_stops_the_domain_serving_it():
+    """dom0 blocks for good; dom1 (the workload) exits: without a workload the host finds dom0
+    deadlocked, with one dom0 stops when dom1 ends, at the host's time."""
+    block = place_shared_info() + call(29, 1, 0, report=False) + EXIT
+    done = "    mov eax, 0\n" + EXIT
+    alone, _ = run_pair(block, done, unbound=None)
+    assert alone.host["ends"][0]["status"] == "halted"
+    served, _ = run_pair(block, done, unbound=None, workload=1)
+    assert served.host["ends"][0] == {"status": "stopped", "detail": "the workload domain 1 ended (exited)"}
+    assert served.host["ends"][1]["status"] == "exited"
+    assert served.traces[0].meta["cycles"] == served.host["cycles"]

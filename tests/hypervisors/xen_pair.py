@@ -63,10 +63,10 @@ upcalls:
 
 
 def run_pair(body0: str, body1: str, unbound=(1, 0), profile: str = "xen-pv-q9550", xen: XenHost | None = None,
-             **options):
+             workload: int | None = None, **options):
     """dom0 and dom1 run their bodies (each ends with EXIT unless it ends otherwise); `unbound`: the
-    toolstack's port, (its domain, the domain that may bind it), written to both start_info pages.
-    Returns (ScenarioRun, the XenHost)."""
+    toolstack's port, (its domain, the domain that may bind it), written to both start_info pages;
+    `workload`: the domid whose end stops the other. Returns (ScenarioRun, the XenHost)."""
     prof = load_profile(profile)
     xen = xen or XenHost()
     opts = session.RunOptions(hypervisor="xen-pv", nic=False, **options)
@@ -75,7 +75,8 @@ def run_pair(body0: str, body1: str, unbound=(1, 0), profile: str = "xen-pv-q955
     port = xen.events.alloc_unbound(None, *unbound) if unbound else 0
     for d in domains:
         start_info(d, peer=1 - d.domid, port=port)
-    return run_domains(domains, prof, opts), xen
+    chosen = domains[workload] if workload is not None else None
+    return run_domains(domains, prof, opts, workload=chosen), xen
 
 
 def reported(trace) -> list[int]:
