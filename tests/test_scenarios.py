@@ -85,3 +85,20 @@ def test_xennet_wiring_follows_the_frontends_constants(constants, bufs, sends):
         e = t.exits
         assert e[(e["reason"] == 30) & (e["qualifier"] == 0x80)]["value"].tolist()[9] == bufs
     assert run.traces[0].meta["options"]["net_peer_sends"] is sends
+
+
+@pytest.mark.parametrize("shared", [0, 1])
+def test_xennet_per_domain_totals_add_up_to_the_run(shared):
+    """The merged run: the domains' exits and instructions are the run's; the host's time is every
+    domain's CPU time, the domain switches and the time no domain ran, exactly."""
+    from vmexit.trace import cpu_cycles, merge_domains
+    profile = load_profile("xen-pv-q9550")
+    run = run_scenario("xennet", {"MESSAGES": 8, "SHARED_BUFFERS": shared}, profile, session.RunOptions())
+    merged = merge_domains(run.traces, {"name": "xennet", **run.host})
+    assert len(merged.exits) == sum(len(t.exits) for t in run.traces)
+    assert merged.meta["instructions"] == sum(t.meta["instructions"] for t in run.traces)
+    busy = sum(cpu_cycles(t.meta, int(t.exits["cost"].sum())) for t in run.traces)
+    host = merged.meta["host"]
+    assert busy + host["switch_total_cycles"] + merged.meta["idle_cycles"] == merged.meta["cycles"] == run.host["cycles"]
+    for domid, t in enumerate(run.traces):
+        assert (merged.exits["domain"] == domid).sum() == len(t.exits)
