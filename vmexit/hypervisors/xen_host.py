@@ -1,5 +1,5 @@
 """What Xen keeps once per host and every domain's model shares: the event channels (evtchn.py) and the
-grant tables (grant.py). A host of several domains (scenarios.py) makes one and hands it to each
+grant tables (grant.py). A host of several domains (scenarios/) makes one and hands it to each
 domain's model through its ModelContext; a domain run alone gets one of its own.
 
 on_wake(domid), if set, is called when an event wakes a domain sleeping in sched_op: the scenario

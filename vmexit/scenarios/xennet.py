@@ -1,0 +1,96 @@
+"""`xennet`: Xen split-driver networking. dom0 (domid 0,
+guests/xennet/netback.S) owns the RTL8139 and the TCP peer (streaming to domU's MAC when RECEIVE=1,
+at `net_rate_bps`, 1 Gb/s unless given); domU (domid 1, guests/xennet/netfront.S) has no NIC. Both
+are xen-pv domains without paging, sharing one host's event channels and grant tables
+(hypervisors/xen_host.py). What the toolstack and XenStore do on a real host is done here before boot:
+- the start_info page at START_INFO (ESI at entry, Xen's PV convention): magic "xen-3.0-x86_32",
+  nr_pages, flags (SIF_PRIVILEGED | SIF_INITDOMAIN for dom0), and at +0x800 the net wiring that stands
+  in for the XenStore vif keys: domid, peer domid, event port, tx/rx ring grant refs, first shared-
+  buffer ref and count, domU's MAC;
+- domU's event port, allocated unbound for dom0 (as the toolstack allocates the store and console
+  channels); dom0 gets that port number to bind_interdomain.
+`-D` constants go to each domain's source that defines them (`.ifndef NAME`); one that neither
+defines is an error. The peer's direction follows RECEIVE (1: the peer streams to domU) and its
+window SOCKBUF (in full-sized segments of MSS bytes). With options.wake_preempts, an event that wakes a
+blocked domain ends the sender's slice (Xen's credit scheduler boosts a waking vCPU past the running
+one); off by default: a domain runs until it blocks, yields or its 30 ms slice ends. domU is the
+workload: its end stops dom0. The host facts carry the stream on dom0's wire: net_bytes,
+throughput_mbit_s over the host's virtual time.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..costs import Profile
+from ..domain import Domain
+from ..guests import build_source, guests_dir, read_source
+from ..hypervisors.xen_host import XenHost
+from ..loader import Image, LoadError
+from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
+                   start_info)
+
+LINK_RATE_BPS = 1_000_000_000
+MSS = 1460                              # TCP payload of a 1514-byte Ethernet frame
+BUFS_PER_PAGE = 2                       # seed 000's MTU-sized shared buffers, two per page
+RX_RING_SLOTS = 256
+
+
+def xennet_sources() -> dict[int, Path]:
+    """domid -> the bundled source of that domain."""
+    base = guests_dir() / "xennet"
+    return {0: base / "netback.S", 1: base / "netfront.S"}
+
+
+def xennet(constants: dict, profile: Profile, options, progress=None) -> ScenarioRun:
+    sources = xennet_sources()
+    for path in sources.values():
+        if not path.is_file():
+            raise LoadError(f"xennet: {path.name} is not in this checkout yet (guests/xennet/)")
+    texts = {domid: read_source(path) for domid, path in sources.items()}
+    routed = route_constants(constants, texts)
+    images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
+    for domid, image in images.items():
+        image.name = f"xennet-{'netback' if domid == 0 else 'netfront'}"
+    return run_xennet(images, profile, options, progress)
+
+
+def _constant(image: Image, name: str, default: int) -> int:
+    return image.constants.get(name, (getattr(image, "defaults", None) or {}).get(name, default))
+
+
+def run_xennet(images: dict[int, Image], profile: Profile, options, progress=None) -> ScenarioRun:
+    """dom0 = images[0], domU = images[1], wired as the module docstring says, run to their ends."""
+    front = images[1]
+    receive = _constant(front, "RECEIVE", 1)
+    sockbuf = _constant(front, "SOCKBUF", 8192)
+    xen = XenHost()
+    # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
+    # would be lost for good and shrink the window for the whole run
+    dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
+                           net_peer_waits=True, net_rate_bps=options.net_rate_bps or LINK_RATE_BPS,
+                           net_dest_mac=DOMU_MAC.hex(), net_window=max(1, sockbuf // MSS))
+    domu_options = replace(options, hypervisor="xen-pv", nic=False)
+    dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
+    domu = Domain(images[1], profile, domu_options, domid=1, xen_host=xen)
+    port = xen.events.alloc_unbound(None, 1, 0)   # the toolstack's channel for the vif
+    bufs = _constant(front, "SHARED_BUF_PAGES", RX_RING_SLOTS // BUFS_PER_PAGE) \
+        if _constant(front, "SHARED_BUFFERS", 0) else 0
+    start_info(dom0, peer=1, port=port, bufs=bufs, flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
+    start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
+    run = run_domains([dom0, domu], profile, options, progress, workload=domu)
+    run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
+    return run
+
+
+def _stream(dom0: Domain, seconds: float) -> dict:
+    """The TCP stream on dom0's wire over the host's time: bytes the peer sent to domU (RECEIVE=1) or
+    domU's frames it received, as the NIC counted them."""
+    nic = dom0.devices["nic"]
+    moved = nic.rx_bytes if dom0.options.net_peer_sends else nic.tx_bytes
+    return {"net_bytes": moved, "throughput_mbit_s": moved * 8 / seconds / 1e6 if seconds else 0.0}
+
+
+ENTRY = Scenario("xennet", "Xen split-driver networking: dom0 netback with the RTL8139 and the TCP peer, "
+                           "domU netfront; event channels, grant tables, shared rings", "xen-pv-q9550", xennet,
+                 xennet_sources)
