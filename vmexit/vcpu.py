@@ -103,14 +103,14 @@ class VCPU:
         self._prices = {int(r): [[(profile.cost(r, p, d), profile.per_item(r, p, d)) for d in Direction]
                                  for p in Place] for r in ExitReason}
         self.exit = self._record if records else self._unrecorded
-        self._slice_base = 0
-        self._exhausted = False
-        self.paging = False   # whether the guest pages (frame pointers are then virtual)
-        self.halted = False
         self.on_entry: Callable[[], None] | None = None   # see the module docstring
         self.blocked: Callable[[], bool] | None = None    # asleep in the hypervisor until this says woken
         self.block_deadline: int | None = None            # ... or until this virtual time (a poll timeout)
         self._yielded = False
+        self._slice_base = 0
+        self._exhausted = False
+        self.paging = False   # whether the guest pages (frame pointers are then virtual)
+        self.halted = False
         self._window_wanted = False   # an interrupt waits while IF=0: catch the instruction that opens the window
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
