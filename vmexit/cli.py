@@ -419,7 +419,7 @@ def _run_scenario(args, scenarios) -> int:
     _check_output(args)
     options = dataclasses.replace(_run_options(args, profile), hypervisor=hypervisor)
     if args.paper:
-        return _xen_net_paper(args, scenarios, entry, profile, options)
+        return _scenario_paper(args, scenarios, entry, profile, options)
     trace = _scenario_trace(scenarios, args.guest, dict(args.defines), profile, options)
     saved = ""
     if args.output:
@@ -446,28 +446,25 @@ def _with_domains(trace, args) -> str:
     return main + "\n" + RENDERERS[args.format](domains)
 
 
-def _xen_net_paper(args, scenarios, entry, profile, options) -> int:
-    """The Xen network report's throughput beside ours: the scenario run once per system of the paper
-    (its SHARED_BUFFERS mode) at the run's MSG_SIZE (-D, else the scenario's default, else 4096)."""
-    paper = papers.xen_net_paper()
+def _scenario_paper(args, scenarios, entry, profile, options) -> int:
+    """A scenario beside its paper: the scenario's own `paper` runs what the paper compares (through
+    the merged-trace runner given to it) and returns the table."""
+    if getattr(entry, "paper", None) is None:
+        raise UsageError(f"--paper: the {args.guest} scenario has no paper to compare with")
     if args.output:
         raise UsageError("--paper runs the scenario once per system: save a run without --paper (-o)")
-    constants = dict(args.defines)
-    defaults = getattr(entry, "defaults", None) or getattr(entry, "constants", None) or {}
-    size = constants.get(paper["constant"], defaults.get(paper["constant"], 4096))
-    if size not in paper["message_sizes"]:
-        raise UsageError(f"--paper: the paper measured {paper['constant']} "
-                         f"{', '.join(map(str, paper['message_sizes']))}, not {size}")
-    throughput, worst = {}, EXIT_OK
-    for system in paper["systems"]:
-        run = dict(constants, **{paper["constant"]: size, paper["switch"]: paper["modes"][system]})
-        trace = _scenario_trace(scenarios, args.guest, run, profile, options)
-        host = trace.meta.get("host") or {}
-        throughput[system] = float(host.get("throughput_mbit_s", (trace.meta.get("nic") or {}).get(
-            "throughput_mbit_s", 0.0)))
-        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
-    _emit(RENDERERS[args.format](papers.beside_xen_net_paper(paper, size, throughput, args.guest)), args.report_file)
-    return worst
+    ends = []
+
+    def run(constants: dict):
+        trace = _scenario_trace(scenarios, args.guest, constants, profile, options)
+        ends.append(STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+        return trace
+    try:
+        report = entry.paper(dict(args.defines), run)
+    except ValueError as e:
+        raise UsageError(f"--paper: {e}") from None
+    _emit(RENDERERS[args.format](report), args.report_file)
+    return max(ends, default=EXIT_OK)
 
 
 # commands on saved traces: no emulator ----------------------------------------------------------------

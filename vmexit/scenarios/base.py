@@ -43,6 +43,9 @@ class Scenario:
     run: Callable[..., ScenarioRun]     # (constants, profile, options, progress=None)
     sources: Callable[[], dict[int, Path]] | None = None   # domid -> its guest source
     hypervisor: str = "xen-pv"          # every domain's
+    #: beside its paper: (constants, run) -> analysis.Report, where run(constants) -> the merged Trace of
+    #: one run; raises ValueError for constants the paper did not measure
+    paper: Callable[[dict, Callable[[dict], Trace]], object] | None = None
 
     @property
     def defaults(self) -> dict[str, int]:

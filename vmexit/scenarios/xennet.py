@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from ..costs import Profile
 from ..domain import Domain
 from ..guests import build_source, guests_dir, read_source
 from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
+from ..trace import Trace
 from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
                    start_info)
 
@@ -91,6 +93,22 @@ def _stream(dom0: Domain, seconds: float) -> dict:
     return {"net_bytes": moved, "throughput_mbit_s": moved * 8 / seconds / 1e6 if seconds else 0.0}
 
 
+def beside_paper(constants: dict, run: Callable[[dict], Trace]):
+    """The Xen network report's throughput beside ours: one run per system of the paper (its
+    SHARED_BUFFERS mode) at the run's MSG_SIZE (-D, else the guests' default)."""
+    from .. import papers   # the table is analysis, above the run: imported only when asked for
+    paper = papers.xen_net_paper()
+    size = constants.get(paper["constant"], ENTRY.defaults.get(paper["constant"], 4096))
+    if size not in paper["message_sizes"]:
+        raise ValueError(f"the paper measured {paper['constant']} "
+                         f"{', '.join(map(str, paper['message_sizes']))}, not {size}")
+    throughput = {}
+    for system in paper["systems"]:
+        trace = run(dict(constants, **{paper["constant"]: size, paper["switch"]: paper["modes"][system]}))
+        throughput[system] = float((trace.meta.get("host") or {}).get("throughput_mbit_s", 0.0))
+    return papers.beside_xen_net_paper(paper, size, throughput, "xennet")
+
+
 ENTRY = Scenario("xennet", "Xen split-driver networking: dom0 netback with the RTL8139 and the TCP peer, "
                            "domU netfront; event channels, grant tables, shared rings", "xen-pv-q9550", xennet,
-                 xennet_sources)
+                 xennet_sources, paper=beside_paper)
