@@ -29,7 +29,9 @@ def write_guest(tmp_path, body, name="g.elf"):
 def test_guests_lists_bundled(capsys):
     code, out, _ = run_cli(capsys, "guests")
     assert code == EXIT_OK
-    assert [line.split()[0] for line in out.splitlines()] == ["timer", "ide", "netperf", "bonnie", "specjbb", "fork", "exec"]
+    guests, scenarios = out.split("\n\n")
+    assert [line.split()[0] for line in guests.splitlines()] == ["timer", "ide", "netperf", "bonnie", "specjbb", "fork", "exec"]
+    assert scenarios.startswith("Scenarios (several domains") and scenarios.splitlines()[1].split()[0] == "xennet"
 
 
 def test_run_ide_save_and_report(capsys, tmp_path):

@@ -209,6 +209,11 @@ def cmd_guests(args) -> int:
     width = max(len(n) for n in GUESTS)
     for name, (source, description) in GUESTS.items():
         print(f"{name.ljust(width)}  {description}  [{guests_dir() / source}]")
+    module = _scenarios()
+    entries = module.SCENARIOS if module is not None else {}
+    print("\nScenarios (several domains on one host; `vmexit run NAME`):")
+    for name, entry in entries.items():
+        print(f"{name.ljust(width)}  {entry.summary}  [{entry.hypervisor}, profile {entry.profile}]")
     return EXIT_OK
 
 
