@@ -65,7 +65,7 @@ PAPERS: dict[str, Paper] = {
     "xen-idc": Paper(
         "Zhu and Ai, Computer Technology and Development 2011", "ZHU Tuan-jie (朱团结), AI Li-rong (艾丽蓉)",
         '"Research on Xen Inter Domain Communication Based on Shared Memory"',
-        "Computer Technology and Development (计算机技术与发展), 21(7), article 1673-629X(2011)07-0005-04", "2011",
+        "Computer Technology and Development (计算机技术与发展), 2011 no. 7, article 1673-629X(2011)07-0005-04", "2011",
         "Northwestern Polytechnical University; HP DL140 G3 (Xeon 5130), CentOS 5.2 guests"),
 }
 
