@@ -159,3 +159,13 @@ def test_beside_the_paper_per_send_counts():
     rep = papers.beside_xen_idc_paper(papers.xen_idc_paper(), {(16384, "BOOST=1"): merged})
     assert [(r["buf"], r["paper_mbit_s"], r["ours_vs_16k"]) for r in rep.rows] == [(16384, 2365.639, 1.0)]
     assert np.isclose(rep.rows[0]["paper_us_per_send"], 16384 * 8 / 2365.639)
+
+
+def test_notifying_only_a_waiting_receiver_leaves_one_notification_per_ring_fill():
+    # NOTIFY_EVERY_SEND=0: a send notifies only if the receiver armed receiver_is_waiting since the
+    # last notification; two fills of the ring: per fill its first send, one full ring, the shutdown
+    run = cached(BUF=16384, STREAM_BYTES=2 * RING, NOTIFY_EVERY_SEND=0)
+    receiver, sender = ends(run)
+    assert receiver.meta["console"] == f"xensock: received {2 * RING}\n"
+    assert calls(sender, EVTCHN_OP, SEND) == 2 + 1 + 1
+    assert calls(receiver, EVTCHN_OP, SEND) == RING // 16384       # one per chunk while the sender blocks

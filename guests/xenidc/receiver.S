@@ -45,6 +45,7 @@
 .set D_BLOCKING, DESC_PAGE + DESC_SENDER_IS_BLOCKING
 .set D_AVAIL, DESC_PAGE + DESC_AVAIL_BYTES
 .set D_SHUTDOWN, DESC_PAGE + DESC_SENDER_HAS_SHUTDOWN
+.set D_WAITING, DESC_PAGE + DESC_RECEIVER_IS_WAITING
 
 # start_kernel(): Xen's PV entry leaves start_info's address in ESI.
 start_kernel:
@@ -238,11 +239,7 @@ xen_recvmsg:
     jnz .Lrecv_done
     cmp dword ptr [D_SHUTDOWN], 0
     jne .Lrecv_done
-    mov eax, is_readable
-    push eax
-    call xs_wait_event                  # receive_data_wait
-    add esp, 4
-    inc dword ptr [waits]
+    call receive_data_wait
     jmp .Lrecv_next
 .Lrecv_copy:
     mov ecx, [ebp + 12]
@@ -263,6 +260,29 @@ xen_recvmsg:
 .Lrecv_done_eax:
     pop esi
     pop ebx
+    pop ebp
+    ret
+
+# receive_data_wait(): sleep until data, the sender's shutdown or a bad descriptor. With
+# NOTIFY_EVERY_SEND=0 the sender notifies only while receiver_is_waiting is up: raised before the last
+# look at the ring (mfence: the sender's write of the ring and our read of it cannot both miss).
+receive_data_wait:
+    push ebp
+    mov ebp, esp
+.if NOTIFY_EVERY_SEND
+.else
+    mov dword ptr [D_WAITING], 1
+    mfence
+.endif
+    mov eax, is_readable
+    push eax
+    call xs_wait_event
+    add esp, 4
+    inc dword ptr [waits]
+.if NOTIFY_EVERY_SEND
+.else
+    mov dword ptr [D_WAITING], 0
+.endif
     pop ebp
     ret
 

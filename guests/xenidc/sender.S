@@ -43,6 +43,7 @@
 .set D_BLOCKING, GW_DESC + DESC_SENDER_IS_BLOCKING
 .set D_AVAIL, GW_DESC + DESC_AVAIL_BYTES
 .set D_SHUTDOWN, GW_DESC + DESC_SENDER_HAS_SHUTDOWN
+.set D_WAITING, GW_DESC + DESC_RECEIVER_IS_WAITING
 .set MAX_RING_PAGES, 1 << MAX_RING_ORDER
 .set GNTST_NEG_MASK, 0xffff
 
@@ -352,7 +353,7 @@ xs_send_stream:
 
 # xen_sendmsg(buf, len) -> len, or -EINVAL for a descriptor whose free space or write offset lies
 # beyond the ring: copy what fits, waiting (send_data_wait) while the ring is full; one notification
-# when the whole send is in the ring.
+# when the whole send is in the ring (NOTIFY_EVERY_SEND=0: only if the receiver is waiting).
 xen_sendmsg:
     push ebp
     mov ebp, esp
@@ -383,10 +384,18 @@ xen_sendmsg:
     add ebx, eax
     jmp .Lsendmsg_next
 .Lsendmsg_notify:
+.if NOTIFY_EVERY_SEND
+.else
+    xor eax, eax                        # take the flag (xchg is locked: the ring's new bytes are
+    xchg dword ptr [D_WAITING], eax     # visible before): only the first send after the receiver
+    test eax, eax                       # armed it notifies, as a push passing io/ring.h's req_event
+    jz .Lsendmsg_quiet
+.endif
     push dword ptr [evtchn_port]
     call notify_remote_via_evtchn
     add esp, 4
     inc dword ptr [notifications]
+.Lsendmsg_quiet:
     mov eax, ebx
 .Lsendmsg_done:
     pop ebx

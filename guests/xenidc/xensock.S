@@ -39,6 +39,7 @@
 .set DESC_SENDER_IS_BLOCKING, 28
 .set DESC_AVAIL_BYTES, 32               # free bytes in the ring (atomic: both ends change it)
 .set DESC_SENDER_HAS_SHUTDOWN, 36
+.set DESC_RECEIVER_IS_WAITING, 40       # ours, not XenSocket's: for NOTIFY_EVERY_SEND=0
 
 # --- the ring: XenSocket's buffer_order 5 (32 pages, 128 KiB) unless -D RING_ORDER; at most 64 pages,
 # the part of the sender's grant window set aside for it ---
@@ -56,6 +57,9 @@
 .ifndef STREAM_BYTES
 .set STREAM_BYTES, 0x400000             # 4 MiB: 32 fills of the default ring
 .endif
+.ifndef NOTIFY_EVERY_SEND
+.set NOTIFY_EVERY_SEND, 1               # 1: XenSocket, one notification per send; 0: only when the
+.endif                                  # receiver said it may sleep (the idea of io/ring.h's req_event)
 .set MAX_BUF, 0x20000                   # the application buffer: 128 KiB
 .set EINVAL_NEG, -22
 .set ENOENT_NEG, -2
