@@ -326,8 +326,8 @@ def beside_xen_idc_paper(paper: dict, traces: dict[tuple[int, str], Trace]) -> R
                Column("receiver_block", "receiver block/send", "ratio"),
                Column("cpu_us_dom0", "dom0 CPU us/send", "ratio"), Column("cpu_us_receiver", "receiver CPU us/send", "ratio"),
                Column("cpu_us_sender", "sender CPU us/send", "ratio")]
-    note = (f"Source: {paper['source']}. {paper['benchmark']}. The seed's standard network path: about "
-            f"{paper['network_path_mbit_s']} Mbit/s ({paper['network_path_note']}). Ours: the xenidc scenario "
+    note = (f"Source: {paper['source']}. {paper['benchmark']}. The paper's standard network path: "
+            f"{paper['network_path_note']}. Ours: the xenidc scenario "
             "(SHM=1), throughput over the stream in virtual time; BOOST=1: a woken domain preempts the running "
             "one (Xen's credit-scheduler boost). Compare the shapes (/ 16K).")
     return Report(by="paper", title=paper["title"] + ", beside the xenidc scenario", columns=columns, rows=rows,

@@ -388,7 +388,7 @@ def fig_xen_idc(traces: dict[str, Trace]) -> "Figure":
     series = {"paper": [round(v / peak, 3) for v in XEN_IDC["mbit_s"]]}
     for mode in papers.XEN_IDC_MODES:
         series[f"ours, {mode}"] = [round(r["ours_vs_16k"], 3) for r in rows if r["ours"] == f"-D {mode}"]
-    return Figure("Shared-memory channel between two domUs (seed 004)", XEN_IDC["constant"],
+    return Figure("Shared-memory channel between two domUs (Zhu and Ai 2011)", XEN_IDC["constant"],
                   "bandwidth / its bandwidth at 16 KiB",
                   [str(s) for s in XEN_IDC["buffer_sizes"]], series, kind="line")
 
