@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a guest and report its exits")
     r.add_argument("guest", help="bundled guest name, assembly source, multiboot ELF32 or flat binary, or a "
-                   "scenario of several domains (xennet)")
+                   "scenario of several domains (xennet, xenidc)")
     r.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE",
                    help="assembler constant for a guest source (repeatable)")
     r.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")

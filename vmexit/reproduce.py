@@ -89,6 +89,22 @@ def _xen_net_run(size: int, system: str) -> str:
     return f"xennet-{size}-{XEN_NET['modes'][system]}"
 
 
+# Seed 004's Table 1: the xenidc scenario (two domUs over a shared-memory channel) at each buffer size,
+# without and with a woken domain preempting (BOOST=0 / 1); a 2 MiB stream (16 fills of the ring) each
+XEN_IDC = papers.xen_idc_paper()
+XEN_IDC_STREAM = 2 << 20
+for _size in XEN_IDC["buffer_sizes"]:
+    for _mode, _boost in papers.XEN_IDC_MODES.items():
+        RUNS[f"xenidc-{_size}-boost{_boost}"] = RunSpec(
+            "xenidc", {XEN_IDC["constant"]: _size, "BOOST": _boost, "STREAM_BYTES": XEN_IDC_STREAM},
+            hypervisor=scenarios.SCENARIOS["xenidc"].hypervisor)
+
+
+def _xen_idc_traces(traces: dict[str, Trace]) -> dict:
+    return {(size, mode): traces[f"xenidc-{size}-boost{boost}"]
+            for size in XEN_IDC["buffer_sizes"] for mode, boost in papers.XEN_IDC_MODES.items()}
+
+
 TICK_RUNS = ("timer-hz1000", "timer-tick-hz250", "timer-tick-hz100", "timer-guest-hz100")
 
 
@@ -301,6 +317,7 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
                                            "+{block_write_gain_pct} %, block read +{block_read_gain_pct} %"
                                            .format(**PAPER["experiments"]["io_scheduler"]))),
     "xen_net": xen_net,
+    "xen_idc": lambda traces: papers.beside_xen_idc_paper(XEN_IDC, _xen_idc_traces(traces)),
 }
 
 
@@ -364,9 +381,21 @@ def fig_xen_net(traces: dict[str, Trace]) -> "Figure":
                   [str(s) for s in sizes], series)
 
 
+def fig_xen_idc(traces: dict[str, Trace]) -> "Figure":
+    from .render.plot import Figure
+    rows = papers.beside_xen_idc_paper(XEN_IDC, _xen_idc_traces(traces)).rows
+    peak = XEN_IDC["mbit_s"][XEN_IDC["buffer_sizes"].index(16384)]
+    series = {"paper": [round(v / peak, 3) for v in XEN_IDC["mbit_s"]]}
+    for mode in papers.XEN_IDC_MODES:
+        series[f"ours, {mode}"] = [round(r["ours_vs_16k"], 3) for r in rows if r["ours"] == f"-D {mode}"]
+    return Figure("Shared-memory channel between two domUs (Zhu and Ai 2011)", XEN_IDC["constant"],
+                  "bandwidth / its bandwidth at 16 KiB",
+                  [str(s) for s in XEN_IDC["buffer_sizes"]], series, kind="line")
+
+
 #: Every figure, by file name (written as .png and .svg).
 FIGURES = {"coalescing": fig_coalescing, "tickrate": fig_tickrate, "napi": fig_napi, "batching": fig_batching,
-           "xen_net": fig_xen_net}
+           "xen_net": fig_xen_net, "xen_idc": fig_xen_idc}
 
 
 def reports(traces: dict[str, Trace]) -> dict[str, Report]:
