@@ -18,6 +18,8 @@ import re
 import struct
 from typing import TYPE_CHECKING
 
+from .errors import VmexitError
+
 # keystone is imported where a source is assembled, so that this module (AsmError) loads without it
 if TYPE_CHECKING:
     from keystone import Ks, KsError
@@ -27,7 +29,7 @@ _LABEL = re.compile(r"^\s*([A-Za-z_][\w$]*)\s*:")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
-class AsmError(ValueError):
+class AsmError(VmexitError):
     """A guest source that does not assemble."""
 
 
