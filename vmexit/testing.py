@@ -100,6 +100,9 @@ class RunCache:
         self._traces: dict[Any, Trace] = {}
         self.runs = 0   # guests actually run
 
+    def __repr__(self) -> str:
+        return f"<vmexit_run: {len(self._traces)} run(s) cached>"
+
     def __call__(self, guest: str | os.PathLike, **options: Any) -> Trace:
         key = (_key(guest), _key(options))
         if key not in self._traces:
