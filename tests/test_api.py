@@ -146,6 +146,7 @@ def test_bad_guest_and_trace_raise_vmexit_error(tmp_path):
     ({"direction": "up"}, "give 'in' or 'out'"),
     ({"port": "twenty"}, "give an integer"),
     ({"domain": 3}, "no such domain"),
+    ({"fucntion": "putc"}, "unknown filter 'fucntion'; did you mean 'function'"),
 ])
 def test_bad_filters_raise_vmexit_error(timer_trace, filters, message):
     with pytest.raises(vmexit.VmexitError, match=message):

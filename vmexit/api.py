@@ -72,7 +72,7 @@ class Trace(_trace.Trace):
         return str(self.meta.get("console", ""))
 
     def count(self, *, reason: Any = None, function: Any = None, address: Any = None, port: Any = None,
-              direction: Any = None, caller: Any = None, domain: Any = None) -> int:
+              direction: Any = None, caller: Any = None, domain: Any = None, **unknown: Any) -> int:
         """The number of exits that meet every filter given (None: no condition); each filter takes
         one value or a list of values (any of them):
 
@@ -82,7 +82,7 @@ class Trace(_trace.Trace):
         direction: "in" or "out" ("read"/"write"); caller: the calling function's name, or the return
         address as an integer; domain: a domid or a domain's name."""
         return filters.count(self, reason=reason, function=function, address=address, port=port,
-                             direction=direction, caller=caller, domain=domain)
+                             direction=direction, caller=caller, domain=domain, **unknown)
 
     def mask(self, **where: Any) -> Any:
         """The boolean numpy mask of the exits `count` would count, one per exit: trace.exits[mask]."""

@@ -147,7 +147,9 @@ def compile_filters(trace: Trace, **filters: Any) -> Mask:
     Filters (None: no condition): reason, function, address, port, direction, caller, domain."""
     unknown = sorted(set(filters) - set(FILTERS))
     if unknown:
-        raise VmexitError(f"unknown filter(s) {', '.join(unknown)} (filters: {', '.join(FILTERS)})")
+        meant = [difflib.get_close_matches(name, FILTERS, n=1) for name in unknown]
+        hint = "".join(f"; did you mean {m[0]!r}?" for m in meant if m)
+        raise VmexitError(f"unknown filter {', '.join(map(repr, unknown))}{hint} (filters: {', '.join(FILTERS)})")
     given = {k: v for k, v in filters.items() if v is not None}
     tests: list[Mask] = []
     if "reason" in given:
