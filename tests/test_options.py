@@ -48,6 +48,11 @@ def test_top_must_be_a_row_count(capsys, argv):
     assert "argument --top" in err and ("0 (all) or more" in err or "not a number" in err)
 
 
+def test_guest_constants_fit_32_bits(capsys):
+    code, _, err = run_cli(capsys, "run", "timer", "-D", f"TICKS={1 << 32}", "--no-progress")
+    assert code == EXIT_USAGE and "give -2147483648 to 4294967295" in err
+
+
 def test_sweep_checks_its_runs_the_same_way(capsys):
     code, _, err = run_cli(capsys, "sweep", "timer", "-D", "TICKS=1,2", "--max-seconds", "nan", "--no-progress")
     assert code == EXIT_USAGE and "--max-seconds nan: give a finite budget" in err

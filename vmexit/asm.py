@@ -171,9 +171,11 @@ def _locate_error(ks: Ks, body: str, base: int, error: KsError) -> str:
 def assemble(source: str, constants: dict[str, int] | None = None, base: int = LOAD_ADDRESS) -> tuple[bytes, dict[str, int]]:
     """Machine code and {label: address} for a source assembled at `base`."""
     constants = constants or {}
-    for k in constants:
+    for k, v in constants.items():
         if not _NAME.match(k):
             raise AsmError(f"bad constant name {k!r}")
+        if not -(1 << 31) <= v < 1 << 32:  # keystone would silently drop the bits above 32
+            raise AsmError(f"-D {k}={v}: a 32-bit guest's constant: give {-(1 << 31)} to {(1 << 32) - 1}")
     code, symbols = _assemble_cached(source, tuple(sorted(constants.items())), base)
     return code, dict(symbols)
 
