@@ -19,12 +19,15 @@ import difflib
 import inspect
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import analysis, filters
 from . import trace as _trace
 from .errors import VmexitError
 from .options import check_top, run_options
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PathLike = str | os.PathLike
 
@@ -84,7 +87,7 @@ class Trace(_trace.Trace):
         return filters.count(self, reason=reason, function=function, address=address, port=port,
                              direction=direction, caller=caller, domain=domain, **unknown)
 
-    def mask(self, **where: Any) -> Any:
+    def mask(self, **where: Any) -> "np.ndarray":
         """The boolean numpy mask of the exits `count` would count, one per exit: trace.exits[mask]."""
         return filters.mask(self, **where)
 
