@@ -107,3 +107,25 @@ def test_a_wrong_count_says_what_changed(pytester, monkeypatch):
         "*1*poke*",
     ])
     assert "vmexit/testing.py" not in result.stdout.str()  # the traceback stops at the user's test
+
+
+def test_the_readmes_examples_use_the_public_api():
+    """README's "Use from Python": its code compiles and names only what vmexit exports."""
+    import ast
+    import re
+
+    import vmexit
+    import vmexit.testing
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Use from Python"):text.index("## Guests")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        tree = ast.parse(block)
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name) and n.value.id == "vmexit"}
+        assert used <= set(vmexit.__all__)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert all(hasattr(vmexit.testing, a.name) for a in node.names)
+    assert "def test_" in blocks[1] and "vmexit_run" in blocks[1] and len(blocks[1].strip().splitlines()) <= 12
