@@ -105,6 +105,17 @@ def test_a_scenario_runs_as_the_cli_runs_it(vmexit_run):
         vmexit.run("xennet", hypervisor="kvm")
 
 
+def test_run_options_are_the_clis(tmp_path):
+    seen: list[bytes] = []
+    t = vmexit.run("ide", constants={"SECTORS": 1}, memory="8M", console=seen.append, opts=["coalesce"],
+                   max_instructions=10 ** 9)
+    assert b"".join(seen).decode() == t.console == "ide: start\nide: ok\n"
+    assert t.meta["options"]["ram_size"] == 8 << 20 and t.meta["options"]["optimizations"] == {"coalesce": 64}
+    assert t.count(function="__ide_do_rw_disk") == 2  # coalesced: one exit per request, two requests
+    short = vmexit.run("ide", constants={"SECTORS": 1}, max_instructions=100)
+    assert short.status == "budget" and short.meta["instructions"] == 100
+
+
 def test_the_fixture_runs_once_per_arguments(vmexit_run, timer_trace):
     runs = vmexit_run.runs
     assert vmexit_run("timer") is timer_trace and vmexit_run.runs == runs
