@@ -8,7 +8,8 @@ dom0 + domU + the network peer) runs it on one host and reports the merged trace
 with the per-domain summary after the report.
 
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
-off), 2 bad input or usage, 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
+off), 2 bad input or usage (any errors.VmexitError; run options are checked by options.py, as for the
+Python API), 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
 user, 1 an internal error (a bug: please report it; --debug shows the traceback).
 """
 from __future__ import annotations
