@@ -163,6 +163,8 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
     if unknown:
         _unknown_options(unknown)
     constants = _constants(constants)
+    if not isinstance(console, bool) and not callable(console):
+        raise VmexitError(f"console={console!r}: give True (echo to stderr) or a function of bytes")
     echo = _echo if console is True else (console or None)
     if not isinstance(guest, (str, os.PathLike)):
         raise VmexitError(f"guest={guest!r}: give a bundled guest's name or a path")

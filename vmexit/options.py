@@ -148,6 +148,14 @@ def _memory(memory: int | str) -> int:
         raise RunOptionError("memory", "--memory", repr(memory), "give a size such as 64M or 1G") from None
 
 
+def _path(keyword: str, value: str | os.PathLike | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise RunOptionError(keyword, f"--{keyword}", repr(value), "give the path of a disk image")
+    return os.fspath(value)
+
+
 def _typed(input: str | bytes | None, input_file: str | os.PathLike | None) -> bytes:
     """The bytes typed into the serial port: `input` (text as Latin-1, or bytes), or a file's bytes."""
     if input is not None and input_file is not None:
@@ -155,6 +163,8 @@ def _typed(input: str | bytes | None, input_file: str | os.PathLike | None) -> b
         error.cli = "give --input or --input-file, not both"
         raise error
     if input_file is not None:
+        if not isinstance(input_file, (str, os.PathLike)):
+            raise RunOptionError("input_file", "--input-file", repr(input_file), "give the path of a file")
         try:
             with open(input_file, "rb") as f:
                 return f.read()
@@ -191,7 +201,7 @@ def run_options(*, memory: int | str = "64M", max_instructions: int | None = Non
     from .optimizations import parse_opts
     from .session import RunOptions
     return RunOptions(ram_size=_memory(memory), max_instructions=max_instructions, max_seconds=max_seconds,
-                      disk=None if disk is None else os.fspath(disk), disk1=None if disk1 is None else os.fspath(disk1),
+                      disk=_path("disk", disk), disk1=_path("disk1", disk1),
                       disk_writable=bool(disk_writable), net_ack_every=net_ack_every,
                       net_ack_delay_us=net_ack_delay_us, net_peer_sends=bool(net_peer_sends),
                       net_frame_size=net_frame_size, net_window=net_window, optimizations=parse_opts(_opt_texts(opts)),
