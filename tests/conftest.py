@@ -1,4 +1,5 @@
-"""Shared fixtures: each bundled guest runs once per session; small inline guests for mechanism tests."""
+"""Shared fixtures: each bundled guest runs once per session (vmexit's own pytest plugin, vmexit_run);
+small inline guests for mechanism tests."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,14 +46,23 @@ def count(trace, reason, **fields) -> int:
     return int(mask.sum())
 
 
-@pytest.fixture(scope="session")
-def timer_trace():
-    return session.run(guests.resolve("timer"), load_profile(None), session.RunOptions())
+def pytest_configure(config):
+    """vmexit's pytest plugin (vmexit/pytest_plugin.py, the vmexit_run fixture) comes with its installation
+    (the pytest11 entry point); a checkout run without installing it, or under an installation made
+    before the plugin existed, gets it here."""
+    if not config.pluginmanager.has_plugin("vmexit"):
+        from vmexit import pytest_plugin
+        config.pluginmanager.register(pytest_plugin, "vmexit")
 
 
 @pytest.fixture(scope="session")
-def ide_trace():
-    return session.run(guests.resolve("ide"), load_profile(None), session.RunOptions())
+def timer_trace(vmexit_run):
+    return vmexit_run("timer")
+
+
+@pytest.fixture(scope="session")
+def ide_trace(vmexit_run):
+    return vmexit_run("ide")
 
 
 __all__ = ["inline_image", "run_inline", "count", "ExitReason", "np"]

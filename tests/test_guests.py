@@ -92,17 +92,14 @@ def test_ide_counts_by_construction(ide_trace):
                              "dma_transfers": 0}
 
 
-def test_ide_sectors_constant():
-    t = session.run(guests.resolve("ide", {"SECTORS": 5}), load_profile(None), session.RunOptions())
-    assert t.meta["console"].endswith("ide: ok\n")
-    rw = t.symbols["__ide_do_rw_disk"]
-    end = min(a for a in t.symbols.values() if a > rw)
-    io = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["rip"] >= rw) & (t.exits["rip"] < end)]
-    assert len(io) == 11 * 2 * 5
+def test_ide_sectors_constant(vmexit_run):
+    t = vmexit_run("ide", constants={"SECTORS": 5})
+    assert t.console.endswith("ide: ok\n")
+    assert t.count(reason="io", function="__ide_do_rw_disk") == 11 * 2 * 5
 
 
-def test_timer_hz_constant():
-    t = session.run(guests.resolve("timer", {"HZ": 100, "TICKS": 4}), load_profile(None), session.RunOptions())
+def test_timer_hz_constant(vmexit_run):
+    t = vmexit_run("timer", constants={"HZ": 100, "TICKS": 4})
     outs = t.exits[(t.exits["reason"] == ExitReason.IO_INSTRUCTION) & (t.exits["qualifier"] == 0x40)]
     latch = (1193182 + 50) // 100
     assert [int(v) for v in outs["value"]] == [latch & 0xFF, latch >> 8]
@@ -129,8 +126,8 @@ def test_committed_elf_is_what_runs():
         assert (guests.guests_dir() / f"{name}.elf").read_bytes() == image.elf
 
 
-def test_specjbb_timer_paths_by_construction():
-    t = session.run(guests.resolve("specjbb"), load_profile(None), session.RunOptions())
+def test_specjbb_timer_paths_by_construction(vmexit_run):
+    t = vmexit_run("specjbb")
     assert t.meta["status"] == "exited" and t.meta["console"] == "specjbb: start\nspecjbb: done\n"
     sym = t.symbols
 
@@ -160,12 +157,12 @@ def test_specjbb_timer_paths_by_construction():
     assert int((apic & in_function("setup_APIC_timer")).sum()) == 3
 
 
-def test_specjbb_on_a_low_resolution_host_has_table_1s_softirq_window():
+def test_specjbb_on_a_low_resolution_host_has_table_1s_softirq_window(vmexit_run):
     # With both guest timers delivered on the host's 1 ms tick, the PIT and the LAPIC timer expire
     # together: one host interrupt (one EXTERNAL_INTERRUPT) per tick, the LAPIC tick taken first
     # (higher priority), and the PIT's interrupt pending until __do_softirq re-enables interrupts:
     # one INTERRUPT_WINDOW exit there per tick, Table 1's second row.
-    t = session.run(guests.resolve("specjbb"), load_profile(None), session.RunOptions(host_timer_hz=1000))
+    t = vmexit_run("specjbb", host_timer_hz=1000)
     assert t.meta["status"] == "exited"
     jiffies = 20
     window = t.exits[t.exits["reason"] == ExitReason.INTERRUPT_WINDOW]
@@ -176,8 +173,8 @@ def test_specjbb_on_a_low_resolution_host_has_table_1s_softirq_window():
     assert t.meta["lapic"]["timer_interrupts"] == jiffies
 
 
-def test_bonnie_dma_path_by_construction():
-    t = session.run(guests.resolve("bonnie"), load_profile(None), session.RunOptions())
+def test_bonnie_dma_path_by_construction(vmexit_run):
+    t = vmexit_run("bonnie")
     assert t.meta["status"] == "exited" and t.meta["console"] == "bonnie: start\nbonnie: ok\n"
     requests = 2 * 64 // 8
     assert t.meta["ide"]["dma_transfers"] == requests
@@ -224,9 +221,9 @@ def _io_by_function(t):
     return io, funcs, callers
 
 
-def test_netperf_by_construction():
+def test_netperf_by_construction(vmexit_run):
     for napi in (1, 0):
-        t = session.run(guests.resolve("netperf", {"NAPI": napi}), load_profile(None), session.RunOptions())
+        t = vmexit_run("netperf", constants={"NAPI": napi})
         assert t.meta["status"] == "exited" and t.meta["console"] == "netperf: start\nnetperf: done\n"
         nic = t.meta["nic"]
         frames = 64 * 3  # MSG_SIZE 4096 = 1448 + 1448 + 1200
@@ -247,9 +244,8 @@ def test_netperf_by_construction():
         assert frames // 2 - 2 <= nic["rx_frames"] <= frames // 2
 
 
-def test_netperf_receive_mode():
-    t = session.run(guests.resolve("netperf", {"RECEIVE": 1}), load_profile(None),
-                    session.RunOptions(net_peer_sends=True))
+def test_netperf_receive_mode(vmexit_run):
+    t = vmexit_run("netperf", constants={"RECEIVE": 1}, net_peer_sends=True)
     assert t.meta["status"] == "exited" and t.meta["console"] == "netperf: start\nnetperf: done\n"
     nic = t.meta["nic"]
     payload = 1514 - 54
@@ -263,11 +259,11 @@ def test_netperf_receive_mode():
     assert needed <= capr <= nic["rx_frames"]
 
 
-def test_bonnie_redundant_work_variants():
+def test_bonnie_redundant_work_variants(vmexit_run):
     """-D PMTMR_VERIFY=0 removes exactly the PM-timer reads; -D ELEVATOR=0 (FIFO) removes only guest
     instructions -- the sort of an already sequential stream -- and not one exit."""
     def run(**constants):
-        return session.run(guests.resolve("bonnie", constants), load_profile(None), session.RunOptions())
+        return vmexit_run("bonnie", constants=constants)
 
     base, no_verify, fifo = run(), run(PMTMR_VERIFY=0), run(ELEVATOR=0)
     for t in (base, no_verify, fifo):

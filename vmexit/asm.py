@@ -18,6 +18,8 @@ import re
 import struct
 from typing import TYPE_CHECKING
 
+from .errors import VmexitError
+
 # keystone is imported where a source is assembled, so that this module (AsmError) loads without it
 if TYPE_CHECKING:
     from keystone import Ks, KsError
@@ -27,7 +29,7 @@ _LABEL = re.compile(r"^\s*([A-Za-z_][\w$]*)\s*:")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
-class AsmError(ValueError):
+class AsmError(VmexitError):
     """A guest source that does not assemble."""
 
 
@@ -169,9 +171,11 @@ def _locate_error(ks: Ks, body: str, base: int, error: KsError) -> str:
 def assemble(source: str, constants: dict[str, int] | None = None, base: int = LOAD_ADDRESS) -> tuple[bytes, dict[str, int]]:
     """Machine code and {label: address} for a source assembled at `base`."""
     constants = constants or {}
-    for k in constants:
+    for k, v in constants.items():
         if not _NAME.match(k):
             raise AsmError(f"bad constant name {k!r}")
+        if not -(1 << 31) <= v < 1 << 32:  # keystone would silently drop the bits above 32
+            raise AsmError(f"-D {k}={v}: a 32-bit guest's constant: give {-(1 << 31)} to {(1 << 32) - 1}")
     code, symbols = _assemble_cached(source, tuple(sorted(constants.items())), base)
     return code, dict(symbols)
 

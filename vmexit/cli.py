@@ -8,7 +8,8 @@ dom0 + domU + the network peer) runs it on one host and reports the merged trace
 with the per-domain summary after the report.
 
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
-off), 2 bad input or usage, 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
+off), 2 bad input or usage (any errors.VmexitError; run options are checked by options.py, as for the
+Python API), 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
 user, 1 an internal error (a bug: please report it; --debug shows the traceback).
 """
 from __future__ import annotations
@@ -22,21 +23,21 @@ import time
 from pathlib import Path
 
 from . import __version__, analysis, papers
-from .asm import AsmError
-from .costs import DEFAULT_PROFILE, PROFILES, ProfileError, load_profile
+from .costs import DEFAULT_PROFILE, PROFILES, load_profile
+from .errors import VmexitError
 from .hypervisors import HYPERVISORS
-from .loader import LoadError
-from .optimizations import OPTIMIZATIONS, OptionError, parse_opts
+from .optimizations import OPTIMIZATIONS, parse_opts
+from .options import RunOptionError, check_top, parse_size, run_options
 from .render import RENDERERS
-from .trace import TraceError, domain_view, load as load_trace, merge_domains, write_atomic
+from .trace import domain_view, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
                      "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK}
 
 
-class UsageError(Exception):
-    pass
+class UsageError(VmexitError):
+    """Bad usage of the command line (exit code 2)."""
 
 
 def _int(text: str) -> int:
@@ -47,14 +48,23 @@ def _int(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t, 0)
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _top(text: str) -> int:
+    """--top's row count, checked as the API checks it (options.check_top): 0 (all) or more."""
+    try:
+        value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    try:
+        check_top(value)
+    except RunOptionError as e:
+        raise argparse.ArgumentTypeError(f"{e.shown}: {e.valid}") from None
+    return value
 
 
 def _define(text: str) -> tuple[str, int]:
@@ -80,7 +90,7 @@ def _define_list(text: str) -> tuple[str, list[int]]:
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
                    help=f"group exits by {', '.join(analysis.BY_CHOICES)} (default function)")
-    p.add_argument("--top", type=int, default=10, help="rows to show (0: all; default 10)")
+    p.add_argument("--top", type=_top, default=10, help="rows to show (0: all; default 10)")
     p.add_argument("--callers", action="store_true", help="add the most frequent caller of each row")
     p.add_argument("--domain", type=int, metavar="N", help="only domain N's exits and symbols (a run of several domains)")
     p.add_argument("--format", choices=tuple(RENDERERS), default="text")
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("before", help="trace of the run before")
     c.add_argument("after", help="trace of the run after")
     c.add_argument("--by", choices=analysis.COMPARE_CHOICES, default="function")
-    c.add_argument("--top", type=int, default=0, help="rows to show (0: all, the default)")
+    c.add_argument("--top", type=_top, default=0, help="rows to show (0: all, the default)")
     c.add_argument("--domain", type=int, metavar="N", help="compare domain N's exits of each trace")
     c.add_argument("--format", choices=tuple(RENDERERS), default="text")
     c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
@@ -276,18 +286,11 @@ def _profile_for(args):
     return load_profile(args.profile or HYPERVISORS[args.hypervisor].profile)
 
 
-def _typed_input(args) -> bytes:
-    """What --input / --input-file type into the serial port."""
-    if args.input is not None and args.input_file is not None:
-        raise UsageError("give --input or --input-file, not both")
-    if args.input is not None:
-        return args.input.encode("latin-1", "replace").decode("unicode_escape").encode("latin-1", "replace")
-    if args.input_file is not None:
-        try:
-            return Path(args.input_file).read_bytes()
-        except OSError as e:
-            raise UsageError(f"cannot read --input-file {args.input_file}: {e.strerror or e}") from None
-    return b""
+def _typed_input(args) -> bytes | None:
+    """What --input types into the serial port, its escapes (\\n for Enter) decoded."""
+    if args.input is None:
+        return None
+    return args.input.encode("latin-1", "replace").decode("unicode_escape").encode("latin-1", "replace")
 
 
 def _echo(data: bytes) -> None:
@@ -296,19 +299,16 @@ def _echo(data: bytes) -> None:
 
 
 def _run_options(args, profile):
-    """`vmexit run`'s options as the session's RunOptions, checked."""
-    from .session import RunOptions
-    typed = _typed_input(args)
-    if args.net_ack_every < 1 or args.net_ack_delay_us < 0:
-        raise UsageError("--net-ack-every must be at least 1 and --net-ack-delay-us not negative")
-    return RunOptions(ram_size=args.memory, max_instructions=args.max_instructions,
-                      max_seconds=args.max_seconds, disk=args.disk, disk1=args.disk1,
-                      disk_writable=args.disk_writable,
-                      net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
-                      net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
-                      net_window=args.net_window, optimizations=parse_opts(args.opts),
-                      hypervisor=args.hypervisor, host_timer_hz=_host_timer_hz(args, profile),
-                      input=typed, until_console=args.until_console, echo=_echo if args.console else None)
+    """`vmexit run`'s options as the session's RunOptions, checked as vmexit.run checks them
+    (options.run_options: the one place a run option's range is known)."""
+    return run_options(memory=args.memory, max_instructions=args.max_instructions,
+                       max_seconds=args.max_seconds, disk=args.disk, disk1=args.disk1,
+                       disk_writable=args.disk_writable, input=_typed_input(args), input_file=args.input_file,
+                       until_console=args.until_console, echo=_echo if args.console else None,
+                       net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
+                       net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
+                       net_window=args.net_window, opts=args.opts, hypervisor=args.hypervisor,
+                       host_timer_hz=_host_timer_hz(args, profile))
 
 
 def _check_output(args) -> None:
@@ -629,8 +629,8 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
-#: The errors that are the user's input, not a bug: one line on stderr, exit code 2.
-USER_ERRORS = (UsageError, LoadError, AsmError, ProfileError, TraceError, OptionError)
+#: The errors that are the user's input, not a bug (errors.py): one line on stderr, exit code 2.
+USER_ERRORS = (VmexitError,)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:
-        print(f"vmexit: error: {e}", file=sys.stderr)
+        print(f"vmexit: error: {e.cli or e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vmexit: interrupted", file=sys.stderr)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import VmexitError
 from .exits import Direction, ExitReason, Place
 from .hypervisors.hypercalls import SIZE_IN_BYTES
 
@@ -43,7 +44,7 @@ _ALL_PLACE_NAMES = {**_PLACE_NAMES, Place.GUEST: "guest"}  # "guest" keys are op
 _DIRECTION_NAMES = {Direction.IN: "in", Direction.OUT: "out"}
 
 
-class ProfileError(ValueError):
+class ProfileError(VmexitError):
     """A cost profile that cannot be used (missing, malformed, missing or negative number)."""
 
 

@@ -17,6 +17,7 @@ from .hypervisors.model import ModelContext
 from .loader import Image
 from .machine import X86Machine
 from .optimizations import OPTIMIZATIONS, RunFacts
+from .options import RunOptionError
 from .trace import Trace
 from .vcpu import VCPU, Ending, RunEnd, TimedDevice
 
@@ -31,7 +32,8 @@ class Domain:
         if options.hypervisor not in HYPERVISORS:
             raise ValueError(f"unknown hypervisor {options.hypervisor!r} (known: {', '.join(HYPERVISORS)})")
         if not 0 <= options.host_timer_hz <= profile.freq_hz:
-            raise ValueError(f"host timer rate {options.host_timer_hz} Hz: give 0 (off) to {profile.freq_hz} Hz")
+            raise RunOptionError("host_timer_hz", "--host-timer-hz", str(options.host_timer_hz),
+                                 f"give 0 (off) to the CPU clock, {profile.freq_hz} Hz")
         self.domid = domid
         self.xen_host = xen_host
         self.image, self.profile, self.options = image, profile, options

@@ -16,13 +16,15 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from .errors import VmexitError
+
 MULTIBOOT_MAGIC = 0x1BADB002          # in the kernel's header
 MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002  # in EAX at entry
 MULTIBOOT_SEARCH = 8192               # the header must sit in the first 8 KiB, 4-byte aligned
 MULTIBOOT_AOUT_KLUDGE = 1 << 16
 
 
-class LoadError(ValueError):
+class LoadError(VmexitError):
     """A guest file that cannot be loaded."""
 
 

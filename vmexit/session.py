@@ -1,7 +1,8 @@
 """One run: a guest as one domain on a host, run to its end (or budget), returned as a Trace.
 
-RunOptions is everything a run can be asked for; the domain (domain.py) builds the machine, the
-devices, the vCPU and the exit model from them, and the host (host.py) runs it.
+RunOptions is everything a run can be asked for, checked when made (options.py: the valid ranges, one
+check for the CLI and the Python API alike); the domain (domain.py) builds the machine, the devices,
+the vCPU and the exit model from them, and the host (host.py) runs it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .domain import Domain
 from .host import Host
 from .loader import Image
 from .machine import X86Machine
+from .options import validate
 from .trace import Trace
 
 
@@ -41,6 +43,14 @@ class RunOptions:
     input: bytes = b""              # typed into the UART (--input, --input-file)
     until_console: str | None = None  # end the run when the console has printed this
     echo: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Every option within its range (options.py, the one check for the CLI and the API alike):
+        options.RunOptionError, a VmexitError, names the option and its valid range."""
+        validate(self)
 
     def recorded(self) -> dict:
         d = asdict(self)

@@ -29,6 +29,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from .errors import VmexitError
 from .exits import EMULATED_DTYPE, EXIT_DTYPE
 
 FORMAT = "vmexit-trace"
@@ -36,7 +37,7 @@ FORMAT_VERSION = 3  # 3: exits gain domain and subop; 2: the emulated array (ver
 SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
-class TraceError(ValueError):
+class TraceError(VmexitError):
     """A file that is not a usable vmexit trace."""
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..errors import VmexitError
+
 SECTOR = 512
 PORTS = tuple(range(0x1F0, 0x1F8)) + (0x3F6,)
 
@@ -27,7 +29,7 @@ ST_ERR, ST_DRQ, ST_DSC, ST_DRDY, ST_BSY = 0x01, 0x08, 0x10, 0x40, 0x80
 ER_ABRT, ER_IDNF = 0x04, 0x10
 
 
-class DiskError(OSError):
+class DiskError(VmexitError, OSError):
     """A disk image that cannot be used."""
 
 

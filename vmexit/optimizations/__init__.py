@@ -20,10 +20,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import VmexitError
 from . import coalesce_dynamic, pf_offload, tickrate
 
 
-class OptionError(ValueError):
+class OptionError(VmexitError):
     """An --opt that names no optimization or has a bad value."""
 
 
