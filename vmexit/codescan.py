@@ -29,6 +29,10 @@ class Trap:
     #: instead of stopping before the instruction, call after(address) at the start of the block that
     #: follows it (an instruction that ends its block and falls through: popf); it decides itself
     after: Callable[[int], None] | None = None
+    #: call `after` only while this engine flag is set and EFLAGS has all of `after_eflags` (checked
+    #: by the engine: where it can, without a call into Python)
+    after_only_if: object | None = None
+    after_eflags: int = 0
 
 
 class CodeScanner:
@@ -78,7 +82,7 @@ class CodeScanner:
         known = self._followers.get(successor)
         self._followers[successor] = (address, trap)
         if known is None:
-            self._engine.trap_block(successor, self._on_follower)
+            self._engine.trap_block(successor, self._on_follower, trap.after_only_if, trap.after_eflags)
             self._engine.forget_code(successor)
 
     def _on_follower(self, pc: int, _size: int) -> None:

@@ -171,3 +171,20 @@ void bc_code(void *uc, uint64_t address, uint32_t size, struct bc_state *s)
     if (++s->count > s->limit)
         s->emu_stop(uc);
 }
+
+/* A block callback called only while a flag is set and EFLAGS has the given bits (the code scanner's
+ * look after a popf: only while an interrupt waits, only if IF came back on), so that the many block
+ * starts where it would do nothing cost no call into Python. */
+struct gate {
+    const int32_t *flag;
+    const uint32_t *eflags;  /* EFLAGS in Unicorn's CPU state (IF is kept there, not computed lazily) */
+    uint32_t bits;
+    uint32_t pad;
+    void (*fn)(void *uc, uint64_t pc, uint32_t size, void *user_data);
+};
+
+void bc_gated(void *uc, uint64_t pc, uint32_t size, struct gate *g)
+{
+    if (*g->flag && (*g->eflags & g->bits) == g->bits)
+        g->fn(uc, pc, size, NULL);
+}

@@ -55,6 +55,11 @@ class State(ctypes.Structure):
                 ("pad", ctypes.c_uint32), ("hot", ctypes.c_uint64 * HOT_MAX)]
 
 
+class Gate(ctypes.Structure):
+    _fields_ = [("flag", ctypes.c_void_p), ("eflags", ctypes.c_void_p), ("bits", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("fn", ctypes.c_void_p)]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vmexit"
@@ -106,11 +111,11 @@ def enabled() -> bool:
 
 
 #: Instructions that keep their block counted one by one: the engine traps them (a trap reads the
-#: exact count and may end the slice right after them) or the code scanner stops before them.
+#: exact count and may end the slice right after them). Blocks with a trap_block callback (the code
+#: scanner's: sti, iret, rdtsc, ...) stay counted one by one too (BlockCounting.pin).
 TRAPPED = frozenset({
     "in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd", "cpuid", "hlt",
-    "vmcall", "vmmcall", "ud0", "ud1", "ud2", "rdtsc", "rdtscp", "rdmsr", "wrmsr",
-    "sti", "popf", "popfd", "iret", "iretd", "int", "int1", "int3", "into",
+    "vmcall", "vmmcall", "ud0", "ud1", "ud2", "int", "int1", "int3", "into",
     "syscall", "sysenter", "sysexit", "sysret"})
 
 
@@ -204,6 +209,7 @@ class BlockCounting:
         self.read_code = read_code          # (address, size) -> bytes | None, linear addresses
         self._gate: HookRange | None = None
         self._pinned: set[int] = set()      # block starts with a callback of their own: never block-counted
+        self._gates: list = []
 
     def install(self) -> None:
         """The block and code hooks, before anything is translated (translations made before would
@@ -228,6 +234,21 @@ class BlockCounting:
         # it once per slice instead, as count mode does (UnicornEngine._run_blocks).
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_flush_tb()
+
+    def gated_hook(self, address: int, fn_ptr, flag: ctypes.c_int32, eflags_at: int, bits: int) -> None:
+        """A block hook at `address` calling fn_ptr only while `flag` is set and EFLAGS has `bits`
+        (bc_gated)."""
+        from unicorn import UC_HOOK_BLOCK, UcError
+        from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+        gate = Gate(ctypes.addressof(flag), eflags_at, bits, 0, ctypes.cast(fn_ptr, ctypes.c_void_p).value)
+        self._gates.append((gate, flag, fn_ptr))  # libunicorn holds pointers to all three
+        handle = uc_hook_h()
+        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+                                   ctypes.cast(self.lib.bc_gated, ctypes.c_void_p),
+                                   ctypes.cast(ctypes.byref(gate), ctypes.c_void_p), ctypes.c_uint64(address),
+                                   ctypes.c_uint64(address))
+        if status:
+            raise UcError(status)
 
     def entry(self, pc: int) -> Entry:
         return self.lib.bc_entry(ctypes.byref(self.counter.state), pc, 0).contents

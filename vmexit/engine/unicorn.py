@@ -257,14 +257,34 @@ class UnicornEngine:
             self._entered()
         self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, handled, 1)
 
-    def trap_block(self, address: int, fn) -> None:
+    def flag(self) -> ctypes.c_int32:
+        """A flag for trap_block's `only_if` (set through `.value`)."""
+        return ctypes.c_int32(0)
+
+    def trap_block(self, address: int, fn, only_if: ctypes.c_int32 | None = None, eflags: int = 0) -> None:
         """fn(address, size) at the start of the block of code that starts at `address`, each time it
         runs (a block hook bounded to that one address costs nothing in any other block, where a code
         hook would slow every instruction in count mode: libunicorn walks all code hooks for each).
-        That block stays counted one instruction at a time (the callback may end the slice inside it)."""
+        That block stays counted one instruction at a time (the callback may end the slice inside it).
+        With `only_if` (a flag()), fn is called only while the flag is set and EFLAGS has all the
+        `eflags` bits: decided in C where the helper is there, without a call into Python."""
         if self._blocks is not None:
             self._blocks.pin(address)
-        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
+        if only_if is None:
+            self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
+            return
+        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
+        if self._blocks is not None and eflags_at is not None:
+            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
+            self._keep.append(ptr)
+            self._blocks.gated_hook(address, ptr, only_if, eflags_at, eflags)
+            return
+        read = self._scalars["eflags"].read
+
+        def gated(pc: int, size: int) -> None:
+            if only_if.value and read() & eflags == eflags:
+                fn(pc, size)
+        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, gated, 2, address, address)
 
     def forget_code(self, address: int) -> None:
         """Drop the translated block at `address`, if any, so that it is translated again (with the
