@@ -188,3 +188,34 @@ void bc_gated(void *uc, uint64_t pc, uint32_t size, struct gate *g)
     if (*g->flag && (*g->eflags & g->bits) == g->bits)
         g->fn(uc, pc, size, NULL);
 }
+
+/* MMIO callbacks in front of Python's: an access from inside a block-counted block is taken back
+ * (STOP_MMIO: the run stops during the access, Unicorn restarts the instruction, and Python counts
+ * that block one by one from then on, where the access is made again); any other goes to Python. */
+enum { STOP_MMIO = 3 };
+
+struct mmio {
+    struct bc_state *s;
+    uint64_t (*read)(void *uc, uint64_t offset, unsigned size, void *user_data);
+    void (*write)(void *uc, uint64_t offset, unsigned size, uint64_t value, void *user_data);
+};
+
+static int taken_back(void *uc, struct bc_state *s)
+{
+    if (!s->block_n)
+        return 0;
+    s->reason = STOP_MMIO;
+    s->emu_stop(uc);
+    return 1;
+}
+
+uint64_t bc_mmio_read(void *uc, uint64_t offset, unsigned size, struct mmio *m)
+{
+    return taken_back(uc, m->s) ? 0 : m->read(uc, offset, size, NULL);
+}
+
+void bc_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, struct mmio *m)
+{
+    if (!taken_back(uc, m->s))
+        m->write(uc, offset, size, value, NULL);
+}

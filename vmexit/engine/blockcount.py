@@ -60,6 +60,10 @@ class Gate(ctypes.Structure):
                 ("pad", ctypes.c_uint32), ("fn", ctypes.c_void_p)]
 
 
+class Mmio(ctypes.Structure):
+    _fields_ = [("s", ctypes.c_void_p), ("read", ctypes.c_void_p), ("write", ctypes.c_void_p)]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vmexit"
@@ -247,6 +251,20 @@ class BlockCounting:
                                    ctypes.cast(self.lib.bc_gated, ctypes.c_void_p),
                                    ctypes.cast(ctypes.byref(gate), ctypes.c_void_p), ctypes.c_uint64(address),
                                    ctypes.c_uint64(address))
+        if status:
+            raise UcError(status)
+
+    def map_mmio(self, base: int, size: int, read_ptr, write_ptr) -> None:
+        """uc_mmio_map with the helper's callbacks in front of read_ptr and write_ptr (bc_mmio_read,
+        bc_mmio_write: they take back an access from a block-counted block, see take_back)."""
+        from unicorn import UcError
+        from unicorn.unicorn_py3.unicorn import uclib
+        mmio = Mmio(ctypes.addressof(self.counter.state), ctypes.cast(read_ptr, ctypes.c_void_p).value,
+                    ctypes.cast(write_ptr, ctypes.c_void_p).value)
+        self._gates.append(mmio)  # libunicorn holds a pointer to it
+        user = ctypes.cast(ctypes.byref(mmio), ctypes.c_void_p)
+        status = uclib.uc_mmio_map(self.uc._uch, base, size, ctypes.cast(self.lib.bc_mmio_read, ctypes.c_void_p),
+                                   user, ctypes.cast(self.lib.bc_mmio_write, ctypes.c_void_p), user)
         if status:
             raise UcError(status)
 

@@ -112,37 +112,14 @@ class UnicornEngine:
     def map_mmio(self, base: int, size: int, on_read, on_write) -> None:
         """on_read(offset, size) -> value; on_write(offset, size, value). A (no-op) memory hook on the
         range makes Unicorn keep EIP exact inside the callbacks, so exits get the accessing instruction."""
-        if self._blocks is not None:
-            on_read, on_write = self._taking_back(on_read, on_write)
         read = raw_callback(self.uc, MMIO_READ_CFUNC, on_read, 2)
         write = raw_callback(self.uc, MMIO_WRITE_CFUNC, on_write, 3)
-        mmio_map_raw(self.uc, base, size, read, write)
         self._keep += [read, write]
+        if self._blocks is not None:
+            self._blocks.map_mmio(base, size, read, write)  # in front of them, the helper's
+        else:
+            mmio_map_raw(self.uc, base, size, read, write)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
-
-    def _taking_back(self, on_read, on_write):
-        """MMIO callbacks that take an access back when it comes from a block-counted block: the run
-        stops (Unicorn then restarts the instruction, the access not made) and goes on with that block
-        counted one by one (blockcount.BlockCounting.take_back), where the access is made again."""
-        state = self._blocks.counter.state
-        uc = self.uc
-
-        def take_back() -> None:
-            state.reason = blockcount.STOP_MMIO
-            uc.emu_stop()
-
-        def read(offset: int, size: int) -> int:
-            if state.block_n:
-                take_back()
-                return 0
-            return on_read(offset, size)
-
-        def write(offset: int, size: int, value: int) -> None:
-            if state.block_n:
-                take_back()
-                return
-            on_write(offset, size, value)
-        return read, write
 
     def _settle(self) -> None:
         """A trap inside a block-counted block: the count up to the trapping instruction, included."""
