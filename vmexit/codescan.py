@@ -10,8 +10,10 @@ wants it now (an interrupt window only while an interrupt waits with IF=0; the o
 vCPU then handles the instruction between slices. A popf, which ends its block and falls through
 (QEMU ends a translation block after popf, which may change IF or TF; the window tests at popf check
 it), is looked at afterwards instead: a callback at the start of the block after it sees whether it set IF,
-so the many popf that restore IF=0 in nested critical sections cost no stop. Every other block runs
-with no callback at all.
+so the many popf that restore IF=0 in nested critical sections cost no stop; the engine calls it only
+while an interrupt waits and IF is set (Trap.after_only_if: a flag and EFLAGS bits the engine checks,
+without a call into Python where its compiled helper is there). Every other block runs with no
+callback at all.
 """
 from __future__ import annotations
 

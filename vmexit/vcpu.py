@@ -333,8 +333,8 @@ class VCPU:
 
     def _after_popf(self, address: int) -> None:
         """The block after a popf starts: if an interrupt waits and that popf set IF, the window opened
-        there; the slice ends before this block's first instruction. (Called after every popf the
-        guest runs: kept to two checks when nothing waits.)"""
+        there; the slice ends before this block's first instruction. (Called only while an interrupt
+        waits and IF is set: the engine checks both first, in C where its helper is there.)"""
         if not self._window_wanted or not self._eflags() & IF_FLAG:
             return
         self._window_wanted = False

@@ -276,9 +276,9 @@ class BlockCounting:
         inside it)."""
         self._pinned.add(pc)
         e = self.entry(pc)
-        if e.state == COUNTED:
-            self.forget(pc, NEVER)
-        e.state = NEVER
+        # every caller of trap_block has the block translated again before it runs (a second removal
+        # here could look up an unmapped page twice: a double fault in Unicorn's CPU state)
+        e.state, e.n = NEVER, 0
 
     def forget(self, pc: int, state: int = NEW) -> None:
         """The block at `pc` is translated anew (counted one by one) before it next runs."""
@@ -287,9 +287,9 @@ class BlockCounting:
         e.n = e.hits = 0
         self.uc.ctl_remove_cache(pc, pc + 1)
 
-    def stopped(self) -> int:
-        """The helper (or a taken-back MMIO access) stopped the run: do what it stopped for. Returns the
-        reason (STOP_NONE: the run ended for another reason)."""
+    def stopped(self, eip: int) -> int:
+        """The helper (or a taken-back MMIO access) stopped the run at `eip`: do what it stopped for.
+        Returns the reason (STOP_NONE: the run ended for another reason)."""
         s = self.counter.state
         reason = s.reason
         if reason == STOP_NONE:
@@ -299,7 +299,12 @@ class BlockCounting:
             hot = list(s.hot[:s.nhot])
             s.nhot = 0
             for pc in hot:
-                self._count_blocks_of(pc)
+                # only the block at EIP is surely mapped now (a look-up of an unmapped page would
+                # fault inside Unicorn); any other becomes hot again when it next runs
+                if pc == eip:
+                    self._count_blocks_of(pc)
+                else:
+                    self.entry(pc).hits = 0
         elif reason == STOP_CROSS:
             self.forget(s.stop_pc)
         return reason

@@ -174,10 +174,10 @@ class UnicornEngine:
                 blocks.counter.settle(self.eip_ebp()[0], done=True)
                 fault = _fault(e)
                 break
-            reason = blocks.stopped()
+            eip = self.eip_ebp()[0]
+            reason = blocks.stopped(eip)
             if reason == blockcount.STOP_NONE or blocks.counter.raw() > blocks.counter.limit():
                 break
-            eip = self.eip_ebp()[0]
             if reason == blockcount.STOP_MMIO:
                 blocks.take_back(eip)
             if self._code_watch is not None:
