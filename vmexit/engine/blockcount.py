@@ -31,6 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import weakref
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("_blockcount.c")
@@ -126,12 +127,13 @@ TRAPPED = frozenset({
 class BlockCounter:
     """The engine's `counter` (see engine/__init__.py) over the helper's state."""
 
-    __slots__ = ("state", "current", "_index")
+    __slots__ = ("state", "current", "_index", "__weakref__")
 
     def __init__(self, lib: ctypes.CDLL):
         self.state = State()
         if lib.bc_init(ctypes.byref(self.state), 1 << 14):
             raise MemoryError("block counter table")
+        weakref.finalize(self, lib.bc_free, ctypes.byref(self.state))  # the table is malloc'd in C
         self.state.hot_threshold = HOT_THRESHOLD
         #: the count itself (the first field): what a trap reads as `current.value`
         self.current = ctypes.c_uint64.from_buffer(self.state)
