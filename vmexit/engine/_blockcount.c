@@ -115,7 +115,8 @@ void bc_free(struct bc_state *s)
  * limit: then the run stops before it (before its first instruction: Unicorn checks for a stop right
  * after block hooks), exhausted when the limit is reached exactly, else for Python to run the
  * remainder counted one by one. A block counted one by one that has run hot_threshold times is
- * reported (STOP_HOT) for Python to make it block-counted. */
+ * reported (STOP_HOT) for Python to make it block-counted, or if it cannot be, to translate it without
+ * this hook. */
 void bc_block(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
 {
     struct entry *e;
@@ -142,7 +143,7 @@ void bc_block(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
         s->block_pc = pc;
         return;
     }
-    if (e->state == NEW && e->size == size && ++e->hits >= s->hot_threshold && s->nhot < HOT_MAX) {
+    if (e->size == size && ++e->hits >= s->hot_threshold && s->nhot < HOT_MAX) {
         s->hot[s->nhot++] = pc;
         if (s->reason == STOP_NONE)
             s->reason = STOP_HOT;
@@ -151,22 +152,25 @@ void bc_block(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
     }
 }
 
-/* UC_HOOK_CODE, on every instruction of a block counted one by one: what count mode does. If the
- * block hook counted this block as a whole, the block was translated again since (the guest rewrote
- * it, or the translation cache was flushed): take that back and forget the block's count. */
+/* UC_HOOK_CODE, on every instruction of a block counted one by one: what count mode does. The first
+ * instruction after a block-counted block ends that block (a block without the block hook may follow:
+ * see BlockCounting._count_blocks_of). If it is that block's own first instruction, the block hook
+ * counted it as a whole though it runs one by one -- it was translated again since (the guest rewrote
+ * it, the translation cache was flushed): take that back and forget the block's count. */
 void bc_code(void *uc, uint64_t address, uint32_t size, struct bc_state *s)
 {
-    (void)address;
     (void)size;
     if (s->block_n) {
-        struct entry *e = find(s, s->block_pc);
-        s->count -= s->block_n;
-        s->block_n = 0;
-        if (e->pc == s->block_pc) {
-            e->state = NEW;
-            e->n = 0;
-            e->hits = 0;
+        if (address == s->block_pc) {
+            struct entry *e = find(s, s->block_pc);
+            s->count -= s->block_n;
+            if (e->pc == s->block_pc) {
+                e->state = NEW;
+                e->n = 0;
+                e->hits = 0;
+            }
         }
+        s->block_n = 0;
     }
     if (++s->count > s->limit)
         s->emu_stop(uc);

@@ -213,7 +213,8 @@ class BlockCounting:
         self.lib = lib
         self.counter = BlockCounter(lib)
         self.read_code = read_code          # (address, size) -> bytes | None, linear addresses
-        self._gate: HookRange | None = None
+        self._gate: HookRange | None = None         # the code hook's range
+        self._block_gate: HookRange | None = None   # the block hook's
         self._pinned: set[int] = set()      # block starts with a callback of their own: never block-counted
         self._gates: list = []
 
@@ -233,6 +234,7 @@ class BlockCounting:
             if status:
                 raise UcError(status)
             handles.append(handle.value)
+        self._block_gate = HookRange(handles[0], hook_range_offset())
         self._gate = HookRange(handles[1], hook_range_offset())
         # Without exits, each emu_start no longer ends by dropping the translation at its `until`
         # address: that look-up of the code page faults under paging (setting CR2 and the pending
@@ -320,26 +322,33 @@ class BlockCounting:
         self.forget(pc, NEVER)
 
     def _count_blocks_of(self, pc: int) -> None:
-        """Make the hot block at `pc` block-counted, if nothing in it is trapped."""
+        """Make the hot block at `pc` block-counted, if nothing in it is trapped; else translate it
+        without the block hook (counted one by one, as in count mode, and at count mode's cost)."""
         e = self.entry(pc)
-        if e.state != NEW:
-            return
-        index = self._decode(pc, e.size) if pc not in self._pinned else None
+        e.hits = 0
+        index = self._decode(pc, e.size) if e.state == NEW and pc not in self._pinned else None
         if index is None:
             e.state = NEVER
+            self._translate(pc, self._block_gate)
             return
-        self.uc.ctl_remove_cache(pc, pc + 1)
-        self._gate.set(HookRange.OFF)
-        try:
-            _, icount, size = self.uc.ctl_request_cache(pc)
-        finally:
-            self._gate.set(HookRange.ON)
+        icount, size = self._translate(pc, self._gate)
         if (icount, size) != (len(index), e.size):
             self.uc.ctl_remove_cache(pc, pc + 1)  # not the block decoded: never run it uncounted
             e.state = NEVER
             return
         self.counter._index[pc] = index
         e.n, e.state = icount, COUNTED
+
+    def _translate(self, pc: int, without: HookRange) -> tuple[int, int]:
+        """Translate the block at `pc` again with one of the helper's hooks off: (instructions, size).
+        Only this translation is made while it is off."""
+        self.uc.ctl_remove_cache(pc, pc + 1)
+        without.set(HookRange.OFF)
+        try:
+            _, icount, size = self.uc.ctl_request_cache(pc)
+        finally:
+            without.set(HookRange.ON)
+        return icount, size
 
     def _decode(self, pc: int, size: int) -> dict[int, int] | None:
         """{address: index} of the block's instructions, or None if it holds a trapped instruction or
