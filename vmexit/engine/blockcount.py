@@ -178,10 +178,13 @@ def hook_range_offset() -> int | None:
     """Offset of `begin` (followed by `end`, both uint64) in libunicorn's hook record, found on a
     throwaway engine: a handle from uc_hook_add is the record's address. None if not found."""
     from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
     begin, end = 0x5EB0A11F00C0DE01, 0x5EB0A11F00C0DE7F
-    handle = uc.hook_add(UC_HOOK_CODE, lambda *_: None, None, begin, end)
-    raw = ctypes.string_at(handle, 64)
+    try:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        handle = uc.hook_add(UC_HOOK_CODE, lambda *_: None, None, begin, end)
+        raw = ctypes.string_at(handle, 64)
+    except Exception:  # not what vmexit knows: count mode
+        return None
     for off in range(0, 56, 8):
         if raw[off:off + 16] == begin.to_bytes(8, "little") + end.to_bytes(8, "little"):
             if int.from_bytes(raw[:4], "little") == UC_HOOK_CODE:
