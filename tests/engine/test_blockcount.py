@@ -178,3 +178,31 @@ def test_the_reference_runs_give_the_same_records_in_count_mode(name, pure):
         assert trace.emulated.tobytes() == ref["emulated"].tobytes(), f"{name}: emulated records differ"
         meta = json.loads(bytes(ref["meta"]).decode())
     assert {k: trace.meta.get(k) for k in test_reference.META_KEYS} == json.loads(json.dumps(meta))
+
+
+def test_a_block_counted_block_another_block_rewrites_is_counted_exactly(monkeypatch):
+    # the store (in its own block) rewrites the immediate of the mov in the next, hot, block: QEMU
+    # drops that block's translation, which then runs counted one by one until hot again
+    source = """
+        xor ecx, ecx
+        xor ebx, ebx
+    next:
+        mov byte ptr [patch + 1], cl
+        jmp body
+    body:
+        inc ecx
+    patch:
+        mov eax, 0x11111111
+        add ebx, eax
+        mov dword ptr [0x3000], ebx
+        cmp ecx, 300
+        jb next
+        hlt
+    """
+
+    def run():
+        e = _engine(source)
+        return _slices(e, [1000, 7]), e.reg("ebx")
+    blocks, counted = _both(run, monkeypatch)
+    assert blocks == counted
+    assert sum(s[0] for s in counted[0]) == 2 + 8 * 300 + 1
