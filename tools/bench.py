@@ -19,6 +19,11 @@ Cases (guests in guests/bench/):
   peer           the exit-heavy guest under qemu-system-i386 with memory_region_ops tracing, when
                  QEMU is installed: QEMU's wall time / vmexit's
 
+Exact instruction counting runs a block at a time with the compiled helper (vmexit/engine/_blockcount.c,
+built with `cc` on first use) and in Unicorn's count mode without it; VMEXIT_PURE=1 forces count mode
+(the same counts and traces, slower), so `VMEXIT_PURE=1 python tools/bench.py` measures that path. The
+machine line (the `machine` object with --json) says which one ran.
+
 Wall-clock time is used here and only here: it never enters a trace.
 """
 from __future__ import annotations
@@ -43,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from vmexit import analysis, guests, session  # noqa: E402
 from vmexit.costs import load_profile  # noqa: E402
+from vmexit.engine import blockcount  # noqa: E402
 from vmexit.exits import EXIT_DTYPE, ExitReason  # noqa: E402
 from vmexit.loader import load_file  # noqa: E402
 from vmexit.machine import X86Machine  # noqa: E402
@@ -354,12 +360,14 @@ def main() -> int:
     if p:
         rows.append(p)
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine()}
+               "processor": platform.processor() or platform.machine(),
+               "counting": "blocks (compiled helper)" if blockcount.enabled() else "count mode"}
     summary = {k: v for row in rows for k, v in row.items() if k.endswith(("_ratio", "_per_s", "_per_exit"))}
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows, **summary}, indent=2))
         return 0
-    print(f"vmexit bench on {machine['processor']}, {machine['cpus']} CPUs, Python {machine['python']}")
+    print(f"vmexit bench on {machine['processor']}, {machine['cpus']} CPUs, Python {machine['python']}, "
+          f"counting: {machine['counting']}")
     for row in rows:
         print(f"{row['case']:14s} {', '.join(_field(k, v) for k, v in row.items() if k != 'case')}")
     return 0

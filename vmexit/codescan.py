@@ -10,8 +10,10 @@ wants it now (an interrupt window only while an interrupt waits with IF=0; the o
 vCPU then handles the instruction between slices. A popf, which ends its block and falls through
 (QEMU ends a translation block after popf, which may change IF or TF; the window tests at popf check
 it), is looked at afterwards instead: a callback at the start of the block after it sees whether it set IF,
-so the many popf that restore IF=0 in nested critical sections cost no stop. Every other block runs
-with no callback at all.
+so the many popf that restore IF=0 in nested critical sections cost no stop; the engine calls it only
+while an interrupt waits and IF is set (Trap.after_only_if: a flag and EFLAGS bits the engine checks,
+without a call into Python where its compiled helper is there). Every other block runs with no
+callback at all.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ class Trap:
     #: instead of stopping before the instruction, call after(address) at the start of the block that
     #: follows it (an instruction that ends its block and falls through: popf); it decides itself
     after: Callable[[int], None] | None = None
+    #: call `after` only while this engine flag is set and EFLAGS has all of `after_eflags` (checked
+    #: by the engine: where it can, without a call into Python)
+    after_only_if: object | None = None
+    after_eflags: int = 0
 
 
 class CodeScanner:
@@ -78,7 +84,7 @@ class CodeScanner:
         known = self._followers.get(successor)
         self._followers[successor] = (address, trap)
         if known is None:
-            self._engine.trap_block(successor, self._on_follower)
+            self._engine.trap_block(successor, self._on_follower, trap.after_only_if, trap.after_eflags)
             self._engine.forget_code(successor)
 
     def _on_follower(self, pc: int, _size: int) -> None:

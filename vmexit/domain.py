@@ -51,6 +51,7 @@ class Domain:
         self.vcpu = self._vcpu()
         self.model = self.hypervisor.build(self._model_context())
         self.machine.engine.watch_code(self.scanner)
+        self.machine.engine.read_code = lambda address, size: self.vcpu.code(address, size)
 
     def _attach_optimizations(self) -> dict:
         """The optimization at each hook point the model offers (others report themselves no-ops)."""

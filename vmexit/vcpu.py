@@ -111,16 +111,27 @@ class VCPU:
         self._exhausted = False
         self.paging = False   # whether the guest pages (frame pointers are then virtual)
         self.halted = False
-        self._window_wanted = False   # an interrupt waits while IF=0: catch the instruction that opens the window
+        # an interrupt waits while IF=0: catch the instruction that opens the window (an engine flag,
+        # so that the look after each popf is skipped without a call into Python while it is clear)
+        self._wanted = self.engine.flag()
         self.scanner = scanner
         scanner.add(Trap("interrupt window", frozenset(IF_SETTERS), wanted=lambda: self._window_wanted))
-        scanner.add(Trap("interrupt window after popf", frozenset(POPF), after=self._after_popf))
+        scanner.add(Trap("interrupt window after popf", frozenset(POPF), after=self._after_popf,
+                         after_only_if=self._wanted, after_eflags=IF_FLAG))
         self._eflags = self.engine.register("eflags")
         scanner.add(Trap("time stamp counter", frozenset({"rdtsc", "rdtscp"}), handle=self._rdtsc))
         self.eip_ebp = self.engine.eip_ebp
         self.counter = self.engine.counter
         self._current = self.counter.current
         self._ram = machine.ram
+
+    @property
+    def _window_wanted(self) -> bool:
+        return bool(self._wanted.value)
+
+    @_window_wanted.setter
+    def _window_wanted(self, wanted: bool) -> None:
+        self._wanted.value = wanted
 
     # the one recording path ------------------------------------------------------------------------
     def now_icount(self) -> int:
@@ -400,8 +411,8 @@ class VCPU:
 
     def _after_popf(self, address: int) -> None:
         """The block after a popf starts: if an interrupt waits and that popf set IF, the window opened
-        there; the slice ends before this block's first instruction. (Called after every popf the
-        guest runs: kept to two checks when nothing waits.)"""
+        there; the slice ends before this block's first instruction. (Called only while an interrupt
+        waits and IF is set: the engine checks both first, in C where its helper is there.)"""
         if not self._window_wanted or not self._eflags() & IF_FLAG:
             return
         self._window_wanted = False

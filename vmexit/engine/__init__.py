@@ -15,10 +15,15 @@ An engine gives:
   with `counter`, the exact instruction counter inside any callback (`executed()`, `current.value`,
   `set_limit(n)` to end the slice after n instructions, `stop_after_current()`);
 - traps, each a callback with the event's own arguments: port in/out, CPUID, an invalid opcode, an
-  interrupt or exception raised by an instruction, the start of one block of code (`trap_block`), and
+  interrupt or exception raised by an instruction, the start of one block of code (`trap_block`,
+  optionally only while a `flag()` is set and EFLAGS has given bits, checked without Python), and
   `watch_code`, which shows every block of code before it first runs (and again when the guest
   rewrote it), so that traps can be set in code the guest runs without a callback per block;
 - `reset_exception_state()` after the host delivered an exception itself.
+
+The Unicorn engine counts exactly in either of two ways with the same results: a block at a time with
+a small C helper compiled on first use (blockcount.py), or Unicorn's count mode (a callback per
+instruction) when there is no compiler or VMEXIT_PURE=1.
 
 Engines are listed in ENGINES (name -> "module:Class", imported when a run builds one). The one today
 is Unicorn (unicorn.py); a second (the host's KVM) goes beside it without touching devices, recorder,

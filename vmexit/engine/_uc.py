@@ -261,11 +261,13 @@ class CpuState:
     with a second set of values. `locate` returns None where that fails; callers then use
     RegisterReader, which gives the same numbers."""
 
-    __slots__ = ("_eip", "_ebp")
+    __slots__ = ("_eip", "_ebp", "eflags_address")
 
-    def __init__(self, eip_address: int, ebp_address: int):
+    def __init__(self, eip_address: int, ebp_address: int, eflags_address: int | None = None):
         self._eip = ctypes.c_uint32.from_address(eip_address)
         self._ebp = ctypes.c_uint32.from_address(ebp_address)
+        #: where EFLAGS is kept (its IF bit is exact at any time), if found and checked
+        self.eflags_address = eflags_address
 
     def __call__(self) -> tuple[int, int]:
         return self._eip.value, self._ebp.value
@@ -299,7 +301,7 @@ class CpuState:
                 env = cls._scan(uc, base, offs, regs)
             if env is None:
                 return None
-            return cls(env + offs["eip"], env + offs["ebp"])
+            return cls(env + offs["eip"], env + offs["ebp"], _eflags_at(uc, env, ctx))
         finally:
             for k, r in regs.items():
                 uc.reg_write(r, saved[k])
@@ -342,6 +344,27 @@ class CpuState:
                     uc.reg_write(r, _PATTERNS[k])
                 at = blob.find(marker, at + 1)
         return None
+
+
+def _eflags_at(uc: Uc, env: int, ctx: bytes) -> int | None:
+    """The address of EFLAGS in the CPU state at `env` (the address of EAX there): its offset in a
+    saved context is where two values written to EFLAGS show, checked against the live state."""
+    from unicorn.x86_const import UC_X86_REG_EFLAGS
+    saved = uc.reg_read(UC_X86_REG_EFLAGS)
+    try:
+        images = []
+        for value in (0x2, 0x3202):
+            uc.reg_write(UC_X86_REG_EFLAGS, value)
+            images.append(bytes(uc.context_save()))
+        eax = ctx.find(struct.pack("<Q", _PATTERNS["eax"]))
+        for off in range(0, min(len(images[0]), len(images[1])) - 4, 4):
+            if (struct.unpack_from("<I", images[0], off)[0], struct.unpack_from("<I", images[1], off)[0]) == (2, 0x3202):
+                address = env + off - eax
+                if ctypes.c_uint32.from_address(address).value == 0x3202:
+                    return address
+        return None
+    finally:
+        uc.reg_write(UC_X86_REG_EFLAGS, saved)
 
 
 class ExceptionStateReset:

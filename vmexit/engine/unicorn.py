@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_EDGE_GEN_CFUNC, H
                                          HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC)
 from unicorn import x86_const as X
 
-from . import Fault, SliceEnd
+from . import Fault, SliceEnd, blockcount
 from ._uc import (CpuState, ExceptionStateReset, InstructionCounter, RegisterReader, RegisterWriter,
                   ScalarRegister, add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
 
@@ -33,6 +33,9 @@ REGISTERS: dict[str, int] = {
     for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags", "cs", "ds", "es",
                  "ss", "fs", "gs", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
 }
+
+#: emu_start's end address: never reached (runs end from callbacks and counts)
+UNTIL = 0xFFFFFFFF
 
 
 class UnicornEngine:
@@ -47,15 +50,23 @@ class UnicornEngine:
         # through the binding
         self._scalars = {name: ScalarRegister(self.uc, reg) for name, reg in REGISTERS.items()
                          if name not in ("gdtr", "idtr", "tr")}
-        self.counter = InstructionCounter(self.uc)
+        # Exact counting a block at a time with the compiled helper when it is there (blockcount.py),
+        # else Unicorn's count mode: the same counts either way.
+        lib = blockcount.helper()
+        self._blocks = blockcount.BlockCounting(self.uc, lib, self._read_ram) \
+            if lib is not None and blockcount.hook_range_offset() is not None else None
+        self._installed = False
+        self.counter = self._blocks.counter if self._blocks else InstructionCounter(self.uc)
         self.reset_exception_state = ExceptionStateReset(self.uc)
         # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
         # libunicorn; both give the same numbers (tests/test_vcpu.py checks the traces).
         self.eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
         # Unicorn adds its instruction-counting hook at the first emu_start with a count, and only
         # blocks translated after that are counted: start (and at once stop) counting before any
-        # block is translated, here or by a look at the code (watch_code).
-        self.uc.emu_start(0, 0, 0, 1)
+        # block is translated, here or by a look at the code (watch_code). The helper's hooks are
+        # added at the first run instead (a bare Unicorn run of this engine's Uc gets none).
+        if self._blocks is None:
+            self.uc.emu_start(0, 0, 0, 1)
         self._keep: list = []  # callbacks libunicorn holds pointers to
         self._code_watch = None  # see watch_code
         self._stopped_at_edge = False
@@ -105,9 +116,32 @@ class UnicornEngine:
         range makes Unicorn keep EIP exact inside the callbacks, so exits get the accessing instruction."""
         read = raw_callback(self.uc, MMIO_READ_CFUNC, on_read, 2)
         write = raw_callback(self.uc, MMIO_WRITE_CFUNC, on_write, 3)
-        mmio_map_raw(self.uc, base, size, read, write)
         self._keep += [read, write]
+        if self._blocks is not None:
+            self._blocks.map_mmio(base, size, read, write)  # in front of them, the helper's
+        else:
+            mmio_map_raw(self.uc, base, size, read, write)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
+
+    def _settle(self) -> None:
+        """A trap inside a block-counted block: the count up to the trapping instruction, included."""
+        blocks = self._blocks
+        if blocks is not None and blocks.counter.state.block_n:
+            blocks.counter.settle(self.eip_ebp()[0], done=True)
+
+    def _read_ram(self, address: int, size: int) -> bytes | None:
+        """Guest code at a linear address, read as physical (read_code replaces it where the guest pages)."""
+        return bytes(self.ram[address:address + size]) if address + size <= len(self.ram) else None
+
+    @property
+    def read_code(self):
+        return self._blocks.read_code if self._blocks is not None else self._read_ram
+
+    @read_code.setter
+    def read_code(self, fn) -> None:
+        """fn(address, size) -> bytes | None: guest code at a linear address (for the helper's decoding)."""
+        if self._blocks is not None:
+            self._blocks.read_code = fn
 
     def flush_tlb(self) -> None:
         flush_tlb(self.uc)
@@ -138,7 +172,48 @@ class UnicornEngine:
     # running ---------------------------------------------------------------------------------------
     def run(self, count: int) -> SliceEnd:
         """Run at most `count` instructions from the current EIP."""
+        if self._blocks is not None:
+            return self._run_blocks(count)
         fault = None
+        eip = self._enter()
+        try:
+            self.uc.emu_start(eip, UNTIL, 0, count)
+        except UcError as e:
+            fault = _fault(e)
+        return self._end(fault)
+
+    def _run_blocks(self, count: int) -> SliceEnd:
+        """run() with the helper: Unicorn runs without a count, the helper counts (blockcount.py) and
+        may stop the run for Python to change how a block is counted; the run then goes on."""
+        blocks = self._blocks
+        if not self._installed:
+            blocks.install()
+            self._installed = True
+        blocks.counter.begin(count)
+        eip = self._enter()
+        fault = None
+        while True:
+            try:
+                self.uc.emu_start(eip, UNTIL, 0, 0)
+            except UcError as e:
+                blocks.counter.settle(self.eip_ebp()[0], done=True)
+                fault = _fault(e)
+                break
+            eip = self.eip_ebp()[0]
+            reason = blocks.stopped(eip)
+            if reason == blockcount.STOP_NONE or blocks.counter.raw() > blocks.counter.limit():
+                break
+            if reason == blockcount.STOP_MMIO:
+                blocks.take_back(eip)
+            if self._code_watch is not None:
+                self._scan_entry(eip)
+        # what the end of an emu_start does in count mode: drop the translation at its `until`
+        # address (side effects included: see BlockCounting.install)
+        self.uc.ctl_remove_cache(UNTIL, UNTIL + 1)
+        return self._end(fault)
+
+    def _enter(self) -> int:
+        """Before a slice: the EIP it starts at, shown to the code watch."""
         eip = self.reg("eip")
         if self._stopped_at_edge:
             # Stopped between two blocks, the CPU may still hold the last exception as "being
@@ -147,11 +222,9 @@ class UnicornEngine:
             self.reset_exception_state()
         if self._code_watch is not None:
             self._scan_entry(eip)
-        try:
-            self.uc.emu_start(eip, 0xFFFFFFFF, 0, count)
-        except UcError as e:
-            kind = "fetch" if e.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) else "other"
-            fault = Fault(kind, str(e))
+        return eip
+
+    def _end(self, fault: Fault | None) -> SliceEnd:
         raw = self.counter.raw()
         limit = self.counter.limit()
         return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, fault=fault)
@@ -172,6 +245,7 @@ class UnicornEngine:
     def trap_invalid(self, fn) -> None:
         """fn() -> True when it handled the invalid opcode at EIP (VMCALL lands here)."""
         def handled() -> bool:
+            self._settle()
             result = fn()
             self._entered()
             return result
@@ -180,20 +254,47 @@ class UnicornEngine:
     def trap_interrupt(self, fn) -> None:
         """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
         def handled(vector: int) -> None:
+            self._settle()
             fn(vector)
             self._entered()
         self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, handled, 1)
 
-    def trap_block(self, address: int, fn) -> None:
+    def flag(self) -> ctypes.c_int32:
+        """A flag for trap_block's `only_if` (set through `.value`)."""
+        return ctypes.c_int32(0)
+
+    def trap_block(self, address: int, fn, only_if: ctypes.c_int32 | None = None, eflags: int = 0) -> None:
         """fn(address, size) at the start of the block of code that starts at `address`, each time it
         runs (a block hook bounded to that one address costs nothing in any other block, where a code
-        hook would slow every instruction in count mode: libunicorn walks all code hooks for each)."""
-        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
+        hook would slow every instruction in count mode: libunicorn walks all code hooks for each).
+        That block stays counted one instruction at a time (the callback may end the slice inside it).
+        With `only_if` (a flag()), fn is called only while the flag is set and EFLAGS has all the
+        `eflags` bits: decided in C where the helper is there, without a call into Python."""
+        if self._blocks is not None:
+            self._blocks.pin(address)
+        if only_if is None:
+            self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
+            return
+        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
+        if self._blocks is not None and eflags_at is not None:
+            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
+            self._keep.append(ptr)
+            self._blocks.gated_hook(address, ptr, only_if, eflags_at, eflags)
+            return
+        read = self._scalars["eflags"].read
+
+        def gated(pc: int, size: int) -> None:
+            if only_if.value and read() & eflags == eflags:
+                fn(pc, size)
+        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, gated, 2, address, address)
 
     def forget_code(self, address: int) -> None:
         """Drop the translated block at `address`, if any, so that it is translated again (with the
         callbacks set since)."""
-        self.uc.ctl_remove_cache(address, address + 1)
+        if self._blocks is not None:
+            self._blocks.forget(address)
+        else:
+            self.uc.ctl_remove_cache(address, address + 1)
 
     def watch_code(self, fn) -> None:
         """fn(address, size) for each block of guest code before it first runs, and again when it is
@@ -233,6 +334,10 @@ class UnicornEngine:
 
     def _hook(self, htype: int, cfunctype, fn, arity: int, begin: int = 1, end: int = 0, *extra: int) -> int:
         return add_raw_hook(self.uc, htype, raw_callback(self.uc, cfunctype, fn, arity), begin, end, *extra)
+
+
+def _fault(e: UcError) -> Fault:
+    return Fault("fetch" if e.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) else "other", str(e))
 
 
 def _returning(fn, value: int):

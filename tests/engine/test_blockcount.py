@@ -1,0 +1,208 @@
+"""Counting a block at a time (the compiled helper, engine/blockcount.py) gives what Unicorn's count
+mode gives: the same counts at every slice end and inside every trap, the same registers, the same
+traces. Each test runs both ways in one process (the pure way forced with VMEXIT_PURE=1); without a C
+compiler both ways are count mode and the tests still pass."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from keystone import KS_ARCH_X86, KS_MODE_32, Ks
+
+from tests import test_reference
+from vmexit.engine import blockcount, engine_class
+
+CODE = 0x1000
+MMIO = 0x10000000
+
+
+@pytest.fixture
+def pure(monkeypatch):
+    """Count mode for what is built inside the test; the helper again afterwards."""
+    monkeypatch.setenv("VMEXIT_PURE", "1")
+    blockcount.helper.cache_clear()
+    yield
+    monkeypatch.undo()
+    blockcount.helper.cache_clear()
+
+
+def _both(run, monkeypatch):
+    """run() with the helper (when it builds), then in count mode: both results."""
+    monkeypatch.delenv("VMEXIT_PURE", raising=False)
+    blockcount.helper.cache_clear()
+    with_helper = run()
+    monkeypatch.setenv("VMEXIT_PURE", "1")
+    blockcount.helper.cache_clear()
+    try:
+        return with_helper, run()
+    finally:
+        monkeypatch.undo()
+        blockcount.helper.cache_clear()
+
+
+def _engine(source: str):
+    e = engine_class("unicorn")(0x200000)
+    code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(source, CODE)
+    e.write(CODE, bytes(code))
+    e.set_reg("eip", CODE)
+    e.set_reg("esp", 0x8000)
+    return e
+
+
+def _slices(e, sizes) -> list[tuple]:
+    """Run slices of the given sizes (cycled) until the guest halts: what each ended with."""
+    out = []
+    for i in range(100_000):
+        end = e.run(sizes[i % len(sizes)])
+        out.append((end.executed, end.exhausted, e.reg("eip"), e.reg("eax"), e.reg("ecx"), e.reg("eflags")))
+        if not end.exhausted:
+            return out
+    raise AssertionError("the guest did not halt")
+
+
+LOOP = """
+    xor eax, eax
+    xor ecx, ecx
+next:
+    add eax, ecx
+    mov dword ptr [0x3000], eax
+    inc ecx
+    cmp ecx, 3000
+    jb next
+    hlt
+"""
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 13], [100, 3, 1], [1 << 40]])
+def test_slices_end_at_the_same_instruction_both_ways(sizes, monkeypatch):
+    blocks, counted = _both(lambda: _slices(_engine(LOOP), sizes), monkeypatch)
+    assert blocks == counted
+    assert sum(s[0] for s in counted) == 2 + 5 * 3000 + 1
+
+
+def test_the_helper_counts_hot_blocks_a_block_at_a_time(monkeypatch):
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler: count mode only")
+    monkeypatch.delenv("VMEXIT_PURE", raising=False)
+    blockcount.helper.cache_clear()
+    try:
+        assert blockcount.helper() is not None
+        e = _engine(LOOP)
+        _slices(e, [1 << 40])
+        assert e._blocks is not None and any(e._blocks.counter._index), "no block was block-counted"
+    finally:
+        blockcount.helper.cache_clear()
+
+
+def test_an_mmio_access_in_a_block_counted_block_is_made_once_with_its_exact_count(monkeypatch):
+    source = """
+        xor ecx, ecx
+    next:
+        mov eax, dword ptr [0x10000000]
+        add ebx, eax
+        mov dword ptr [0x3000], ebx
+        inc ecx
+        cmp ecx, 500
+        jb next
+        hlt
+    """
+
+    def run():
+        e = _engine(source)
+        seen = []
+        e.map_mmio(MMIO, 0x1000, lambda off, size: seen.append(("r", e.counter.executed(), e.reg("eip"))) or len(seen),
+                   lambda off, size, value: None)
+        return _slices(e, [37]), seen
+    blocks, counted = _both(run, monkeypatch)
+    assert blocks == counted
+    assert len(counted[1]) == 500
+
+
+def test_an_exception_inside_a_block_counted_block_counts_the_faulting_instruction(monkeypatch):
+    source = """
+        xor ecx, ecx
+    next:
+        inc ecx
+        mov dword ptr [0x3000], ecx
+        xor edx, edx
+        mov eax, ecx
+        div ebx
+        add esi, eax
+        cmp ecx, 400
+        jb next
+        hlt
+    """
+
+    def run():
+        e = _engine(source)
+        e.set_reg("ebx", 0)
+        seen = []
+
+        def on_interrupt(vector):
+            seen.append((vector, e.counter.executed(), e.reg("eip")))
+            e.set_reg("eip", e.reg("eip") + 2)  # past the div
+            e.reset_exception_state()
+        e.trap_interrupt(on_interrupt)
+        return _slices(e, [1000]), seen
+    blocks, counted = _both(run, monkeypatch)
+    assert blocks == counted
+    assert len(counted[1]) == 400 and counted[1][0][0] == 0
+
+
+def test_without_a_compiler_the_engine_counts_in_count_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    blockcount.helper.cache_clear()
+    try:
+        assert blockcount.helper() is None
+        e = _engine(LOOP)
+        assert e._blocks is None
+        assert sum(s[0] for s in _slices(e, [1000])) == 2 + 5 * 3000 + 1
+    finally:
+        blockcount.helper.cache_clear()
+
+
+def test_no_compiled_helper_is_in_the_package():
+    package = blockcount.SOURCE.parent.parent
+    assert not [p for p in package.rglob("*") if p.suffix in (".so", ".o", ".dll", ".dylib")]
+
+
+@pytest.mark.parametrize("name", sorted(test_reference.CASES))
+def test_the_reference_runs_give_the_same_records_in_count_mode(name, pure):
+    """tests/test_reference.py runs these with the helper (where it builds); here count mode."""
+    trace = test_reference._run(name)
+    with np.load(test_reference.REFERENCE / f"{name}.npz", allow_pickle=False) as ref:
+        assert trace.exits.tobytes() == ref["exits"].tobytes(), f"{name}: exit records differ"
+        assert trace.emulated.tobytes() == ref["emulated"].tobytes(), f"{name}: emulated records differ"
+        meta = json.loads(bytes(ref["meta"]).decode())
+    assert {k: trace.meta.get(k) for k in test_reference.META_KEYS} == json.loads(json.dumps(meta))
+
+
+def test_a_block_counted_block_another_block_rewrites_is_counted_exactly(monkeypatch):
+    # the store (in its own block) rewrites the immediate of the mov in the next, hot, block: QEMU
+    # drops that block's translation, which then runs counted one by one until hot again
+    source = """
+        xor ecx, ecx
+        xor ebx, ebx
+    next:
+        mov byte ptr [patch + 1], cl
+        jmp body
+    body:
+        inc ecx
+    patch:
+        mov eax, 0x11111111
+        add ebx, eax
+        mov dword ptr [0x3000], ebx
+        cmp ecx, 300
+        jb next
+        hlt
+    """
+
+    def run():
+        e = _engine(source)
+        return _slices(e, [1000, 7]), e.reg("ebx")
+    blocks, counted = _both(run, monkeypatch)
+    assert blocks == counted
+    assert sum(s[0] for s in counted[0]) == 2 + 8 * 300 + 1
