@@ -69,8 +69,13 @@ def test_same_records_as_before(name, request):
         REFERENCE.mkdir(exist_ok=True)
         _save(path, trace)
         pytest.skip("reference rewritten")
-    with np.load(path, allow_pickle=False) as ref:
-        # the recorded fields, each byte for byte (columns added since, domain and subop, are 0 here)
+    assert_same_as_reference(name, trace)
+
+
+def assert_same_as_reference(name: str, trace) -> None:
+    """The run's records and results against the reference recorded before: each recorded field byte
+    for byte (columns added since -- domain, subop -- are 0 here, subop a hypercall's command)."""
+    with np.load(REFERENCE / f"{name}.npz", allow_pickle=False) as ref:
         recorded = ref["exits"].dtype.names
         assert set(recorded) <= set(trace.exits.dtype.names)
         for field in recorded:

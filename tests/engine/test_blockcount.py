@@ -4,10 +4,8 @@ traces. Each test runs both ways in one process (the pure way forced with VMEXIT
 compiler both ways are count mode and the tests still pass."""
 from __future__ import annotations
 
-import json
 import shutil
 
-import numpy as np
 import pytest
 from keystone import KS_ARCH_X86, KS_MODE_32, Ks
 
@@ -172,12 +170,7 @@ def test_no_compiled_helper_is_in_the_package():
 @pytest.mark.parametrize("name", sorted(test_reference.CASES))
 def test_the_reference_runs_give_the_same_records_in_count_mode(name, pure):
     """tests/test_reference.py runs these with the helper (where it builds); here count mode."""
-    trace = test_reference._run(name)
-    with np.load(test_reference.REFERENCE / f"{name}.npz", allow_pickle=False) as ref:
-        assert trace.exits.tobytes() == ref["exits"].tobytes(), f"{name}: exit records differ"
-        assert trace.emulated.tobytes() == ref["emulated"].tobytes(), f"{name}: emulated records differ"
-        meta = json.loads(bytes(ref["meta"]).decode())
-    assert {k: trace.meta.get(k) for k in test_reference.META_KEYS} == json.loads(json.dumps(meta))
+    test_reference.assert_same_as_reference(name, test_reference._run(name))
 
 
 def test_a_block_counted_block_another_block_rewrites_is_counted_exactly(monkeypatch):
