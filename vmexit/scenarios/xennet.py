@@ -29,6 +29,7 @@ from ..guests import build_source, guests_dir, read_source
 from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
+from . import dbnet
 from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
                    start_info)
 
@@ -67,6 +68,9 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     receive = _constant(front, "RECEIVE", 1)
     sockbuf = _constant(front, "SOCKBUF", 8192)
     xen = XenHost()
+    with_dbnet = bool(_constant(front, "DBNET", 0))    # seed 002 (scenarios/dbnet.py)
+    if with_dbnet:
+        xen.dbnet = dbnet.make(profile)
     # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
     # would be lost for good and shrink the window for the whole run
     dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
@@ -75,6 +79,8 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     domu_options = replace(options, hypervisor="xen-pv", nic=False)
     dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
     domu = Domain(images[1], profile, domu_options, domid=1, xen_host=xen)
+    if with_dbnet:
+        dbnet.wire(xen.dbnet, xen.events, dom0, domu)
     port = xen.events.alloc_unbound(None, 1, 0)   # the toolstack's channel for the vif
     bufs = _constant(front, "SHARED_BUF_PAGES", RX_RING_SLOTS // BUFS_PER_PAGE) \
         if _constant(front, "SHARED_BUFFERS", 0) else 0
@@ -82,6 +88,8 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
     run = run_domains([dom0, domu], profile, options, progress, workload=domu)
     run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
+    if with_dbnet:
+        run.host["dbnet"] = xen.dbnet.facts()
     return run
 
 
