@@ -11,7 +11,7 @@ from typing import Callable
 
 from ..costs import Profile
 from ..loader import LoadError
-from . import xennet
+from . import dbnet, xennet
 from .base import (BUFS_REF, DOMU_MAC, NET_WIRING, RX_RING_REF, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO,
                    TX_RING_REF, Scenario, ScenarioRun, route_constants, run_domains, start_info)
 from .xennet import run_xennet, xennet_sources
@@ -23,6 +23,7 @@ __all__ = ["SCENARIOS", "Scenario", "ScenarioRun", "run_scenario", "run_domains"
 #: Every bundled scenario, explicitly: name -> entry with its own wiring.
 SCENARIOS: dict[str, Scenario] = {
     "xennet": xennet.ENTRY,
+    "dbnet": dbnet.ENTRY,
 }
 
 
