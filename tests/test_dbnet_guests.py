@@ -88,3 +88,26 @@ def test_a_rerun_is_byte_identical():
 def test_dbnet_beats_the_split_path_on_the_same_run():
     split, db = run(4, 0, dbnet=0), run(4, 0, dbnet=1)
     assert db.host["throughput_mbit_s"] > split.host["throughput_mbit_s"]
+
+
+def test_the_dbnet_entry_runs_dbnet_and_its_paper_keeps_the_thesis_orderings():
+    from vmexit import scenarios, session
+    from vmexit.costs import load_profile
+    from vmexit.trace import merge_domains
+    profile, options = load_profile("xen-pv-q9550"), session.RunOptions(max_seconds=1.0)
+    entry = scenarios.SCENARIOS["dbnet"]
+    assert entry.defaults["DBNET"] == 0 and entry.paper is not None
+    plain = scenarios.run_scenario("dbnet", {"MESSAGES": 2}, profile, options)
+    assert plain.host["dbnet"]["xmits"] > 0                 # `vmexit run dbnet` is DBNet
+
+    def run(constants):
+        r = scenarios.run_scenario("dbnet", constants, profile, options)
+        return merge_domains(r.traces, {"name": "dbnet", **r.host})
+    report = entry.paper({"MESSAGES": 64}, run)   # fewer: boot weighs on transmit (README)
+    rows = {(r["direction"], r["system"]): r for r in report.rows}
+    assert {d for d, _ in rows} == {"transmit", "receive"}
+    for direction in ("transmit", "receive"):
+        assert rows[direction, "DBNet"]["holds"] == "yes"
+        assert rows[direction, "DBNet"]["over_split"] > 1
+    with pytest.raises(ValueError):
+        entry.paper({"RECEIVE": 2}, run)

@@ -55,17 +55,22 @@ def measure(trace) -> dict:
             "exits": len(trace.exits) * per, "frames": frames}
 
 
+def native_net(receive: int, sockbuf: int = 8192) -> dict:
+    """The peer of the Linux baseline, as RunOptions fields: xennet's (1 Gb/s, the socket buffer's
+    window), streaming from the start when the guest receives (netperf.S sends nothing first)."""
+    from .xennet import LINK_RATE_BPS, MSS
+    return {"nic": True, "net_peer_sends": bool(receive), "net_peer_waits": not receive,
+            "net_rate_bps": LINK_RATE_BPS, "net_window": max(1, sockbuf // MSS)}
+
+
 def native_run(receive: int, constants: dict, profile):
     """The Linux baseline: the netperf guest driving the same NIC itself, no hypervisor, the same peer
     (1 Gb/s, the socket buffer's window; streaming from the start when the guest receives: netperf.S
     sends nothing before the first frame)."""
     from .. import guests, session
-    from .xennet import LINK_RATE_BPS, MSS
-    sockbuf = constants.get("SOCKBUF", 8192)
     keep = {k: v for k, v in constants.items() if k in ("MESSAGES", "MSG_SIZE")}
     image = guests.resolve("netperf", {"MESSAGES": 256, "MSG_SIZE": 4096, **keep, "RECEIVE": receive})
-    options = session.RunOptions(hypervisor="native", nic=True, net_peer_sends=bool(receive),
-                                 net_peer_waits=not receive, net_rate_bps=LINK_RATE_BPS, net_window=max(1, sockbuf // MSS))
+    options = session.RunOptions(hypervisor="native", **native_net(receive, constants.get("SOCKBUF", 8192)))
     return session.run(image, profile, options)
 
 
