@@ -73,11 +73,11 @@ def attach(ops, dom0):
     assert call(ops, dom0, 0, DBNETOP_SET_MAC, 1, GUEST_MAC, fmt="<H6s") == 0
 
 
-def connect(ops, domu, buffers: int = 8) -> int:
+def connect(ops, domu, buffers: int = 8, domid: int = 1) -> int:
     for i in range(buffers):     # rx requests {id, pad, buffer address}
         domu.write_physical(RING + 64 + 8 * i, struct.pack("<HxxI", i, BUFS + 2048 * i))
     domu.write_physical(RING, struct.pack("<4I", buffers, 1, 0, 1))   # req_prod, req_event, rsp_prod, rsp_event
-    assert call(ops, domu, 1, DBNETOP_CONNECT, RING, 0) == 0
+    assert call(ops, domu, domid, DBNETOP_CONNECT, RING, 0) == 0
     return struct.unpack("<I", domu.read_physical(ARG + 4, 4))[0]
 
 
@@ -166,3 +166,26 @@ def test_the_guests_port_refuses_a_send(host):
     attach(ops, dom0)
     port = connect(ops, domu)
     assert events.send(1, port) == -EINVAL
+
+
+def test_the_bridge_dispatches_by_mac_between_guests_and_to_the_wire(host):
+    """Two guests connected: a frame from one to the other's MAC is copied across in the hypervisor (no
+    wire, no NIC register), one to an unknown MAC goes to the wire; each received frame reaches only the
+    guest whose MAC it names."""
+    db, ops, dom0, domu, nic, sent, events = host
+    second, second_mac = RAM(), bytes.fromhex("00163e000002")
+    events.attach(2, second, lambda _p: None)
+    ops[2] = db.handler(2, second, Clock(), privileged=False)
+    attach(ops, dom0)
+    assert call(ops, dom0, 0, DBNETOP_SET_MAC, 2, second_mac, fmt="<H6s") == 0
+    connect(ops, domu)
+    port2 = connect(ops, second, domid=2)
+    domu.write_physical(FRAME, frame_to(second_mac, 60))
+    regs = db.counts.register_accesses
+    assert call(ops, domu, 1, DBNETOP_XMIT, FRAME, 60) == 0
+    assert sent == [] and db.counts.tx_local == 1 and db.counts.register_accesses == regs
+    assert second.read_physical(BUFS, 60) == frame_to(second_mac, 60) and events.is_pending(2, port2)
+    assert nic.receive(frame_to(second_mac)) and nic.receive(frame_to(GUEST_MAC))
+    assert db.domain_stats(1)["dbnet_rx_frames"] == 1 and db.domain_stats(2)["dbnet_rx_frames"] == 2
+    domu.write_physical(FRAME, frame_to(OTHER_MAC, 60))
+    assert call(ops, domu, 1, DBNETOP_XMIT, FRAME, 60) == 0 and len(sent) == 1

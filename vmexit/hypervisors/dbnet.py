@@ -10,8 +10,9 @@ One DBNet per host (XenHost.dbnet). What runs where:
   (a transmit hypercall, a NIC interrupt) pays one privilege switch (the profile's host cost
   `dbnet_privilege_switch`, a round trip through a gate and back). Its work is the same register
   sequence dom0's 8139too-style driver issues for the same job (`dbnet_register_access` each), the
-  bridge's MAC lookup (`dbnet_bridge_lookup`), each descriptor's bookkeeping (`dbnet_descriptor`) and the copies (`dbnet_copy_byte` per byte). These are
-  charged to the CPU time of the domain on whose time they run (clock.extra), and counted.
+  bridge's MAC lookup (`dbnet_bridge_lookup`), each descriptor's bookkeeping (`dbnet_descriptor`) and
+  the copies (`dbnet_copy_byte` per byte). These are charged to the CPU time of the domain on whose time
+  they run (clock.extra; its Xen stats' `dbnet_cycles`), and counted.
 - A guest's front end: `DBNETOP_connect {rx ring page, OUT port}` registers a receive ring (io/ring.h
   layout, netif rx slots: request {u16 id, pad, u32 guest-physical buffer address}, response
   {u16 id, u16 offset, u16 flags, i16 status = length}) and binds an event port Xen notifies on;

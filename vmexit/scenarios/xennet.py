@@ -106,6 +106,9 @@ def beside_paper(constants: dict, run: Callable[[dict], Trace]):
     SHARED_BUFFERS mode) at the run's MSG_SIZE (-D, else the guests' default)."""
     from .. import papers   # the table is analysis, above the run: imported only when asked for
     paper = papers.xen_net_paper()
+    if constants.get("DBNET"):
+        raise ValueError("seed 000's figure compares the split path's modes; DBNet's comparison (split path, "
+                         "DBNet, native Linux) is `vmexit run dbnet --paper`")
     size = constants.get(paper["constant"], ENTRY.defaults.get(paper["constant"], 4096))
     if size not in paper["message_sizes"]:
         raise ValueError(f"the paper measured {paper['constant']} "
