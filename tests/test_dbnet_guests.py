@@ -111,3 +111,36 @@ def test_the_dbnet_entry_runs_dbnet_and_its_paper_keeps_the_thesis_orderings():
         assert rows[direction, "DBNet"]["over_split"] > 1
     with pytest.raises(ValueError):
         entry.paper({"RECEIVE": 2}, run)
+
+
+@pytest.mark.parametrize("receive", [0, 1])
+def test_several_guests_share_the_nic_each_by_its_own_mac(receive):
+    """GUESTS=2: dom0 fills the bridge's table once per guest and sleeps; each guest's frames are its
+    own hypercalls and its own stream's; the run ends when both have ended; still nothing of dom0's
+    per packet."""
+    from vmexit import scenarios, session
+    from vmexit.costs import load_profile
+    r = scenarios.run_scenario("xennet", {"MESSAGES": 4, "RECEIVE": receive, "DBNET": 1, "GUESTS": 2},
+                               load_profile("xen-pv-q9550"), session.RunOptions(max_seconds=1.0))
+    dom0, *guests = r.traces
+    assert len(guests) == 2 and all(g.meta["status"] == "exited" for g in guests)
+    assert calls(dom0, DBNET_OP, SET_MAC) == 2 and calls(dom0, DBNET_OP, ATTACH) == 1
+    assert dom0.meta["xen"]["events_received"] == 0 and calls(dom0, EVTCHN_OP, 4) == 0
+    d = r.host["dbnet"]
+    for g in guests:
+        mine = d["per_domain"][str(g.meta["domid"])]
+        assert calls(g, DBNET_OP, XMIT) == mine["xmits"] > 0
+        assert g.meta["xen"]["events_received"] == mine["events"] > 0
+        assert r.host["guests"][str(g.meta["domid"])]["net_bytes"] >= 4 * 4096
+    assert d["rx_dropped"] == 0 and d["xmits"] == dom0.meta["nic"]["tx_frames"]
+
+
+def test_guests_beyond_one_need_dbnet():
+    from vmexit import scenarios, session
+    from vmexit.costs import load_profile
+    from vmexit.loader import LoadError
+    with pytest.raises(LoadError, match="DBNET=1"):
+        scenarios.run_scenario("xennet", {"GUESTS": 2}, load_profile("xen-pv-q9550"), session.RunOptions())
+    with pytest.raises(LoadError, match="1 to 4"):
+        scenarios.run_scenario("xennet", {"GUESTS": 5, "DBNET": 1}, load_profile("xen-pv-q9550"),
+                               session.RunOptions())

@@ -6,6 +6,9 @@
 #   DBNETOP_connect (domU)  {u32 rx ring page, u32 port OUT}: netif rx ring, buffers by address
 #   DBNETOP_xmit    (domU)  {u32 frame address, u32 length}
 # Results: 0, or -errno (EPERM, EFAULT, EINVAL, EAGAIN, ENODEV, ENOTCONN, ...).
+.ifndef GUESTS
+.set GUESTS, 1                          # guests sharing the NIC (domids 1..GUESTS; DBNET=1 only)
+.endif
 .set __HYPERVISOR_dbnet_op, 49
 .set HYPERCALL_dbnet_op, hypercall_page + __HYPERVISOR_dbnet_op * 32
 .set DBNETOP_attach, 0

@@ -672,18 +672,23 @@ dbnet_control:
     push eax
     call HYPERVISOR_dbnet_op
     add esp, 8
-    mov eax, [NET_PEER_DOMID]
-    mov word ptr [dbnet_ctl_arg], ax
-    mov eax, [NET_MAC]
-    mov dword ptr [dbnet_ctl_arg + 2], eax
-    mov ax, word ptr [NET_MAC + 4]
-    mov word ptr [dbnet_ctl_arg + 6], ax
+    push ebx
+    mov ebx, 1                          # each guest's MAC: 00:16:3e:00:00:<domid> (the toolstack's)
+.Ldbnet_control_mac:
+    mov word ptr [dbnet_ctl_arg], bx
+    mov dword ptr [dbnet_ctl_arg + 2], 0x003e1600
+    mov byte ptr [dbnet_ctl_arg + 6], 0
+    mov byte ptr [dbnet_ctl_arg + 7], bl
     mov eax, dbnet_ctl_arg
     push eax
     mov eax, DBNETOP_set_mac
     push eax
     call HYPERVISOR_dbnet_op
     add esp, 8
+    inc ebx
+    cmp ebx, GUESTS
+    jbe .Ldbnet_control_mac
+    pop ebx
 .Ldbnet_control_idle:
     call xen_block
     jmp .Ldbnet_control_idle

@@ -67,10 +67,11 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     front = images[1]
     receive = _constant(front, "RECEIVE", 1)
     sockbuf = _constant(front, "SOCKBUF", 8192)
+    if _constant(front, "DBNET", 0):                   # seed 002: a host of its own (scenarios/dbnet.py)
+        return dbnet.run_host(images, profile, options, progress)
+    if _constant(front, "GUESTS", 1) != 1:
+        raise LoadError("GUESTS > 1 needs DBNET=1: netback serves one frontend")
     xen = XenHost()
-    with_dbnet = bool(_constant(front, "DBNET", 0))    # seed 002 (scenarios/dbnet.py)
-    if with_dbnet:
-        xen.dbnet = dbnet.make(profile)
     # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
     # would be lost for good and shrink the window for the whole run
     dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
@@ -79,8 +80,6 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     domu_options = replace(options, hypervisor="xen-pv", nic=False)
     dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
     domu = Domain(images[1], profile, domu_options, domid=1, xen_host=xen)
-    if with_dbnet:
-        dbnet.wire(xen.dbnet, xen.events, dom0, domu)
     port = xen.events.alloc_unbound(None, 1, 0)   # the toolstack's channel for the vif
     bufs = _constant(front, "SHARED_BUF_PAGES", RX_RING_SLOTS // BUFS_PER_PAGE) \
         if _constant(front, "SHARED_BUFFERS", 0) else 0
@@ -88,8 +87,6 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
     run = run_domains([dom0, domu], profile, options, progress, workload=domu)
     run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
-    if with_dbnet:
-        run.host["dbnet"] = xen.dbnet.facts()
     return run
 
 
