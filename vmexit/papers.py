@@ -67,7 +67,7 @@ PAPERS: dict[str, Paper] = {
     "twindrivers": Paper(
         "Menon et al., ASPLOS 2009 (TwinDrivers)", "Aravind Menon, Simon Schubert, Willy Zwaenepoel",
         '"TwinDrivers: Semi-Automatic Derivation of Fast and Safe Hypervisor Network Drivers from Guest OS '
-        'Drivers"', "ASPLOS", "2009", "as /work/shared/XEN-IO.md cites it"),
+        'Drivers"', "ASPLOS", "2009"),
 }
 
 KVM_PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
@@ -333,5 +333,5 @@ def beside_dbnet_paper(paper: dict, ours: dict[str, dict[str, dict]]) -> Report:
     note = (f"The thesis: {said}. Source: {paper['source']}. Magnitudes: {twin['source']}. CPU per packet: the "
             "host's busy time (every domain's instructions, exits, upcalls, DBNet's driver work, domain "
             "switches) over the NIC frames, both ways.")
-    return Report(by="paper", title=f"DBNet (seed 002) beside the split-driver path and native Linux: "
+    return Report(by="paper", title=f"DBNet (Tai, NCTU 2006) beside the split-driver path and native Linux: "
                                     f"{paper['benchmark']}", columns=columns, rows=rows, totals={"summary": note})

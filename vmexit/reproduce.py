@@ -409,7 +409,7 @@ def fig_dbnet(traces: dict[str, Trace]) -> "Figure":
         round(scenarios.dbnet.several(traces[f"dbnet-{d}-dbnet{n}"], n, {"mbit_s": 0.0})["mbit_s"], 1)
         for d in directions]
     series[f"split path / {n} (estimate)"] = [round(v / n, 1) for v in mbit["Xen split path"]]
-    return Figure(f"DBNet (seed 002): TCP stream throughput per guest, 1 and {n} guests, 1 Gb/s link", "direction",
+    return Figure(f"DBNet: TCP stream throughput per guest, 1 and {n} guests, 1 Gb/s link", "direction",
                   "Mbit/s", directions, series)
 
 

@@ -1,5 +1,6 @@
 """Bundled scenarios: several domains on one host, each entry wired explicitly (SCENARIOS), one module
-per scenario (xennet.py: Xen split-driver networking), what they share in base.py.
+per scenario (xennet.py: Xen split-driver networking; dbnet.py: seed 002's DBNet on that host, and the
+`dbnet` entry with its paper), what they share in base.py.
 
 run_scenario(name, constants, profile, options) runs one and returns ScenarioRun(traces, host): one
 Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts(),

@@ -15,7 +15,8 @@ window SOCKBUF (in full-sized segments of MSS bytes). With options.wake_preempts
 blocked domain ends the sender's slice (Xen's credit scheduler boosts a waking vCPU past the running
 one); off by default: a domain runs until it blocks, yields or its 30 ms slice ends. domU is the
 workload: its end stops dom0. The host facts carry the stream on dom0's wire: net_bytes,
-throughput_mbit_s over the host's virtual time.
+throughput_mbit_s over the host's virtual time. `-D DBNET=1` (seed 002) runs the host of
+scenarios/dbnet.py instead: the NIC driver's fast path in the hypervisor, with GUESTS (1-4) domUs.
 """
 from __future__ import annotations
 
