@@ -26,7 +26,8 @@ def test_constants_reach_every_source_that_defines_them():
 
 
 def test_registry_names_its_entries():
-    assert {"xennet", "xenidc"} <= set(SCENARIOS) and SCENARIOS["xennet"].profile == "xen-pv-q9550"
+    assert {"xennet", "xenidc", "dbnet"} <= set(SCENARIOS) and SCENARIOS["xennet"].profile == "xen-pv-q9550"
+    assert SCENARIOS["dbnet"].hypervisor == "xen-pv" and SCENARIOS["dbnet"].paper is not None
     assert SCENARIOS["xennet"].hypervisor == "xen-pv" and isinstance(SCENARIOS["xennet"].defaults, dict)
     with pytest.raises(LoadError, match="unknown scenario"):
         run_scenario("nope", {}, load_profile(None), session.RunOptions())

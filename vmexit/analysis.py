@@ -121,10 +121,11 @@ class Pricing:
 
 def _host_cycles(meta: dict) -> int:
     """The recorded time of a run of several domains that is neither instructions, exits nor idle:
-    the host's domain switches and the upcalls Xen entered (0 for a run of one guest)."""
+    the host's domain switches, the upcalls Xen entered and DBNet's driver work (0 for a run of one guest)."""
     if "domains" not in meta:
         return 0
-    upcalls = sum(int((d.get("xen") or {}).get("upcall_cycles", 0)) for d in meta["domains"])
+    upcalls = sum(int((d.get("xen") or {}).get(k, 0)) for d in meta["domains"]
+                  for k in ("upcall_cycles", "dbnet_cycles"))
     return int((meta.get("host") or {}).get("switch_total_cycles", 0)) + upcalls
 
 

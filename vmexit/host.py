@@ -15,6 +15,11 @@ each domain blocked in its hypervisor ends `halted` saying so (a domain halted i
 alone). A budget ends them all by budget, their traces kept. With a workload domain (the one a scenario
 measures), its end stops the others (`stopped`): they serve it and have no end of their own.
 
+Devices the hypervisor owns rather than one domain (`roaming`, e.g. the NIC's peer under DBNet, whose
+interrupt Xen takes on whatever CPU context is current) follow the CPU: before a domain runs they are
+handed to its vCPU (`on_hold(domain)` is told), and when the one holding them has ended they go to a
+live domain, the workloads first. With a list of workload domains, the run ends when all of them have.
+
 The default time slice is the Xen credit scheduler's, 30 ms (xen/common/sched/credit.c,
 CSCHED_DEFAULT_TSLICE_MS). The switch cost is the caller's (0 unless a profile or model gives one: the
 xennet scenario takes the profile's host cost `domain_switch`).
@@ -30,13 +35,19 @@ DEFAULT_SLICE_S = 0.030
 
 class Host:
     def __init__(self, domains: list, switch_cycles: int = 0, slice_cycles: int | None = None,
-                 workload=None):
-        """workload: the domain whose end ends the run (the others serve it: a driver domain has no end
-        of its own), or None to run every domain to its end."""
+                 workload=None, roaming: list | None = None, on_hold: Callable | None = None):
+        """workload: the domain (or list of domains) whose end ends the run (the others serve it: a
+        driver domain has no end of its own), or None to run every domain to its end. roaming: timed
+        device entries (vcpu.TimedDevice) that follow the CPU (module docstring)."""
         if not domains:
             raise ValueError("a host needs at least one domain")
         self.domains = list(domains)
         self.workload = workload
+        self._workloads = [] if workload is None else list(workload) if isinstance(workload, (list, tuple)) \
+            else [workload]
+        self.roaming = list(roaming or [])
+        self.on_hold = on_hold
+        self._holder = None
         self.switch_cycles = switch_cycles
         self.slice_cycles = slice_cycles or int(DEFAULT_SLICE_S * self.domains[0].clock.freq_hz)
         self.now = 0          # virtual time on the host's CPU, in cycles
@@ -67,6 +78,8 @@ class Host:
             live = [d for d in self.domains if d.ending.end is None]
             if not live:
                 return
+            if self.roaming and (self._holder is None or self._holder.ending.end is not None):
+                self._hand([d for d in live if d in self._workloads] or live)
             ready = [d for d in live if not d.vcpu.halted or self._wakes(d)]
             if not ready:
                 ready = self._idle(live, max_cycles)
@@ -77,23 +90,41 @@ class Host:
                 self.now += self.switch_cycles
                 self.switches += 1
             d.clock.catch_up(self.now)
+            if self.roaming:
+                self._hand([d])
             d.vcpu.resume()
             self._running = d
             d.run(max_instructions, max_cycles, progress, until=self.now + self.slice_cycles)
             self._running = None
             self.now = max(self.now, d.clock.now())
             current = d
-            if self.workload is not None and self.workload.ending.end is not None:
+            if self._workloads and all(w.ending.end is not None for w in self._workloads):
                 self._stop_others()
 
     def _stop_others(self) -> None:
         """The workload domain ended: the domains serving it stop with it, at the host's time (on a
         real host dom0 lives on and the toolstack tears the guest down)."""
-        w = self.workload
+        ws = self._workloads
+        why = (f"the workload domain {ws[0].domid} ended ({ws[0].ending.end.status})" if len(ws) == 1 else
+               f"the workload domains {', '.join(str(w.domid) for w in ws)} ended")
         for d in self.domains:
             if d.ending.end is None:
                 d.clock.catch_up(self.now)
-                d.ending.finish(RunEnd("stopped", f"the workload domain {w.domid} ended ({w.ending.end.status})"))
+                d.ending.finish(RunEnd("stopped", why))
+
+    def _hand(self, candidates: list) -> None:
+        """The roaming devices to the first candidate's vCPU (the domain about to run, or a live one)."""
+        d = candidates[0]
+        if d is self._holder:
+            return
+        for t in self.roaming:
+            if self._holder is not None and t in self._holder.vcpu.timed:
+                self._holder.vcpu.timed.remove(t)
+            if t not in d.vcpu.timed:
+                d.vcpu.timed.append(t)
+        self._holder = d
+        if self.on_hold is not None:
+            self.on_hold(d)
 
     def preempt(self, _woken_domid: int | None = None) -> None:
         """A domain woke (an event): the running one's slice ends after its current instruction, so

@@ -67,12 +67,23 @@ PAPERS: dict[str, Paper] = {
         '"Research on Xen Inter Domain Communication Based on Shared Memory"',
         "Computer Technology and Development (计算机技术与发展), 2011 no. 7, article 1673-629X(2011)07-0005-04", "2011",
         "Northwestern Polytechnical University; HP DL140 G3 (Xeon 5130), CentOS 5.2 guests"),
+    # seed 002: 藉由繞過驅動程式域改善Xen虛擬機器之網路吞吐量
+    "dbnet": Paper(
+        "Tai, NCTU thesis 2006 (DBNet)", "Tai Han-Yu (戴函昱), advisor Chang Ruei-Chuan (張瑞川)",
+        '"Improving Xen Network Throughput by Bypassing Driver Domain"', "master's thesis, Institute of "
+        "Computer Science and Engineering, National Chiao Tung University, Taiwan", "2006",
+        "our copy is the abstract; it states orderings, no numbers"),
+    "twindrivers": Paper(
+        "Menon et al., ASPLOS 2009 (TwinDrivers)", "Aravind Menon, Simon Schubert, Willy Zwaenepoel",
+        '"TwinDrivers: Semi-Automatic Derivation of Fast and Safe Hypervisor Network Drivers from Guest OS '
+        'Drivers"', "ASPLOS", "2009"),
 }
 
 KVM_PAPER_DATA = Path(__file__).resolve().parent / "data" / "kvm_paper.json"
 XEN_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_paper.json"
 XEN_NET_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_net_paper.json"
 XEN_IDC_PAPER_DATA = Path(__file__).resolve().parent / "data" / "xen_idc_paper.json"
+DBNET_PAPER_DATA = Path(__file__).resolve().parent / "data" / "dbnet_paper.json"
 
 
 def _load(path: Path) -> dict:
@@ -332,3 +343,71 @@ def beside_xen_idc_paper(paper: dict, traces: dict[tuple[int, str], Trace]) -> R
             "one (Xen's credit-scheduler boost). Compare the shapes (/ 16K).")
     return Report(by="paper", title=paper["title"] + ", beside the xenidc scenario", columns=columns, rows=rows,
                   totals={"summary": note})
+# seed 002, DBNet: orderings beside ours ----------------------------------------------------------------
+def dbnet_paper() -> dict:
+    """DBNet's statements and TwinDrivers' magnitudes (dbnet_paper.json), with their full sources."""
+    doc = _load(DBNET_PAPER_DATA)
+    twin = dict(doc["twindrivers"], source=PAPERS["twindrivers"].cite(doc["twindrivers"]["where"]))
+    return dict(doc, source=source(doc, doc["where"]), twindrivers=twin)
+
+
+def dbnet_holds(direction: str, ours: dict[str, dict]) -> bool:
+    """Whether our runs keep the thesis' ordering in one direction. ours: system -> {mbit_s, cpu_us}
+    (CPU per packet). Transmit: DBNet above the split path and within 20 % of native ("nearly the
+    same"); receive: DBNet above the split path at less CPU per packet; with several guests (a system
+    with a `bound`: the split path's estimated share per guest), the slowest guest above that share."""
+    split, db, native = (ours[s] for s in ("Xen split path", "DBNet", "native Linux"))
+    several = [m for m in ours.values() if "bound" in m]
+    if any(m["mbit_s"] <= m["bound"] for m in several):
+        return False
+    if direction == "transmit":
+        return db["mbit_s"] > split["mbit_s"] and db["mbit_s"] >= 0.8 * native["mbit_s"]
+    return db["mbit_s"] > split["mbit_s"] and db["cpu_us"] < split["cpu_us"]
+
+
+def _several_row(direction: str, system: str, m: dict, paper: dict) -> dict:
+    """Several guests: the slowest guest's throughput, its ratio to the split path's per-guest share."""
+    return {"direction": direction, "system": system, "mbit_s": round(m["mbit_s"], 1),
+            "cpu_us": round(m["cpu_us"], 2), "exits": round(m.get("exits", 0.0), 2),
+            "over_split": round(m["mbit_s"] / m["bound"], 2) if m["bound"] else None, "twin_over_split": None,
+            "of_native": None, "twin_of_native": None, "thesis": paper["statements"]["guests"],
+            "holds": "yes" if m["mbit_s"] > m["bound"] else "no"}
+
+
+def beside_dbnet_paper(paper: dict, ours: dict[str, dict[str, dict]]) -> Report:
+    """One row per direction and system: our throughput and CPU per packet, the ratio to the split path
+    and to native beside TwinDrivers' (DBNet's row), and the thesis' statement with whether ours keeps
+    it. ours: direction ("transmit"/"receive") -> system -> {mbit_s, cpu_us, exits, hypercalls}."""
+    twin = paper["twindrivers"]
+    rows = []
+    for direction, systems in ours.items():
+        split, native = systems["Xen split path"]["mbit_s"], systems["native Linux"]["mbit_s"]
+        holds = dbnet_holds(direction, systems)
+        for system, m in systems.items():
+            db = system == "DBNet"
+            if "bound" in m:
+                rows.append(_several_row(direction, system, m, paper))
+                continue
+            rows.append({"direction": direction, "system": system, "mbit_s": round(m["mbit_s"], 1),
+                         "cpu_us": round(m["cpu_us"], 2), "exits": round(m.get("exits", 0.0), 2),
+                         "over_split": round(m["mbit_s"] / split, 2) if split else None,
+                         "twin_over_split": twin["over_split"][direction] if db else None,
+                         "of_native": round(m["mbit_s"] / native, 2) if native else None,
+                         "twin_of_native": twin["of_native"][direction] if db else None,
+                         "thesis": paper["statements"][direction] if db else "",
+                         "holds": ("yes" if holds else "no") if db else ""})
+    columns = [Column("direction", "direction", "str"), Column("system", "system", "str"),
+               Column("mbit_s", "our Mbit/s", "ratio"), Column("cpu_us", "CPU us/packet", "ratio"),
+               Column("exits", "exits/packet", "ratio"), Column("over_split", "ours / split", "ratio"),
+               Column("twin_over_split", "TwinDrivers / split", "ratio"), Column("of_native", "ours / native", "ratio"),
+               Column("twin_of_native", "TwinDrivers / native", "ratio"), Column("holds", "thesis kept", "str")]
+    said = "; ".join(f"{d}: {paper['statements'][d]}" for d in ours)
+    if any("bound" in m for systems in ours.values() for m in systems.values()):
+        said += (f"; guests: {paper['statements']['guests']} (ours / split for several guests: the slowest "
+                 "guest over the split path's one-guest throughput / n, an estimate: netback serves one "
+                 "frontend)")
+    note = (f"The thesis: {said}. Source: {paper['source']}. Magnitudes: {twin['source']}. CPU per packet: the "
+            "host's busy time (every domain's instructions, exits, upcalls, DBNet's driver work, domain "
+            "switches) over the NIC frames, both ways.")
+    return Report(by="paper", title=f"DBNet (Tai, NCTU 2006) beside the split-driver path and native Linux: "
+                                    f"{paper['benchmark']}", columns=columns, rows=rows, totals={"summary": note})

@@ -42,6 +42,7 @@ class RunSpec:
     max_seconds: float | None = None
     hypervisor: str = "kvm"
     host_timer_hz: int = 0
+    net: dict = field(default_factory=dict)   # RunOptions' peer settings (net_*), when not the defaults
 
 
 #: Every run of the matrix, by name.
@@ -105,6 +106,23 @@ def _xen_idc_traces(traces: dict[str, Trace]) -> dict:
             for size in XEN_IDC["buffer_sizes"] for mode, boost in papers.XEN_IDC_MODES.items()}
 
 
+# Seed 002's DBNet beside the split path and native Linux (scenarios/dbnet.py), each direction: the
+# xennet host with DBNET=0 and 1, and the netperf guest driving the NIC itself under `native`
+DBNET = papers.dbnet_paper()
+DBNET_SYSTEMS = {"Xen split path": "split", "DBNet": "dbnet", "native Linux": "native"}
+DBNET_GUESTS = 4          # the several-guests run: the most the scenario runs
+for _direction, _receive in scenarios.dbnet.DIRECTIONS.items():
+    for _system, _mode in (("split", 0), ("dbnet", 1)):
+        RUNS[f"dbnet-{_direction}-{_system}"] = RunSpec("xennet", {"RECEIVE": _receive, "DBNET": _mode},
+                                                        hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
+    RUNS[f"dbnet-{_direction}-dbnet{DBNET_GUESTS}"] = RunSpec(
+        "xennet", {"RECEIVE": _receive, "DBNET": 1, "GUESTS": DBNET_GUESTS},
+        hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
+    RUNS[f"dbnet-{_direction}-native"] = RunSpec(
+        "netperf", {"MESSAGES": 256, "MSG_SIZE": 4096, "RECEIVE": _receive}, hypervisor="native",
+        net=scenarios.dbnet.native_net(_receive))
+
+
 TICK_RUNS = ("timer-hz1000", "timer-tick-hz250", "timer-tick-hz100", "timer-guest-hz100")
 
 
@@ -121,7 +139,7 @@ def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None =
         if progress is not None:
             progress(name, i, len(RUNS))
         options = session.RunOptions(max_seconds=spec.max_seconds, optimizations=dict(spec.opts),
-                                     hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz)
+                                     hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz, **spec.net)
         if spec.guest in scenarios.SCENARIOS:
             run = scenarios.run_scenario(spec.guest, dict(spec.constants), profile_for(spec.hypervisor, profile),
                                          options)
@@ -295,6 +313,19 @@ def xen_net(traces: dict[str, Trace]) -> Report:
     return rep
 
 
+def dbnet(traces: dict[str, Trace]) -> Report:
+    """Seed 002: the split path, DBNet and native Linux per direction, beside the thesis' orderings and
+    TwinDrivers' magnitudes."""
+    ours = {d: {system: scenarios.dbnet.measure(traces[f"dbnet-{d}-{run}"]) for system, run in DBNET_SYSTEMS.items()}
+            for d in scenarios.dbnet.DIRECTIONS}
+    for d, systems in ours.items():
+        systems[f"DBNet, {DBNET_GUESTS} guests: the slowest"] = scenarios.dbnet.several(
+            traces[f"dbnet-{d}-dbnet{DBNET_GUESTS}"], DBNET_GUESTS, systems["Xen split path"])
+    rep = papers.beside_dbnet_paper(DBNET, ours)
+    rep.by = "dbnet"
+    return rep
+
+
 #: Every experiment, in the order of the output.
 EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
     "table1": _paper_table("table1", "specjbb"),
@@ -318,6 +349,7 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Trace]], Report]] = {
                                            .format(**PAPER["experiments"]["io_scheduler"]))),
     "xen_net": xen_net,
     "xen_idc": lambda traces: papers.beside_xen_idc_paper(XEN_IDC, _xen_idc_traces(traces)),
+    "dbnet": dbnet,
 }
 
 
@@ -393,9 +425,26 @@ def fig_xen_idc(traces: dict[str, Trace]) -> "Figure":
                   [str(s) for s in XEN_IDC["buffer_sizes"]], series, kind="line")
 
 
+def fig_dbnet(traces: dict[str, Trace]) -> "Figure":
+    from .render.plot import Figure
+    directions = list(scenarios.dbnet.DIRECTIONS)
+    mbit = {system: [round(scenarios.dbnet.measure(traces[f"dbnet-{d}-{run}"])["mbit_s"], 1) for d in directions]
+            for system, run in DBNET_SYSTEMS.items()}
+    series = {f"ours: {system}": values for system, values in mbit.items()}
+    series["TwinDrivers' ratio x our split path"] = [
+        round(mbit["Xen split path"][i] * DBNET["twindrivers"]["over_split"][d], 1) for i, d in enumerate(directions)]
+    n = DBNET_GUESTS
+    series[f"ours: DBNet, slowest of {n} guests"] = [
+        round(scenarios.dbnet.several(traces[f"dbnet-{d}-dbnet{n}"], n, {"mbit_s": 0.0})["mbit_s"], 1)
+        for d in directions]
+    series[f"split path / {n} (estimate)"] = [round(v / n, 1) for v in mbit["Xen split path"]]
+    return Figure(f"DBNet: TCP stream throughput per guest, 1 and {n} guests, 1 Gb/s link", "direction",
+                  "Mbit/s", directions, series)
+
+
 #: Every figure, by file name (written as .png and .svg).
 FIGURES = {"coalescing": fig_coalescing, "tickrate": fig_tickrate, "napi": fig_napi, "batching": fig_batching,
-           "xen_net": fig_xen_net, "xen_idc": fig_xen_idc}
+           "xen_net": fig_xen_net, "xen_idc": fig_xen_idc, "dbnet": fig_dbnet}
 
 
 def reports(traces: dict[str, Trace]) -> dict[str, Report]:

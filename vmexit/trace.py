@@ -204,11 +204,13 @@ def merge_domains(traces: list[Trace], host: dict) -> Trace:
 def cpu_cycles(meta: dict, exit_cycles: int) -> int:
     """A domain's virtual CPU time in cycles: meta["cpu_cycles"] when the run recorded it, else its
     instructions at its CPI, plus its exits' cost and the upcalls Xen entered (xen stats
-    `upcall_cycles`, 0 when not recorded)."""
+    `upcall_cycles`, 0 when not recorded) and the work Xen's DBNet driver did on its time (xen stats
+    `dbnet_cycles`)."""
     if "cpu_cycles" in meta:
         return int(meta["cpu_cycles"])
     num, den = meta.get("cpi", (1, 1))
-    upcalls = int((meta.get("xen") or {}).get("upcall_cycles", 0))
+    xen = meta.get("xen") or {}
+    upcalls = int(xen.get("upcall_cycles", 0)) + int(xen.get("dbnet_cycles", 0))
     return int(meta.get("instructions", 0)) * num // den + int(exit_cycles) + upcalls
 
 

@@ -31,6 +31,9 @@
 .ifndef SHARED_BUFFERS
 .set SHARED_BUFFERS, 0
 .endif
+.ifndef DBNET
+.set DBNET, 0                           # 1: seed 002: the NIC's data path is the hypervisor's (dbnet.S)
+.endif
 
 # guest-physical layout (no paging; the image is at 1 MiB, the stack below 0x90000)
 .set SHARED_INFO, 0x10000
@@ -40,6 +43,7 @@
 .set SKB_PAGES, 0x300000                # one page per queued frame: what Native flips to domU
 
 .include "netif.S"
+.include "dbnet.S"
 
 # where granted pages appear (the grant window)
 .set GW_TX_RING, GRANT_WINDOW
@@ -113,6 +117,9 @@ start_kernel:
     test eax, eax
     jnz .Lstart_no_nic
     call rtl8139_open
+.if DBNET
+    call dbnet_control                  # hands the data path to the hypervisor; idles for good
+.endif
     call netback_init
     call netback_main                   # serves domU until the host ends the run
     xor eax, eax
@@ -644,6 +651,52 @@ rtl8139_isr_ack:
 .Lisr_ack_done:
     pop ebp
     ret
+
+.if DBNET
+# dbnet_control(): seed 002's split: dom0 keeps the control operations. The NIC is up (our driver
+# reset and configured it above); its receive ring and transmit buffers become the hypervisor
+# driver's (DBNETOP_attach), domU's MAC goes into the bridge's table (DBNETOP_set_mac); then dom0
+# has nothing to do on the data path and sleeps.
+dbnet_control:
+    push ebp
+    mov ebp, esp
+    mov dword ptr [dbnet_ctl_arg], NIC_RX_RING
+    mov dword ptr [dbnet_ctl_arg + 4], RX_BUF_LEN
+    mov dword ptr [dbnet_ctl_arg + 8], NIC_TX_BUFS
+    mov dword ptr [dbnet_ctl_arg + 12], TX_BUF_SIZE
+    mov eax, [rtl_cur_rx]
+    mov dword ptr [dbnet_ctl_arg + 16], eax
+    mov eax, dbnet_ctl_arg
+    push eax
+    mov eax, DBNETOP_attach
+    push eax
+    call HYPERVISOR_dbnet_op
+    add esp, 8
+    push ebx
+    mov ebx, 1                          # each guest's MAC: 00:16:3e:00:00:<domid> (the toolstack's)
+.Ldbnet_control_mac:
+    mov word ptr [dbnet_ctl_arg], bx
+    mov dword ptr [dbnet_ctl_arg + 2], 0x003e1600
+    mov byte ptr [dbnet_ctl_arg + 6], 0
+    mov byte ptr [dbnet_ctl_arg + 7], bl
+    mov eax, dbnet_ctl_arg
+    push eax
+    mov eax, DBNETOP_set_mac
+    push eax
+    call HYPERVISOR_dbnet_op
+    add esp, 8
+    inc ebx
+    cmp ebx, GUESTS
+    jbe .Ldbnet_control_mac
+    pop ebx
+.Ldbnet_control_idle:
+    call xen_block
+    jmp .Ldbnet_control_idle
+
+.align 4
+dbnet_ctl_arg:
+    .long 0, 0, 0, 0, 0
+.endif
 
 # ==== dom0's stack: the skb, the bridge ====
 

@@ -44,6 +44,9 @@
 .ifndef SHARED_BUFFERS
 .set SHARED_BUFFERS, 0
 .endif
+.ifndef DBNET
+.set DBNET, 0                           # 1: seed 002's DBNet -- the NIC driver in the hypervisor (dbnetfront.S)
+.endif
 .ifndef SHARED_BUF_PAGES
 .set SHARED_BUF_PAGES, 33               # seed 000's pages: 2..129: (n - 1) pages of two rx buffers + the
 .endif                                  # tx header page (the host puts the count in start_info)
@@ -58,6 +61,7 @@
 .set RX_PAGES, 0x300000                 # Native: a page per rx id; Enhanced: the MTU buffers
 
 .include "netif.S"
+.include "dbnet.S"
 
 .set TARGET_BYTES, MESSAGES * MSG_SIZE
 .set ACK_EVERY, 2                       # delayed ACKs: one per two full segments (RFC 1122)
@@ -120,6 +124,9 @@ xen_start_kernel:
 
 # netfront_probe(): the backend's id and our port from start_info, then connect.
 netfront_probe:
+.if DBNET
+    jmp dbnet_probe
+.endif
     push ebp
     mov ebp, esp
     mov eax, [NET_PEER_DOMID]
@@ -512,6 +519,9 @@ eth_type_trans:
 # xennet_start_xmit(len) -> 0, or 1 (NETDEV_TX_BUSY) when NET_TX_IDS requests are in flight: the
 # frame into its id's buffers, the request, one push, a notification if netback sleeps on the ring.
 xennet_start_xmit:
+.if DBNET
+    jmp dbnet_start_xmit
+.endif
     push ebp
     mov ebp, esp
     push ebx
@@ -734,6 +744,9 @@ xennet_tx_end_grant:
 
 # xennet_do_work(): the rx poll and tx gc the event scheduled.
 xennet_do_work:
+.if DBNET
+    jmp dbnet_do_work
+.endif
     push ebp
     mov ebp, esp
     cmp dword ptr [napi_scheduled], 0
@@ -965,6 +978,10 @@ strcpy_end:
     pop esi
     pop ebp
     ret
+
+.if DBNET
+.include "dbnetfront.S"
+.endif
 
 .if RECEIVE
 msg_payload:

@@ -41,6 +41,7 @@ UPCALL_PENDING, UPCALL_MASK, PENDING_SEL = 0, 1, 4
 EVTCHN_PENDING, EVTCHN_MASK = 0x800, 0x880
 
 FREE, RESERVED, UNBOUND, INTERDOMAIN = "free", "reserved", "unbound", "interdomain"
+XEN_BOUND = "xen"          # a port Xen itself notifies (as a VIRQ port): DBNet's (dbnet.py)
 
 
 @dataclass
@@ -177,6 +178,8 @@ class EventChannels:
             return -EINVAL
         if chn.state == UNBOUND:
             return 0  # Xen drops a notification on an unbound port silently
+        if chn.state == XEN_BOUND:
+            return -EINVAL  # Xen's evtchn_send refuses a VIRQ-like port
         d.stats["events_sent"] += 1
         remote = self.domains[chn.remote_dom]
         remote.stats["events_received"] += 1
@@ -207,6 +210,25 @@ class EventChannels:
 
     def is_pending(self, domid: int, port: int) -> bool:
         return self.domains[domid].shared.test(EVTCHN_PENDING, port)
+
+    # ports Xen notifies itself (DBNet's, like a VIRQ's: bind_virq / send_guest_global_virq) -------
+    def bind_xen(self, domid: int) -> int:
+        """A new port of `domid` that Xen notifies: the port, or -errno."""
+        d = self.domains.get(domid)
+        if d is None:
+            return -ESRCH
+        port = d.free_port()
+        if port > 0:
+            d.ports[port] = Channel(XEN_BOUND)
+        return port
+
+    def raise_xen(self, domid: int, port: int) -> None:
+        """Xen notifies a port bound with bind_xen."""
+        d = self.domains[domid]
+        chn = d.channel(port)
+        if chn is not None and chn.state == XEN_BOUND:
+            d.stats["events_received"] += 1
+            self._set_pending(d, port)
 
     # Xen's evtchn_set_pending and vcpu_mark_events_pending -------------------------------------------
     def _set_pending(self, d: DomainEvents, port: int) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 XKVM_IO_COALESCE = 0x100
 PF_OFFLOAD_REGISTER = 48
+#: seed 002's DBNet (hypervisors/dbnet.py): the front end's way into the NIC driver in the hypervisor,
+#: and dom0's control operations on it. Our number (the thesis gives no interface); EBX the command.
+DBNET_OP = 49
 
 KVM: dict[int, str] = {
     1: "KVM_HC_VAPIC_POLL_IRQ",
@@ -22,6 +25,7 @@ XEN: dict[int, str] = {
     0: "set_trap_table", 1: "mmu_update", 4: "set_callbacks", 12: "memory_op", 13: "multicall",
     14: "update_va_mapping", 17: "xen_version", 18: "console_io", 20: "grant_table_op", 26: "mmuext_op",
     29: "sched_op", 32: "event_channel_op", 33: "physdev_op", PF_OFFLOAD_REGISTER: "pf_offload_register",
+    DBNET_OP: "dbnet_op",
 }
 
 #: The sub-operations of Xen's multiplexed hypercalls (the command in EBX), by hypercall number: a trace
@@ -36,6 +40,7 @@ XEN_SUBOPS: dict[int, dict[int, str]] = {
     29: {0: "yield", 1: "block", 2: "shutdown", 3: "poll"},
     12: {7: "add_to_physmap"},
     33: {6: "set_iopl"},    # physdev.h (PHYSDEVOP_*)
+    DBNET_OP: {0: "attach", 1: "set_mac", 2: "connect", 3: "xmit"},   # ours (hypervisors/dbnet.py)
 }
 
 

@@ -25,6 +25,8 @@ that go through Xen first. Built from the same components as KVM's model (model.
   event upcall after every hypercall and when the host gives the domain the CPU. The event channels and
   grant tables are the host's (xen_host.py); their counts join the run statistics only on a host of
   several domains (a domain run alone keeps today's statistics).
+- DBNet (seed 002, dbnet.py), when the host has one: dbnet_op (49, ours), the front end's way into the
+  NIC driver the hypervisor runs, and dom0's control operations on it.
 - A multiplexed call's command is its exit's `subop`, priced by the profile's `VMCALL/<name>:<subop>`
   where it has one.
 """
@@ -71,7 +73,12 @@ def build(ctx) -> ExitModel:
               report_io=ctx.xen_host is not None)
     bus = kvm.port_bus(ctx)
     physdev = PhysDev(ctx.machine, privileged=ctx.domid == 0, go_direct=bus.direct)
-    xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, {**xen.handlers(), **physdev.handlers()}, -ENOSYS,
+    handlers = {**xen.handlers(), **physdev.handlers()}
+    dbnet = getattr(ctx.xen_host, "dbnet", None)
+    if dbnet is not None:   # seed 002: the NIC driver in the hypervisor (dbnet.py)
+        handlers[names.DBNET_OP] = dbnet.handler(ctx.domid, ctx.machine, ctx.clock, privileged=ctx.domid == 0)
+        xen.more_stats = lambda: dbnet.domain_stats(ctx.domid)
+    xen.table = HypercallTable(ctx.vcpu, ctx.machine.engine, handlers, -ENOSYS,
                                ("eax", "ebx", "ecx", "edx", "esi", "edi"), subops=frozenset(names.XEN_SUBOPS),
                                prices=subop_prices(ctx.profile))
     xen.table.after = io.deliver
@@ -108,6 +115,7 @@ class Xen:
         self.console = console
         self.offload = offload
         self.table: HypercallTable | None = None
+        self.more_stats = None    # a component's per-domain counts (DBNet's), merged into stats()
         self.shared_info: int | None = None  # guest-physical address of the shared info page
         self.traps: dict[int, tuple[int, int]] = {}   # vector -> (cs, handler address)
         self.counts = {"pt_writes_emulated": 0, "faults_bounced": 0, "faults_offloaded": 0}
@@ -116,6 +124,8 @@ class Xen:
         stats = {"pt_updates": self.tables.updates, **self.counts}
         if self.report_io:
             stats.update(self.io.stats())
+        if self.more_stats is not None:
+            stats.update(self.more_stats())
         return stats
 
     def handlers(self) -> dict:

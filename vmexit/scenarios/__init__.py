@@ -1,5 +1,6 @@
 """Bundled scenarios: several domains on one host, each entry wired explicitly (SCENARIOS), one module
-per scenario (xennet.py: Xen split-driver networking), what they share in base.py.
+per scenario (xennet.py: Xen split-driver networking; dbnet.py: seed 002's DBNet on that host, and the
+`dbnet` entry with its paper), what they share in base.py.
 
 run_scenario(name, constants, profile, options) runs one and returns ScenarioRun(traces, host): one
 Trace per domain (Domain.trace(), exits tagged with the domid) and the host's facts (host.Host.facts(),
@@ -11,7 +12,7 @@ from typing import Callable
 
 from ..costs import Profile
 from ..loader import LoadError
-from . import xennet, xenidc
+from . import dbnet, xenidc, xennet
 from .base import (BUFS_REF, DOMU_MAC, NET_WIRING, RX_RING_REF, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO,
                    TX_RING_REF, Scenario, ScenarioRun, route_constants, run_domains, start_info)
 from .xennet import run_xennet, xennet_sources
@@ -24,6 +25,7 @@ __all__ = ["SCENARIOS", "Scenario", "ScenarioRun", "run_scenario", "run_domains"
 SCENARIOS: dict[str, Scenario] = {
     "xennet": xennet.ENTRY,
     "xenidc": xenidc.ENTRY,     # seed 004: shared-memory channel between co-resident domUs
+    "dbnet": dbnet.ENTRY,
 }
 
 

@@ -68,26 +68,31 @@ def route_constants(constants: dict[str, int], texts: dict[int, str]) -> dict[in
     return {domid: {k: v for k, v in constants.items() if k in d} for domid, d in defined.items()}
 
 
-def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0) -> None:
-    """Fill the domain's start_info page (module docstring) and point ESI at it."""
+def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0,
+               mac: bytes = DOMU_MAC) -> None:
+    """Fill the domain's start_info page (module docstring) and point ESI at it; `mac` is the
+    frontend's (DBNet's several guests each have their own)."""
     page = bytearray(0x1000)
     page[0:32] = b"xen-3.0-x86_32".ljust(32, b"\0")
     struct.pack_into("<I", page, 32, domain.machine.ram_size // 0x1000)
     struct.pack_into("<I", page, 40, flags)
     struct.pack_into("<8I", page, NET_WIRING, domain.domid, peer, port, TX_RING_REF, RX_RING_REF, BUFS_REF,
                      bufs, 0)
-    page[NET_WIRING + 0x1C:NET_WIRING + 0x22] = DOMU_MAC
+    page[NET_WIRING + 0x1C:NET_WIRING + 0x22] = mac
     domain.machine.write_physical(START_INFO, bytes(page))
     domain.machine.engine.set_reg("esi", START_INFO)
 
 
-def run_domains(domains: list[Domain], profile: Profile, options, progress=None, workload=None) -> ScenarioRun:
+def run_domains(domains: list[Domain], profile: Profile, options, progress=None, workload=None,
+                roaming: list | None = None, on_hold=None) -> ScenarioRun:
     """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget
-    (options.max_instructions per domain, options.max_seconds of host time); the workload domain's end,
-    if one is named, stops the others."""
+    (options.max_instructions per domain, options.max_seconds of host time); the workload domain's end
+    (all of them, for a list), if named, stops the others; `roaming` timed devices follow the CPU
+    (host.py)."""
     freq = profile.freq_hz
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * freq)
-    host = Host(domains, switch_cycles=profile.host_cost("domain_switch"), workload=workload)
+    host = Host(domains, switch_cycles=profile.host_cost("domain_switch"), workload=workload, roaming=roaming,
+                on_hold=on_hold)
     if options.wake_preempts:
         for xen in {id(d.xen_host): d.xen_host for d in domains if d.xen_host is not None}.values():
             xen.on_wake = host.preempt

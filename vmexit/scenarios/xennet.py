@@ -15,7 +15,8 @@ window SOCKBUF (in full-sized segments of MSS bytes). With options.wake_preempts
 blocked domain ends the sender's slice (Xen's credit scheduler boosts a waking vCPU past the running
 one); off by default: a domain runs until it blocks, yields or its 30 ms slice ends. domU is the
 workload: its end stops dom0. The host facts carry the stream on dom0's wire: net_bytes,
-throughput_mbit_s over the host's virtual time.
+throughput_mbit_s over the host's virtual time. `-D DBNET=1` (seed 002) runs the host of
+scenarios/dbnet.py instead: the NIC driver's fast path in the hypervisor, with GUESTS (1-4) domUs.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..guests import build_source, guests_dir, read_source
 from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
+from . import dbnet
 from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
                    start_info)
 
@@ -66,6 +68,10 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     front = images[1]
     receive = _constant(front, "RECEIVE", 1)
     sockbuf = _constant(front, "SOCKBUF", 8192)
+    if _constant(front, "DBNET", 0):                   # seed 002: a host of its own (scenarios/dbnet.py)
+        return dbnet.run_host(images, profile, options, progress)
+    if _constant(front, "GUESTS", 1) != 1:
+        raise LoadError("GUESTS > 1 needs DBNET=1: netback serves one frontend")
     xen = XenHost()
     # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
     # would be lost for good and shrink the window for the whole run
@@ -98,6 +104,9 @@ def beside_paper(constants: dict, run: Callable[[dict], Trace]):
     SHARED_BUFFERS mode) at the run's MSG_SIZE (-D, else the guests' default)."""
     from .. import papers   # the table is analysis, above the run: imported only when asked for
     paper = papers.xen_net_paper()
+    if constants.get("DBNET"):
+        raise ValueError("seed 000's figure compares the split path's modes; DBNet's comparison (split path, "
+                         "DBNet, native Linux) is `vmexit run dbnet --paper`")
     size = constants.get(paper["constant"], ENTRY.defaults.get(paper["constant"], 4096))
     if size not in paper["message_sizes"]:
         raise ValueError(f"the paper measured {paper['constant']} "
