@@ -70,13 +70,13 @@ def test_same_records_as_before(name, request):
         _save(path, trace)
         pytest.skip("reference rewritten")
     with np.load(path, allow_pickle=False) as ref:
-        # the recorded fields, each byte for byte (columns added since, domain and subop, are 0 here)
+        # the recorded fields, each byte for byte (columns added since: domain 0 here; subop, stack new)
         recorded = ref["exits"].dtype.names
         assert set(recorded) <= set(trace.exits.dtype.names)
         for field in recorded:
             assert trace.exits[field].tobytes() == ref["exits"][field].tobytes(), f"{name}: exit {field} differs"
         for field in set(trace.exits.dtype.names) - set(recorded):
-            assert field == "subop" or not trace.exits[field].any(), f"{name}: {field} is not 0"
+            assert field in ("subop", "stack") or not trace.exits[field].any(), f"{name}: {field} is not 0"
         assert trace.emulated.tobytes() == ref["emulated"].tobytes(), f"{name}: emulated records differ"
         meta = json.loads(bytes(ref["meta"]).decode())
     assert {k: trace.meta.get(k) for k in META_KEYS} == json.loads(json.dumps(meta))

@@ -114,7 +114,8 @@ class Domain:
         meta["optimizations"] = {name: OPTIMIZATIONS[name].outcome(self.hooks.get(OPTIMIZATIONS[name].hook),
                                                                    value, facts)
                                  for name, value in sorted(options.optimizations.items())}
-        return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated)
+        return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated,
+                     stacks=self.recorder.stacks.table())
 
 
 def _vector(vector, device, irqs):

@@ -1,0 +1,170 @@
+"""Exit stacks: the guest's frame-pointer chain at every exit, interned into a table of unique stacks.
+
+At an exit the chain is followed from EBP: [EBP] is the caller's EBP and [EBP+4] the return address
+into the caller (cdecl with frame pointers: `push ebp; mov ebp, esp`). It ends, without an error, at
+DEPTH return addresses, or at a frame that is zero, outside RAM (or unmapped under guest paging),
+misaligned, repeats an earlier frame (a loop), or holds a zero return address. The exit's own EBP is
+read as the one-deep caller always was (the exit record's `caller` is the chain's first address).
+
+A stack is the tuple of return addresses, innermost first (the exit's own address is in the record).
+Stacks are interned (StackTable: a dict from tuple to id), so memory grows with the distinct stacks,
+never with the exits; id 0 is the empty stack. A trace stores the table as `Stacks`: every stack's
+frames in one flat array and where each starts.
+
+Speed (the exit path): while the guest does not page, a walk reads RAM straight from the mmap and is
+remembered per EBP with a copy of the bytes it read; the next exit with that EBP reuses the stack when
+those bytes are unchanged (one slice and compare), which is exact, since the walk reads nothing else.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+DEPTH = 32            # return addresses kept per stack
+CACHE_ENTRIES = 4096  # remembered walks (by EBP) before the cache starts afresh
+CACHE_SPAN = 4096     # a walk whose frames span more bytes than this is not remembered
+
+_PAIR = struct.Struct("<II").unpack_from
+
+
+class StackTable:
+    """Unique stacks (tuples of return addresses) and their ids, in first-seen order; 0 is ()."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple, int] = {(): 0}
+        self._stacks: list[tuple] = [()]
+
+    def __len__(self) -> int:
+        return len(self._stacks)
+
+    def intern(self, frames: tuple) -> int:
+        sid = self._ids.get(frames)
+        if sid is None:
+            sid = self._ids[frames] = len(self._stacks)
+            self._stacks.append(frames)
+        return sid
+
+    def table(self) -> "Stacks":
+        return Stacks.of(self._stacks)
+
+
+@dataclass(frozen=True)
+class Stacks:
+    """A trace's stack table: stack i is frames[starts[i]:starts[i + 1]] (return addresses, innermost
+    first)."""
+    frames: np.ndarray   # uint32
+    starts: np.ndarray   # uint64, one more than the stacks
+
+    @classmethod
+    def of(cls, stacks: list[tuple]) -> "Stacks":
+        lengths = np.array([len(s) for s in stacks], dtype=np.uint64)
+        starts = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(lengths, dtype=np.uint64)])
+        frames = np.fromiter((a for s in stacks for a in s), dtype=np.uint32, count=int(starts[-1]))
+        return cls(frames, starts)
+
+    @classmethod
+    def empty(cls) -> "Stacks":
+        return cls.of([()])
+
+    def __len__(self) -> int:
+        return max(len(self.starts) - 1, 0)
+
+    def get(self, i: int) -> tuple[int, ...]:
+        return tuple(int(a) for a in self.frames[int(self.starts[i]):int(self.starts[i + 1])])
+
+    def depths(self) -> np.ndarray:
+        return np.diff(self.starts.astype(np.int64))
+
+    @staticmethod
+    def concat(tables: list["Stacks"]) -> tuple["Stacks", list[int]]:
+        """One table of several (each with its own empty stack 0): the merged table, whose 0 is the
+        empty stack, and per table the offset to add to its ids above 0."""
+        stacks, offsets = [()], []
+        for t in tables:
+            offsets.append(len(stacks) - 1)
+            stacks += [t.get(i) for i in range(1, len(t))]
+        return Stacks.of(stacks), offsets
+
+
+class FrameWalker:
+    """Walks the chain at an exit and interns it: `walk(ebp)` -> (caller, stack id) from RAM (no
+    paging), `walk_virtual(ebp)` through the guest's page tables (translate: linear -> physical or
+    None). See the module docstring for where a chain ends."""
+
+    def __init__(self, ram, table: StackTable, translate: Callable[[int], int | None], depth: int = DEPTH):
+        self._ram = ram
+        self._size = len(ram)
+        self.table = table
+        self._translate = translate
+        self.depth = depth
+        self._cache: dict[int, tuple] = {}
+
+    def walk(self, ebp: int) -> tuple[int, int]:
+        hit = self._cache.get(ebp)
+        if hit is not None and self._ram[ebp:hit[0]] == hit[1]:
+            return hit[2]
+        if ebp + 8 > self._size:
+            return 0, 0
+        frames, end, monotonic = self._chain(ebp)
+        result = (frames[0] if frames else 0, self.table.intern(tuple(frames)))
+        if monotonic and end - ebp <= CACHE_SPAN:
+            cache = self._cache
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[ebp] = (end, self._ram[ebp:end], result)
+        return result
+
+    def _chain(self, ebp: int) -> tuple[list[int], int, bool]:
+        """(return addresses, the end of the bytes read, whether they all lie above ebp)."""
+        ram, size, depth = self._ram, self._size, self.depth
+        frames: list[int] = []
+        seen = [ebp]
+        monotonic, end = True, ebp + 8
+        while True:
+            nxt, ret = _PAIR(ram, ebp)
+            end = max(end, ebp + 8)
+            if not ret:
+                break
+            frames.append(ret)
+            if not nxt or nxt & 3 or nxt + 8 > size or len(frames) >= depth:
+                break
+            if nxt <= ebp:
+                monotonic = False
+            if not monotonic and nxt in seen:  # while the frames climb, none can repeat
+                break
+            seen.append(nxt)
+            ebp = nxt
+        return frames, end, monotonic
+
+    def walk_virtual(self, ebp: int) -> tuple[int, int]:
+        """The chain under guest paging: each frame read through the page tables (a translation per
+        distinct page of the walk)."""
+        pages: dict[int, int | None] = {}
+        frames: list[int] = []
+        seen = set()
+        while len(frames) < self.depth and ebp not in seen:
+            seen.add(ebp)
+            pair = self._read_pair(ebp, pages)
+            if pair is None or not pair[1]:
+                break
+            nxt, ret = pair
+            frames.append(ret)
+            if not nxt or nxt & 3:
+                break
+            ebp = nxt
+        return (frames[0] if frames else 0), self.table.intern(tuple(frames))
+
+    def _read_pair(self, vaddr: int, pages: dict) -> tuple[int, int] | None:
+        raw = b""
+        for part in (vaddr, vaddr + 4):
+            page = part & 0xFFFFF000
+            if page not in pages:
+                pages[page] = self._translate(page)
+            base = pages[page]
+            if base is None or base + (part & 0xFFF) + 4 > self._size:
+                return None
+            raw += self._ram[base + (part & 0xFFF):base + (part & 0xFFF) + 4]
+        return struct.unpack("<II", raw)
