@@ -92,13 +92,17 @@ class Stacks:
 class FrameWalker:
     """Walks the chain at an exit and interns it: `walk(ebp)` -> (caller, stack id) from RAM (no
     paging), `walk_virtual(ebp)` through the guest's page tables (translate: linear -> physical or
-    None). See the module docstring for where a chain ends."""
+    None). See the module docstring for where a chain ends. `paging()`, when given, says whether the
+    guest pages now: a walk that is not remembered asks it, since a guest may turn paging on in the
+    middle of a slice, before its vCPU knows."""
 
-    def __init__(self, ram, table: StackTable, translate: Callable[[int], int | None], depth: int = DEPTH):
+    def __init__(self, ram, table: StackTable, translate: Callable[[int], int | None], depth: int = DEPTH,
+                 paging: Callable[[], bool] | None = None):
         self._ram = ram
         self._size = len(ram)
         self.table = table
         self._translate = translate
+        self._paging = paging
         self.depth = depth
         self._cache: dict[int, tuple] = {}
 
@@ -106,6 +110,9 @@ class FrameWalker:
         hit = self._cache.get(ebp)
         if hit is not None and self._ram[ebp:hit[0]] == hit[1]:
             return hit[2]
+        if self._paging is not None and self._paging():
+            self._cache.clear()
+            return self.walk_virtual(ebp)
         if ebp + 8 > self._size:
             return 0, 0
         frames, end, monotonic = self._chain(ebp)
