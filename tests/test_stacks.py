@@ -192,6 +192,7 @@ PAGING = """
     mov eax, cr0
     or eax, 0x80000000
     mov cr0, eax
+    rdtsc                               # ends the slice: the vCPU reads CR0 at the next one
 """
 
 

@@ -11,9 +11,14 @@ Stacks are interned (StackTable: a dict from tuple to id), so memory grows with 
 never with the exits; id 0 is the empty stack. A trace stores the table as `Stacks`: every stack's
 frames in one flat array and where each starts.
 
-Speed (the exit path): while the guest does not page, a walk reads RAM straight from the mmap and is
-remembered per EBP with a copy of the bytes it read; the next exit with that EBP reuses the stack when
-those bytes are unchanged (one slice and compare), which is exact, since the walk reads nothing else.
+Under paging (the vCPU's flag, read from CR0 at every slice start) each frame is read through the
+guest's page tables.
+
+Speed (the exit path): while the guest does not page, a walk reads RAM straight from the mmap, and is
+remembered per EBP as a struct layout that unpacks exactly the frames (EBP, return address pairs) it
+read, with their values. The next exit with that EBP unpacks them in one call and reuses the stack when
+they are unchanged: exact, since the walk depends on nothing else, and locals between the frames may
+change freely. A few walks are kept per EBP (one EBP is reached through several call paths).
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ from typing import Callable
 import numpy as np
 
 DEPTH = 32            # return addresses kept per stack
-CACHE_ENTRIES = 4096  # remembered walks (by EBP) before the cache starts afresh
-CACHE_SPAN = 4096     # a walk whose frames span more bytes than this is not remembered
+CACHE_ENTRIES = 4096  # EBPs with remembered walks before the cache starts afresh
+CACHE_WAYS = 4        # remembered walks per EBP
+CACHE_SPAN = 1 << 16  # a walk whose frames span more bytes than this is not remembered
 
 _PAIR = struct.Struct("<II").unpack_from
 
@@ -92,9 +98,9 @@ class Stacks:
 class FrameWalker:
     """Walks the chain at an exit and interns it: `walk(ebp)` -> (caller, stack id) from RAM (no
     paging), `walk_virtual(ebp)` through the guest's page tables (translate: linear -> physical or
-    None). See the module docstring for where a chain ends. `paging()`, when given, says whether the
-    guest pages now: a walk that is not remembered asks it, since a guest may turn paging on in the
-    middle of a slice, before its vCPU knows."""
+    None). See the module docstring for where a chain ends. The vCPU picks the walk by its paging
+    flag, taken at every slice start as for the one-deep caller before; `paging()`, when given, is
+    asked on every walk that is not remembered (a register read: the vCPU does not give it, for speed)."""
 
     def __init__(self, ram, table: StackTable, translate: Callable[[int], int | None], depth: int = DEPTH,
                  paging: Callable[[], bool] | None = None):
@@ -104,47 +110,86 @@ class FrameWalker:
         self._translate = translate
         self._paging = paging
         self.depth = depth
-        self._cache: dict[int, tuple] = {}
+        self._cache: dict[int, list[tuple]] = {}
+        self._layouts: dict[str, Callable] = {}
 
     def walk(self, ebp: int) -> tuple[int, int]:
-        hit = self._cache.get(ebp)
-        if hit is not None and self._ram[ebp:hit[0]] == hit[1]:
-            return hit[2]
+        entries = self._cache.get(ebp)
+        if entries is not None:
+            ram = self._ram
+            for unpack, values, result in entries:
+                if unpack(ram, ebp) == values:
+                    return result
         if self._paging is not None and self._paging():
-            self._cache.clear()
+            self._cache.clear()  # remembered walks read physical memory
             return self.walk_virtual(ebp)
         if ebp + 8 > self._size:
             return 0, 0
-        frames, end, monotonic = self._chain(ebp)
+        frames, read = self._chain(ebp)
         result = (frames[0] if frames else 0, self.table.intern(tuple(frames)))
-        if monotonic and end - ebp <= CACHE_SPAN:
-            cache = self._cache
-            if len(cache) >= CACHE_ENTRIES:
-                cache.clear()
-            cache[ebp] = (end, self._ram[ebp:end], result)
+        if read and read[-1] + 8 - ebp <= CACHE_SPAN:
+            self._remember(ebp, read, result)
         return result
 
-    def _chain(self, ebp: int) -> tuple[list[int], int, bool]:
-        """(return addresses, the end of the bytes read, whether they all lie above ebp)."""
+    def _remember(self, ebp: int, read: list[int], result: tuple[int, int]) -> None:
+        """Keep a walk as a struct layout that unpacks exactly the frames it read (and skips what lies
+        between them: locals may change without changing the chain), their values, and its result; a
+        few per EBP, the latest first (one EBP is reached from several call paths)."""
+        layout, at = ["<"], ebp
+        for frame in read:
+            if frame > at:
+                layout.append(f"{frame - at}x")
+            layout.append("II")
+            at = frame + 8
+        key = "".join(layout)
+        unpack = self._layouts.get(key)
+        if unpack is None:
+            if len(self._layouts) >= CACHE_ENTRIES:
+                self._layouts.clear()
+            unpack = self._layouts[key] = struct.Struct(key).unpack_from
+        cache = self._cache
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        entries = cache.setdefault(ebp, [])
+        entries.insert(0, (unpack, unpack(self._ram, ebp), result))
+        del entries[CACHE_WAYS:]
+
+    def _chain(self, ebp: int) -> tuple[list[int], list[int]]:
+        """(return addresses, the frames read, in climbing order; empty when the chain went down
+        somewhere and was walked by _careful). The usual chain climbs the stack: its loop checks one
+        bound per frame; a frame below the last one (another stack, or a loop) goes to _careful."""
         ram, size, depth = self._ram, self._size, self.depth
         frames: list[int] = []
-        seen = [ebp]
-        monotonic, end = True, ebp + 8
+        read: list[int] = []
+        first = ebp
         while True:
+            read.append(ebp)
             nxt, ret = _PAIR(ram, ebp)
-            end = max(end, ebp + 8)
+            if not ret:
+                return frames, read
+            frames.append(ret)
+            if nxt <= ebp or nxt & 3 or nxt + 8 > size or len(frames) >= depth:
+                break
+            ebp = nxt
+        if not nxt or nxt > ebp or len(frames) >= depth:
+            return frames, read
+        return self._careful(first), []
+
+    def _careful(self, ebp: int) -> list[int]:
+        """The chain of a stack whose frames go down somewhere: every frame checked against all before."""
+        ram, size = self._ram, self._size
+        frames: list[int] = []
+        seen = {ebp}
+        while len(frames) < self.depth:
+            nxt, ret = _PAIR(ram, ebp)
             if not ret:
                 break
             frames.append(ret)
-            if not nxt or nxt & 3 or nxt + 8 > size or len(frames) >= depth:
+            if not nxt or nxt & 3 or nxt + 8 > size or nxt in seen:
                 break
-            if nxt <= ebp:
-                monotonic = False
-            if not monotonic and nxt in seen:  # while the frames climb, none can repeat
-                break
-            seen.append(nxt)
+            seen.add(nxt)
             ebp = nxt
-        return frames, end, monotonic
+        return frames
 
     def walk_virtual(self, ebp: int) -> tuple[int, int]:
         """The chain under guest paging: each frame read through the page tables (a translation per

@@ -122,9 +122,7 @@ class VCPU:
         self.counter = self.engine.counter
         self._current = self.counter.current
         self._ram = machine.ram
-        cr0 = self.engine.register("cr0")
-        self.frames = FrameWalker(machine.ram, recorder.stacks, machine.translate,  # exit stacks (stacks.py)
-                                  paging=lambda: bool(cr0() & 0x80000000))
+        self.frames = FrameWalker(machine.ram, recorder.stacks, machine.translate)  # exit stacks (stacks.py)
 
     # the one recording path ------------------------------------------------------------------------
     def now_icount(self) -> int:
