@@ -294,3 +294,28 @@ def test_stack_table_layout():
     assert len(s) == 3 and s.get(1) == (1, 2) and s.get(0) == () and list(s.depths()) == [0, 2, 1]
     merged, offsets = Stacks.concat([s, Stacks.of([(), (9,)])])
     assert offsets == [0, 2] and merged.get(3) == (9,)
+
+
+def test_cli_interval_sort_and_figures(tmp_path, capsys):
+    trace = tmp_path / "t.npz"
+    tree(n=20).save(trace)
+    assert main(["report", str(trace), "--interval", "0.000001", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "interval,start_s,key,count,time_s"
+    assert sum(int(line.split(",")[3]) for line in lines[1:]) == 61
+    assert main(["report", str(trace), "--by", "reason", "--sort", "max", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["max_us"] for r in rows] == sorted((r["max_us"] for r in rows), reverse=True) and "p5_us" in rows[0]
+    for bad in (["--interval", "0"], ["--interval", "nan"], ["--interval", "1", "--format", "collapsed"],
+                ["--plot", str(tmp_path / "x.pdf")], ["--interval", "1", "--by", "stack"]):
+        assert main(["report", str(trace), *bad]) == 2, bad
+        capsys.readouterr()
+    pytest.importorskip("matplotlib")
+    for args, name in ((["--by", "stack"], "flame.svg"), (["--interval", "0.00001"], "timeline.png")):
+        assert main(["report", str(trace), *args, "--plot", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).stat().st_size > 1000
+    first = (tmp_path / "flame.svg").read_bytes()
+    assert main(["report", str(trace), "--weight", "time", "--plot", str(tmp_path / "flame.svg")]) == 0
+    assert main(["report", str(trace), "--plot", str(tmp_path / "again.svg")]) == 0
+    assert (tmp_path / "again.svg").read_bytes() == first  # figures are deterministic
+    capsys.readouterr()
