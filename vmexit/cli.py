@@ -374,6 +374,8 @@ def cmd_run(args) -> int:
     _check_output(args)
     options = _run_options(args, profile)
     paper = None
+    if args.paper and (args.format in STACK_RENDERERS or args.interval is not None or args.plot):
+        raise UsageError("--paper prints a table beside the paper's: no stack formats, --interval or --plot")
     if args.paper:
         xen = papers.xen_paper_for(image.name)
         if xen is not None:
@@ -468,6 +470,8 @@ def _run_scenario(args, scenarios) -> int:
     _check_output(args)
     options = dataclasses.replace(_run_options(args, profile), hypervisor=hypervisor)
     if args.paper:
+        if args.format in STACK_RENDERERS or args.interval is not None or args.plot:
+            raise UsageError("--paper prints a table beside the paper's: no stack formats, --interval or --plot")
         return _xen_net_paper(args, scenarios, entry, profile, options)
     trace = _scenario_trace(scenarios, args.guest, dict(args.defines), profile, options)
     saved = ""
