@@ -319,3 +319,9 @@ def test_cli_interval_sort_and_figures(tmp_path, capsys):
     assert main(["report", str(trace), "--plot", str(tmp_path / "again.svg")]) == 0
     assert (tmp_path / "again.svg").read_bytes() == first  # figures are deterministic
     capsys.readouterr()
+
+
+def test_the_stack_table_is_bounded():
+    table = StackTable(limit=3)
+    assert [table.intern(s) for s in [(1,), (1, 2), (1, 3), (4, 5), ()]] == [1, 2, 1, 0, 0]
+    assert len(table) == 3 and table.truncated == 2

@@ -108,6 +108,8 @@ class Domain:
             "domid": self.domid,
         }
         meta.update(pc.results(self.devices, seconds, options))
+        if self.recorder.stacks.truncated:
+            meta["stacks_truncated"] = self.recorder.stacks.truncated  # exits past the stack table's limit
         if self.hypervisor.stats is not None:
             meta[self.hypervisor.stats] = self.model.stats()
         facts = RunFacts(emulated, self.devices, seconds, self.hypervisor.hook_points, self.hypervisor.name)

@@ -32,16 +32,23 @@ DEPTH = 32            # return addresses kept per stack
 CACHE_ENTRIES = 4096  # EBPs with remembered walks before the cache starts afresh
 CACHE_WAYS = 4        # remembered walks per EBP
 CACHE_SPAN = 1 << 16  # a walk whose frames span more bytes than this is not remembered
+MAX_STACKS = 1 << 20  # distinct stacks a run keeps (see StackTable)
 
 _PAIR = struct.Struct("<II").unpack_from
 
 
 class StackTable:
-    """Unique stacks (tuples of return addresses) and their ids, in first-seen order; 0 is ()."""
+    """Unique stacks (tuples of return addresses) and their ids, in first-seen order; 0 is ().
 
-    def __init__(self) -> None:
+    At most `limit` stacks are kept (a guest whose frame pointers are garbage could make every exit's
+    stack new): past it a new stack is recorded as its first frame alone if that one-frame stack is
+    known, else as the empty stack, and counted in `truncated`."""
+
+    def __init__(self, limit: int = MAX_STACKS) -> None:
         self._ids: dict[tuple, int] = {(): 0}
         self._stacks: list[tuple] = [()]
+        self.limit = limit
+        self.truncated = 0
 
     def __len__(self) -> int:
         return len(self._stacks)
@@ -49,6 +56,9 @@ class StackTable:
     def intern(self, frames: tuple) -> int:
         sid = self._ids.get(frames)
         if sid is None:
+            if len(self._stacks) >= self.limit:
+                self.truncated += 1
+                return self._ids.get(frames[:1], 0)
             sid = self._ids[frames] = len(self._stacks)
             self._stacks.append(frames)
         return sid
