@@ -24,7 +24,7 @@ def synthetic() -> Trace:
     rows = []
     for _n, rip, reason, place, direction, qual, cost, callers in spec:
         for c in callers:
-            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c, 0, 0))
+            rows.append((len(rows), len(rows) * 10, len(rows) * 100, rip, reason, place, direction, qual, 1, 0, cost, c, 0, 0, 0))
     exits = np.array(rows, dtype=EXIT_DTYPE)
     meta = {"freq_hz": 1000, "guest": "synthetic", "instructions": 120, "virtual_seconds": 10.0, "cycles": 10000,
             "idle_cycles": 0, "cpi": [1, 1], "status": "exited", "detail": "guest wrote 0 to port 0xf4",
@@ -267,7 +267,7 @@ COPY, MAP, SEND, BLOCK = 5, 0, 4, 1   # their sub-operations
 def _domain_trace(domid: int, spec, emulated_at: int, meta: dict, symbols: dict) -> Trace:
     """One domain's trace as its recorder gives it: spec rows (cycles, rip, reason, qualifier, subop,
     size, cost), seq from 0, one emulated access inside exit `emulated_at`."""
-    rows = [(i, cyc // 2, cyc, rip, reason, Place.KERNEL, Direction.NONE, qual, size, 0, cost, 0, domid, subop)
+    rows = [(i, cyc // 2, cyc, rip, reason, Place.KERNEL, Direction.NONE, qual, size, 0, cost, 0, domid, subop, 0)
             for i, (cyc, rip, reason, qual, subop, size, cost) in enumerate(spec)]
     em = np.array([(emulated_at, 0x1010, Place.USER, Direction.OUT, 1, 0xC000, 0, 7)], dtype=EMULATED_DTYPE)
     base = {"freq_hz": 1000, "cpi": [1, 1], "cycles": 10000, "hypervisor": "xen-pv", "profile": "test",

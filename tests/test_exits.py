@@ -37,7 +37,8 @@ def expected(calls: list[tuple], domain: int = 0) -> tuple[np.ndarray, np.ndarra
     rows, emulated = [], []
     for name, *args in calls:
         if name == "append":
-            rows.append([len(rows), *args[:11], domain, args[11] if len(args) > 11 else 0])
+            rows.append([len(rows), *args[:11], domain, args[11] if len(args) > 11 else 0,
+                         args[12] if len(args) > 12 else 0])
         elif name == "add_size":
             rows[-1][8] += args[0]
         else:
@@ -105,12 +106,13 @@ def test_wider_values_wrap_into_their_fields_as_astype_does():
     assert (int(row["rip"]), int(row["place"])) == (5, 1)
 
 
-def test_sixty_bytes_a_row_with_domain_and_subop_last():
-    assert EXIT_DTYPE.itemsize == 60 and EXIT_DTYPE.names[-3:] == ("caller", "domain", "subop")
+def test_sixty_four_bytes_a_row_with_domain_subop_and_stack_last():
+    assert EXIT_DTYPE.itemsize == 64
+    assert EXIT_DTYPE.names[-4:] == ("caller", "domain", "subop", "stack")
     r = ExitRecorder(domain=1)
-    r.append(1, 2, 3, 18, 0, 0, 20, 4, 0, 10, 0, subop=5)
+    r.append(1, 2, 3, 18, 0, 0, 20, 4, 0, 10, 0, subop=5, stack=7)
     r.append(1, 2, 3, 18, 0, 0, 17, 1, 0, 10, 0)
-    assert [(int(x["domain"]), int(x["subop"])) for x in r.records()] == [(1, 5), (1, 0)]
+    assert [(int(x["domain"]), int(x["subop"]), int(x["stack"])) for x in r.records()] == [(1, 5, 7), (1, 0, 0)]
 
 
 def test_empty():

@@ -37,7 +37,7 @@ def _table1_trace() -> Trace:
     """Three of Table 1's functions at known costs: exit time 1000 cycles of a 10 000-cycle run."""
     symbols = {"ack_ioapic_irq": 0x1000, "timer_interrupt": 0x1100, "smp_apic_timer_interrupt": 0x1200}
     spec = ((0x1010, 100), (0x1110, 300), (0x1210, 300), (0x1210, 300))
-    rows = [(i, i, i, rip, ExitReason.APIC_ACCESS, Place.KERNEL, 0, 0, 1, 0, cost, 0, 0, 0)
+    rows = [(i, i, i, rip, ExitReason.APIC_ACCESS, Place.KERNEL, 0, 0, 1, 0, cost, 0, 0, 0, 0)
             for i, (rip, cost) in enumerate(spec)]
     meta = {"freq_hz": 1000, "guest": "specjbb", "instructions": 9000, "virtual_seconds": 10.0,
             "status": "exited", "detail": "", "profile": "test"}
@@ -77,7 +77,7 @@ def test_the_xen_experiment_is_defined_once():
 
 
 def _xen_trace(seconds: float, exits: int, calls: int) -> Trace:
-    rows = [(i, i, i, 0x1000, ExitReason.VMCALL if i < calls else ExitReason.EXCEPTION_NMI, 0, 0, 0, 1, 0, 1, 0, 0, 0)
+    rows = [(i, i, i, 0x1000, ExitReason.VMCALL if i < calls else ExitReason.EXCEPTION_NMI, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
             for i in range(exits)]
     return Trace(np.array(rows, dtype=EXIT_DTYPE), {"freq_hz": 1000, "guest": "fork", "virtual_seconds": seconds})
 

@@ -74,14 +74,14 @@ def test_same_records_as_before(name, request):
 
 def assert_same_as_reference(name: str, trace) -> None:
     """The run's records and results against the reference recorded before: each recorded field byte
-    for byte (columns added since -- domain, subop -- are 0 here, subop a hypercall's command)."""
+    for byte (columns added since: domain is 0 here, subop a hypercall's command, stack an id)."""
     with np.load(REFERENCE / f"{name}.npz", allow_pickle=False) as ref:
         recorded = ref["exits"].dtype.names
         assert set(recorded) <= set(trace.exits.dtype.names)
         for field in recorded:
             assert trace.exits[field].tobytes() == ref["exits"][field].tobytes(), f"{name}: exit {field} differs"
         for field in set(trace.exits.dtype.names) - set(recorded):
-            assert field == "subop" or not trace.exits[field].any(), f"{name}: {field} is not 0"
+            assert field in ("subop", "stack") or not trace.exits[field].any(), f"{name}: {field} is not 0"
         assert trace.emulated.tobytes() == ref["emulated"].tobytes(), f"{name}: emulated records differ"
         meta = json.loads(bytes(ref["meta"]).decode())
     assert {k: trace.meta.get(k) for k in META_KEYS} == json.loads(json.dumps(meta))

@@ -251,7 +251,7 @@ def test_saving_holds_no_second_copy_of_the_records(tmp_path):
 def test_traces_before_the_domain_column_load_with_domain_and_subop_zero(tmp_path):
     t = sample()
     t.exits["domain"], t.exits["subop"] = 1, 7    # what the old layout cannot hold
-    old = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop")])
+    old = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop", "stack")])
     legacy = np.zeros(len(t.exits), dtype=old)
     for name in old.names:
         legacy[name] = t.exits[name]

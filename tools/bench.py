@@ -9,8 +9,9 @@ Cases (guests in guests/bench/):
                  bare Unicorn MIPS on the loop
   kernel-boot    tests/kernels/sched.c booted until its console says it is done: vmexit's wall time /
                  qemu-system-i386 TCG's to the same line; skipped without gcc and ld or QEMU
-  exit-heavy     port I/O every few instructions with frame pointers: exits/s with full attribution,
-                 and the ratio of bare Unicorn's time to vmexit's on the same image
+  exit-heavy     port I/O every few instructions with frame pointers: exits/s with full attribution
+                 (caller and the whole frame-pointer stack), and the ratio of bare Unicorn's time to
+                 vmexit's on the same image
   memset         a kernel clearing 200 MiB with one rep stosd at boot: bare Unicorn's time / vmexit's
   hypercall      vmcall loop: exits/s
   mmio           LAPIC register loop: exits/s
@@ -214,8 +215,10 @@ def exit_heavy(iterations: int) -> dict:
     assert trace.meta["status"] == "exited", trace.meta["detail"]
     n = len(trace.exits)
     attributed = int((trace.exits["caller"] != 0).sum())
+    stacked = int((trace.exits["stack"] != 0).sum())  # every exit's frame-pointer chain (issue 17)
     bare_wall = _bare(image, "_start", "machine_exit")
-    return {"case": "exit-heavy", "exits": n, "attributed": attributed, "exit_heavy_exits_per_s": n / wall,
+    return {"case": "exit-heavy", "exits": n, "attributed": attributed, "with_stack": stacked,
+            "distinct_stacks": len(trace.stacks), "exit_heavy_exits_per_s": n / wall,
             "exit_heavy_ratio": bare_wall / wall, "wall_s": wall}
 
 

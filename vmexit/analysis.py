@@ -53,6 +53,27 @@ class Report:
 
 BY_CHOICES = tuple(VIEWS)
 COMPARE_CHOICES = tuple(name for name, view in VIEWS.items() if view.comparable)
+#: --sort (perf kvm stat's --key): most exits, most exit time, highest average, highest maximum first
+SORT_CHOICES = ("count", "time", "avg", "max")
+
+
+def order(keys: np.ndarray, counts: np.ndarray, time: np.ndarray, maxes: np.ndarray | None = None,
+          sort: str | None = None) -> np.ndarray:
+    """Group indices in report order: by the --sort key, largest first (None, count: most exits), then
+    most exits, then the key ascending (rank, so that any key type sorts)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    time = np.asarray(time, dtype=np.float64)
+    if sort in (None, "count"):
+        primary = counts
+    elif sort == "time":
+        primary = time
+    elif sort == "avg":
+        primary = np.divide(time, counts, out=np.zeros_like(time), where=counts > 0)
+    elif sort == "max":
+        primary = np.asarray(maxes, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown sort {sort!r} (choose from {', '.join(SORT_CHOICES)})")
+    return np.lexsort((np.argsort(np.argsort(keys, kind="stable"), kind="stable"), -counts, -primary))
 
 
 @dataclass(frozen=True)
@@ -225,24 +246,26 @@ _SITE_COLUMNS = (Column("rank", "#", "int"), Column("address", "exit address", "
 _CALLER_COLUMNS = (Column("caller_address", "caller address", "hex"), Column("caller", "caller", "str"))
 
 
-def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pricing) -> Report:
+def hot_sites(trace: Trace, by: str, top: int | None, callers: bool, pricing: Pricing, sort: str | None = None) -> Report:
     """The paper's hot-function table, grouped by function, exit address or caller."""
-    return _sites(trace, VIEWS[by], top, callers, pricing)
+    return _sites(trace, VIEWS[by], top, callers, pricing, sort)
 
 
-def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing,
+           sort: str | None = None) -> Report:
     ctx = Context.of(trace)
     # the hottest exit address of each group: function and caller rows show where their exits come from
     pairs = {"rip": _where(ctx, "rip")}
     if callers:
         pairs["caller"] = _where(ctx, "caller")
-    groups = group_by(view, trace.exits, ctx, sums={"cost": pricing.costs_of}, pairs=pairs)
+    maxes = {"max": pricing.costs_of} if sort == "max" else None
+    groups = group_by(view, trace.exits, ctx, sums={"cost": pricing.costs_of}, pairs=pairs, maxes=maxes)
     n = len(groups.keys)
     sums = groups.sums["cost"]
     run_seconds = pricing.run_seconds or 1.0
     top_rip = groups.most_frequent("rip") if n else groups.keys
     best_callers = groups.most_frequent("caller") if callers else None
-    rank = np.lexsort((groups.keys, -groups.counts))
+    rank = order(groups.keys, groups.counts, sums, groups.sums.get("max"), sort)
     rows: list[dict] = []
     for r, g in enumerate(rank if top is None else rank[:top], 1):
         rip = int(top_rip[g])
@@ -260,8 +283,13 @@ def _sites(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pr
             known = ca & 0xFFFFFFFF
             row["caller_address"] = ctx.address(ca) if known else "-"
             row["caller"] = ctx.symbols.name(ca) if known else "-"
+        if sort in ("avg", "max"):  # the key rows are sorted by is shown
+            row[f"{sort}_us"] = float((sums[g] / groups.counts[g] if sort == "avg" else groups.sums["max"][g])
+                                      * 1e6 / pricing.freq)
         rows.append(row)
     columns = list(_SITE_COLUMNS)
+    if sort in ("avg", "max"):
+        columns.insert(5, Column(f"{sort}_us", f"{sort} time", "us"))
     if view.column not in {c.key for c in columns}:
         columns.insert(1, Column(view.column, view.header, "str"))
     elif callers:
@@ -278,12 +306,12 @@ def _where(ctx: Context, name: str):
 _STAT_COLUMNS = [Column("count", "Samples", "int"), Column("count_pct", "Samples%", "pct"),
                  Column("time_pct", "Time%", "pct"), Column("min_us", "Min Time", "us"),
                  Column("max_us", "Max Time", "us"), Column("avg_us", "Avg time", "us_pm"),
-                 Column("p50_us", "p50", "us"), Column("p95_us", "p95", "us")]
+                 Column("p5_us", "p5", "us"), Column("p50_us", "p50", "us"), Column("p95_us", "p95", "us")]
 
 
-def _stat_rows(groups: Groups, freq: int, total_us: float) -> list[tuple[int, dict]]:
-    """(group, row) of one perf-kvm-stat row per group, most samples first: counts and sums by bincount,
-    order statistics from the exact count of each distinct cost in the group (Pairs)."""
+def _stat_rows(groups: Groups, freq: int, total_us: float, sort: str | None = None) -> list[tuple[int, dict]]:
+    """(group, row) of one perf-kvm-stat row per group, most samples first (or by --sort): counts and
+    sums by bincount, order statistics from the exact count of each distinct cost in the group (Pairs)."""
     counts, sums, n = groups.counts, groups.sums["us"], len(groups.keys)
     dist = groups.pairs["cost"]
     us = dist.value * 1e6 / freq  # each distinct cost in microseconds, as each exit's would be
@@ -291,7 +319,7 @@ def _stat_rows(groups: Groups, freq: int, total_us: float) -> list[tuple[int, di
     total_us = total_us or 1.0
     stats = _distribution(dist, us, counts)
     rows = []
-    for g in np.lexsort((np.arange(n), -counts)):
+    for g in order(np.arange(n), counts, sums, stats["max"], sort):
         c = int(counts[g])
         if c == 0:
             continue
@@ -304,6 +332,7 @@ def _stat_rows(groups: Groups, freq: int, total_us: float) -> list[tuple[int, di
             "max_us": float(stats["max"][g]),
             "avg_us": mean,
             "stddev_pct": float(100.0 * stats["std"][g] / mean) if mean else 0.0,
+            "p5_us": float(stats["p5"][g]),
             "p50_us": float(stats["p50"][g]),
             "p95_us": float(stats["p95"][g]),
         }))
@@ -319,11 +348,11 @@ def _total_us(groups: Groups, freq: int) -> float:
 
 
 def _distribution(dist, us: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Per group: min, max, standard deviation, and the 50th and 95th percentiles as np.percentile
+    """Per group: min, max, standard deviation, and the 5th, 50th and 95th percentiles as np.percentile
     (linear method) gives them over the group's exits, from the count of each distinct value."""
     n_groups = len(counts)
     if n_groups == 0:
-        return {k: np.zeros(0) for k in ("min", "max", "std", "p50", "p95")}
+        return {k: np.zeros(0) for k in ("min", "max", "std", "p5", "p50", "p95")}
     starts = dist.starts(n_groups)
     ends = np.append(starts[1:], len(dist.value)) - 1
     # two passes over the distinct values, shifted by the group's minimum: a group of equal costs has a
@@ -335,7 +364,7 @@ def _distribution(dist, us: np.ndarray, counts: np.ndarray) -> dict[str, np.ndar
     # np.percentile: the sorted values at floor((n-1)q) and the next one, blended by numpy's _lerp
     below = np.cumsum(dist.count) - dist.count  # exits of the earlier rows (groups, then values)
     first = below[starts]
-    for name, q in (("p50", 0.5), ("p95", 0.95)):
+    for name, q in (("p5", 0.05), ("p50", 0.5), ("p95", 0.95)):
         virtual = (counts - 1) * np.float64(q)
         prev = np.floor(virtual)
         at_end = virtual >= counts - 1
@@ -349,7 +378,8 @@ def _distribution(dist, us: np.ndarray, counts: np.ndarray) -> dict[str, np.ndar
     return out
 
 
-def _stat(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+def _stat(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing,
+          sort: str | None = None) -> Report:
     """perf-kvm-stat rows of the exits a view selects, one per key (--callers does not apply)."""
     ctx = Context.of(trace)
 
@@ -363,7 +393,7 @@ def _stat(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pri
     groups = group_by(view, trace.exits, ctx, sums=sums, pairs={"cost": cycles})
     total_us = _total_us(groups, pricing.freq)
     rows = []
-    for g, row in _stat_rows(groups, pricing.freq, total_us):
+    for g, row in _stat_rows(groups, pricing.freq, total_us, sort):
         row.update(groups.fields(g, ctx))
         row.update({name: int(groups.sums[name][g]) for name, _, _ in view.sums})
         rows.append(row)
@@ -409,10 +439,12 @@ def _domain_sums(pricing: Pricing, xen: bool) -> dict:
     }
 
 
-def _by_domain(trace: Trace, pricing: Pricing) -> dict[int, dict]:
-    """Per domid: exits and the sums of _domain_sums, aggregated over the exits' domain column."""
+def _by_domain(trace: Trace, pricing: Pricing, maxes: bool = False) -> dict[int, dict]:
+    """Per domid: exits and the sums of _domain_sums (and with `maxes` the costliest exit's cycles,
+    "max"), aggregated over the exits' domain column."""
     groups = group_by(VIEWS["domain"], trace.exits, Context.of(trace),
-                      sums=_domain_sums(pricing, str(trace.meta.get("hypervisor")) == "xen-pv"))
+                      sums=_domain_sums(pricing, str(trace.meta.get("hypervisor")) == "xen-pv"),
+                      maxes={"max": pricing.costs_of} if maxes else None)
     out = {}
     for g, key in enumerate(groups.keys):
         out[int(key)] = {"exits": int(groups.counts[g]), **{k: v[g] for k, v in groups.sums.items()}}
@@ -457,12 +489,17 @@ _DOMAIN_COLUMNS = [Column("domain", "domain", "int"), Column("name", "name", "st
                    Column("cpu_s", "CPU s", "seconds"), Column("cpu_pct", "% of run", "pct")]
 
 
-def _domains(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing) -> Report:
+def _domains(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing,
+             sort: str | None = None) -> Report:
     """One row per domain, as xenalyze's per-domain summary: exits, hypercalls, events sent and
     received, grant operations, exit time and virtual CPU time (and its share of the run); the footer
-    has the host's domain switches. --top and --callers do not apply."""
-    tallies = _by_domain(trace, pricing)
+    has the host's domain switches. In domid order unless --sort; --top and --callers do not apply."""
+    tallies = _by_domain(trace, pricing, maxes=sort == "max")
     rows = [_domain_row(m, tallies.get(int(m["domid"]), {}), pricing) for m in domains_of(trace)]
+    if sort is not None:
+        maxes = [tallies.get(r["domain"], {}).get("max", 0.0) for r in rows]
+        rows = [rows[i] for i in order(np.array([r["domain"] for r in rows]), [r["count"] for r in rows],
+                                       [r["exit_time_s"] for r in rows], maxes, sort)]
     host = trace.meta.get("host") or {}
     switches, per = int(host.get("switches", 0)), int(host.get("switch_cycles", 0))
     footer = (f"Host: {len(rows)} domain(s), {switches:,} domain switches ({per:,} cycles each, "
@@ -486,20 +523,29 @@ def _per_packet(trace: Trace, pricing: Pricing, frames: int) -> dict:
             "cpu_us": {r["name"]: r["cpu_s"] / frames * 1e6 for r in rows}}
 
 
+def _stacks(trace: Trace, view: View, top: int | None, callers: bool, pricing: Pricing,
+            sort: str | None = None) -> Report:
+    from .stackreport import stacks_report  # the stack layout (built on this module's Report and Pricing)
+    return stacks_report(trace, view, top, pricing, sort)
+
+
 #: How each layout of views.py is laid out as a report.
-LAYOUTS = {"sites": _sites, "stat": _stat, "domains": _domains}
+LAYOUTS = {"sites": _sites, "stat": _stat, "domains": _domains, "stacks": _stacks}
 
 
 def report(trace: Trace, by: str = "function", top: int | None = 10, callers: bool = False,
-           profile=None, domain: int | None = None) -> Report:
+           profile=None, domain: int | None = None, sort: str | None = None) -> Report:
     """The report `by` for a trace, priced by its own costs or re-priced by `profile`; `domain`
-    restricts it to one domain's exits and symbols (trace.domain_view)."""
+    restricts it to one domain's exits and symbols (trace.domain_view); `sort` orders the rows
+    (SORT_CHOICES; None: each view's own order)."""
     view = VIEWS.get(by)
     if view is None:
         raise ValueError(f"unknown report {by!r} (choose from {', '.join(BY_CHOICES)})")
+    if sort is not None and sort not in SORT_CHOICES:
+        raise ValueError(f"unknown sort {sort!r} (choose from {', '.join(SORT_CHOICES)})")
     if domain is not None:
         trace = domain_view(trace, domain)
-    return LAYOUTS[view.layout](trace, view, top, callers, Pricing.of(trace, profile))
+    return LAYOUTS[view.layout](trace, view, top, callers, Pricing.of(trace, profile), sort)
 
 
 # comparisons ------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, analysis, papers
+from . import __version__, analysis, papers, timeline
 from .costs import DEFAULT_PROFILE, PROFILES, load_profile
 from .errors import VmexitError
 from .hypervisors import HYPERVISORS
 from .optimizations import OPTIMIZATIONS, parse_opts
 from .options import RunOptionError, check_top, parse_size, run_options
-from .render import RENDERERS
+from .render import RENDERERS, STACK_RENDERERS
 from .trace import domain_view, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -91,9 +91,19 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
                    help=f"group exits by {', '.join(analysis.BY_CHOICES)} (default function)")
     p.add_argument("--top", type=_top, default=10, help="rows to show (0: all; default 10)")
+    p.add_argument("--sort", choices=analysis.SORT_CHOICES,
+                   help="order rows by exits, total exit time, average or maximum exit time (default: the view's own)")
     p.add_argument("--callers", action="store_true", help="add the most frequent caller of each row")
     p.add_argument("--domain", type=int, metavar="N", help="only domain N's exits and symbols (a run of several domains)")
-    p.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    p.add_argument("--format", choices=tuple(RENDERERS) + tuple(STACK_RENDERERS), default="text",
+                   help="text, markdown, csv, json; collapsed (flamegraph.pl, inferno) and speedscope give the "
+                        "exit stacks")
+    p.add_argument("--weight", choices=("exits", "time"), default="exits",
+                   help="what stacks count in collapsed, speedscope and flame graphs (default exits)")
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="one row per interval of SECONDS of virtual time and key of --by: exits and exit time")
+    p.add_argument("--plot", metavar="FILE", help="write a flame graph of the exit stacks, or with --interval a "
+                   "timeline (.svg or .png; needs matplotlib)")
     p.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
 
 
@@ -209,9 +219,48 @@ def _emit(text: str, path: str | None) -> None:
 
 
 def _render(trace, args, profile=None) -> str:
+    """The report asked for: --interval's rows, the stacks (--by stack, or a stack format), or a view;
+    --plot writes its figure beside it."""
     top = None if args.top == 0 else args.top
-    rep = analysis.report(trace, args.by, top, args.callers, profile, args.domain)
-    return RENDERERS[args.format](rep)
+    stack_format = args.format in STACK_RENDERERS
+    if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
+        raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
+    try:
+        if args.interval is not None:
+            if stack_format:
+                raise UsageError(f"--format {args.format} gives stacks, not intervals: use text, markdown, csv or json")
+            rep = timeline.intervals(trace, args.by, args.interval, profile, args.domain)
+        elif stack_format or args.by == "stack":
+            rep = analysis.report(trace, "stack", None if stack_format else top, False, profile, args.domain, args.sort)
+            rep.meta["weight"] = args.weight
+        else:
+            rep = analysis.report(trace, args.by, top, args.callers, profile, args.domain, args.sort)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.plot:
+        _write_plot(None, args.plot, _report_figure(trace, rep, args, profile))
+    return (STACK_RENDERERS.get(args.format) or RENDERERS[args.format])(rep)
+
+
+def _report_figure(trace, rep, args, profile):
+    """--plot: the timeline of an interval report, else the flame graph of the run's stacks."""
+    from .render import plot
+    fmt = Path(args.plot).suffix[1:]
+    if args.interval is not None:
+        labels = list(dict.fromkeys(r["key"] for r in sorted(rep.rows, key=lambda r: -r["count"])))
+        shown = labels[:8]
+        slots = list(range(max((r["interval"] for r in rep.rows), default=-1) + 1))  # empty intervals too
+        index = {s: i for i, s in enumerate(slots)}
+        series = {k: [0.0] * len(slots) for k in shown + (["other"] if len(labels) > 8 else [])}
+        for r in rep.rows:
+            series[r["key"] if r["key"] in series else "other"][index[r["interval"]]] += r["count"]
+        starts = [s * args.interval for s in slots]
+        return lambda: plot.timeline(starts, series, rep.title, f"exits per {args.interval:g} s", fmt)
+    stacks = rep if rep.by == "stack" and len(rep.rows) == rep.meta.get("stacks") else analysis.report(
+        trace, "stack", None, False, profile, args.domain)
+    unit = "modeled exit cycles" if args.weight == "time" else "exits"
+    weighted = [(r["frames"], float(r["cycles"] if args.weight == "time" else r["count"])) for r in stacks.rows]
+    return lambda: plot.flame(weighted, stacks.title, unit, fmt)
 
 
 def cmd_guests(args) -> int:
@@ -330,6 +379,8 @@ def cmd_run(args) -> int:
     _check_output(args)
     options = _run_options(args, profile)
     paper = None
+    if args.paper and (args.format in STACK_RENDERERS or args.interval is not None or args.plot):
+        raise UsageError("--paper prints a table beside the paper's: no stack formats, --interval or --plot")
     if args.paper:
         xen = papers.xen_paper_for(image.name)
         if xen is not None:
@@ -424,6 +475,8 @@ def _run_scenario(args, scenarios) -> int:
     _check_output(args)
     options = dataclasses.replace(_run_options(args, profile), hypervisor=hypervisor)
     if args.paper:
+        if args.format in STACK_RENDERERS or args.interval is not None or args.plot:
+            raise UsageError("--paper prints a table beside the paper's: no stack formats, --interval or --plot")
         return _scenario_paper(args, scenarios, entry, profile, options)
     trace = _scenario_trace(scenarios, args.guest, dict(args.defines), profile, options)
     saved = ""
@@ -441,7 +494,7 @@ def _run_scenario(args, scenarios) -> int:
 def _with_domains(trace, args) -> str:
     """The report asked for, then the per-domain summary (in JSON: under the report's "domains")."""
     main = _render(trace, args)
-    if args.by == "domain":
+    if args.by == "domain" or args.format in STACK_RENDERERS or args.interval is not None:
         return main
     domains = analysis.report(trace, "domain", None, False, None, args.domain)
     if args.format == "json":
@@ -583,10 +636,11 @@ def _sweep_figure(rep, keys: list[str], per: bool):
     return Figure(rep.title, ", ".join(keys[:-1]), ylabel, cats, series, kind="line")
 
 
-def _write_plot(fig, path: str) -> None:
+def _write_plot(fig, path: str, draw=None) -> None:
+    """Write a figure: a plot.Figure, or what `draw()` returns."""
     from .render.plot import PlotUnavailable, render as plot
     try:
-        data = plot(fig, Path(path).suffix[1:])
+        data = draw() if draw is not None else plot(fig, Path(path).suffix[1:])
     except PlotUnavailable as e:
         raise UsageError(str(e)) from None
     try:

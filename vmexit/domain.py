@@ -111,13 +111,16 @@ class Domain:
             "domid": self.domid,
         }
         meta.update(pc.results(self.devices, seconds, options))
+        if self.recorder.stacks.truncated:
+            meta["stacks_truncated"] = self.recorder.stacks.truncated  # exits past the stack table's limit
         if self.hypervisor.stats is not None:
             meta[self.hypervisor.stats] = self.model.stats()
         facts = RunFacts(emulated, self.devices, seconds, self.hypervisor.hook_points, self.hypervisor.name)
         meta["optimizations"] = {name: OPTIMIZATIONS[name].outcome(self.hooks.get(OPTIMIZATIONS[name].hook),
                                                                    value, facts)
                                  for name, value in sorted(options.optimizations.items())}
-        return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated)
+        return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated,
+                     stacks=self.recorder.stacks.table())
 
 
 def _vector(vector, device, irqs):

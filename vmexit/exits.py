@@ -17,6 +17,8 @@ from array import array
 
 import numpy as np
 
+from .stacks import StackTable
+
 
 class ExitReason(enum.IntEnum):
     EXCEPTION_NMI = 0
@@ -63,6 +65,7 @@ EXIT_DTYPE = np.dtype([
     ("caller", "<u4"),     # return address at [EBP+4] when the exit happened; 0 when unknown
     ("domain", "<u2"),     # the domain the exit came from (its domid; 0 for a run of one domain)
     ("subop", "<u2"),      # a multiplexed hypercall's sub-operation (Xen: the command in EBX), else 0
+    ("stack", "<u4"),      # the exit's frame-pointer chain: an id in the trace's stack table (0: empty)
 ])
 
 
@@ -133,7 +136,8 @@ class ExitRecorder:
     """Append-only exit records. The exit path only extends a flat buffer of unsigned 64-bit values
     (array('Q'): one C call, no Python object kept per exit); every CHUNK rows the buffer is packed
     column by column into EXIT_DTYPE records in one growing mapping (_Mapping). Memory is the packed
-    size, EXIT_DTYPE.itemsize (60 B) a row, plus the buffer (CHUNK rows of 96 B); `records()` hands
+    size, EXIT_DTYPE.itemsize (64 B) a row, plus the buffer (CHUNK rows of 104 B) and the stack
+    table (unique stacks only); `records()` hands
     the rows out without a copy. Emulated accesses go the same way into EMULATED_DTYPE records.
 
     Packing writes the rows into free space first; the count and the emptied buffer then change with
@@ -153,17 +157,19 @@ class ExitRecorder:
         self._rows = array("Q")     # exits not packed yet, _WIDTH values each
         self._emulated_rows = array("Q")
         self._full = (chunk or self.CHUNK) * _WIDTH
+        self.stacks = StackTable()  # the unique stacks the exits' `stack` ids point into
 
     @property
     def count(self) -> int:
         return self._packed + len(self._rows) // _WIDTH
 
     def append(self, icount: int, cycles: int, rip: int, reason: int, place: int, direction: int,
-               qualifier: int, size: int, value: int, cost: int, caller: int, subop: int = 0) -> None:
+               qualifier: int, size: int, value: int, cost: int, caller: int, subop: int = 0,
+               stack: int = 0) -> None:
         rows = self._rows
         try:
             rows.extend((icount, cycles, rip, reason, place, direction, qualifier, size, value, cost, caller,
-                         subop))
+                         subop, stack))
         except (OverflowError, TypeError):
             del rows[len(rows) - len(rows) % _WIDTH:]  # a value that is no u64 leaves no partial row
             raise

@@ -31,9 +31,10 @@ import numpy as np
 
 from .errors import VmexitError
 from .exits import EMULATED_DTYPE, EXIT_DTYPE
+from .stacks import Stacks
 
 FORMAT = "vmexit-trace"
-FORMAT_VERSION = 3  # 3: exits gain domain and subop; 2: the emulated array (version 1 files: empty)
+FORMAT_VERSION = 4  # 4: exits gain stack, the stack table; 3: domain and subop; 2: the emulated array
 SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
@@ -47,6 +48,7 @@ class Trace:
     meta: dict
     symbols: dict[str, int] = field(default_factory=dict)
     emulated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=EMULATED_DTYPE))
+    stacks: Stacks | None = None   # the stack table the exits' `stack` ids point into; None: not recorded
 
     @property
     def freq_hz(self) -> int:
@@ -62,7 +64,8 @@ class Trace:
             ("symbol_names", np.array(names, dtype=np.str_) if names else np.zeros(0, dtype="<U1")),
             ("symbol_addresses", np.array([self.symbols[n] for n in names], dtype=np.uint32)),
             ("meta", np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)),
-        ]
+        ] + ([] if self.stacks is None else [("stack_frames", self.stacks.frames),
+                                             ("stack_starts", self.stacks.starts)])
 
     def write(self, f: BinaryIO, rows: int = SAVE_ROWS) -> None:
         """The .npz file into a binary file object, `rows` records at a time."""
@@ -115,16 +118,29 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
 
 
 #: The exit record before the domain and subop columns (issue 15): such traces load with both 0.
-_EXIT_DTYPE_56 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop")])
+_EXIT_DTYPE_56 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names
+                           if n not in ("domain", "subop", "stack")])
+#: The exit record of format 3, before the stack column (issue 17): such traces load with stack 0.
+EXIT_DTYPE_60 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n != "stack"])
 
 
 def _upgrade(exits: np.ndarray) -> np.ndarray:
-    if exits.dtype != _EXIT_DTYPE_56:
+    if exits.dtype not in (_EXIT_DTYPE_56, EXIT_DTYPE_60):
         return exits
     out = np.zeros(len(exits), dtype=EXIT_DTYPE)
-    for name in _EXIT_DTYPE_56.names:
+    for name in exits.dtype.names:
         out[name] = exits[name]
     return out
+
+
+def _stacks(z, names: set[str]) -> Stacks | None:
+    """The stack table of a file (format 4), None for older files (their reports are caller-only)."""
+    if "stack_frames" not in names or "stack_starts" not in names:
+        return None
+    frames, starts = z["stack_frames"], z["stack_starts"]
+    if frames.dtype != np.uint32 or starts.dtype != np.uint64 or not len(starts) or int(starts[-1]) != len(frames):
+        raise TraceError("the stack table has an unexpected layout")
+    return Stacks(frames, starts)
 
 
 def load(path: str | Path) -> Trace:
@@ -148,8 +164,11 @@ def load(path: str | Path) -> Trace:
             if emulated.dtype != EMULATED_DTYPE:
                 raise TraceError(f"{path}: emulated-access records have an unexpected layout")
             symbols = {str(n): int(a) for n, a in zip(z["symbol_names"], z["symbol_addresses"])}
-    except TraceError:
-        raise
+            stacks = _stacks(z, names)
+    except TraceError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise TraceError(f"{path}: {e}") from None
     except FileNotFoundError:
         raise TraceError(f"{path}: no such trace file") from None
     except IsADirectoryError:
@@ -159,7 +178,9 @@ def load(path: str | Path) -> Trace:
         raise TraceError(f"{path}: not a readable vmexit trace ({type(e).__name__}: {e})") from None
     if version < 3:
         meta["subops_recorded"] = False  # a run recorded without sub-operations: hypercalls go by plain name
-    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated)
+    if stacks is not None and len(exits) and int(exits["stack"].max()) >= len(stacks):
+        raise TraceError(f"{path}: an exit points past the stack table")
+    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated, stacks=stacks)
 
 
 # runs of several domains ----------------------------------------------------------------------------
@@ -184,6 +205,7 @@ def merge_domains(traces: list[Trace], host: dict) -> Trace:
     starts = np.cumsum([0] + sizes)
     exits = np.concatenate([t.exits for t in traces]) if traces else np.zeros(0, dtype=EXIT_DTYPE)
     exits["domain"] = np.repeat(np.array(domids, dtype=np.uint16), sizes)
+    stacks = _merged_stacks(traces, exits)
     order = np.lexsort((exits["seq"], exits["domain"], exits["cycles"]))
     merged = exits[order]
     merged["seq"] = np.arange(len(merged), dtype=np.uint64)
@@ -198,7 +220,19 @@ def merge_domains(traces: list[Trace], host: dict) -> Trace:
     emulated = emulated[np.argsort(emulated["exit"], kind="stable")]
     symbols = {f"d{d}:{name}": addr for d, t in zip(domids, traces) for name, addr in t.symbols.items()}
     meta = _merged_meta(traces, domids, host, merged)
-    return Trace(exits=merged, meta=meta, symbols=symbols, emulated=emulated)
+    return Trace(exits=merged, meta=meta, symbols=symbols, emulated=emulated, stacks=stacks)
+
+
+def _merged_stacks(traces: list[Trace], exits: np.ndarray) -> Stacks | None:
+    """The domains' stack tables as one (ids above 0 moved past the earlier domains'), the exits'
+    `stack` ids (in the domains' order, before sorting) moved with them; None if a domain has none."""
+    if any(t.stacks is None for t in traces):
+        exits["stack"] = 0
+        return None
+    table, offsets = Stacks.concat([t.stacks for t in traces])
+    shift = np.repeat(np.array(offsets, dtype=np.uint32), [len(t.exits) for t in traces])
+    exits["stack"] += np.where(exits["stack"] != 0, shift, 0).astype(np.uint32)
+    return table
 
 
 def cpu_cycles(meta: dict, exit_cycles: int) -> int:
@@ -279,4 +313,4 @@ def domain_view(trace: Trace, domid: int) -> Trace:
                                            "detail", "end_address")},
                 instructions=int(entry.get("instructions", 0)), domain=entry,
                 idle_cycles=max(int(trace.meta.get("cycles", 0)) - busy, 0))
-    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=em)
+    return Trace(exits=exits, meta=meta, symbols=symbols, emulated=em, stacks=trace.stacks)

@@ -35,6 +35,7 @@ from .clock import Clock
 from .codescan import CodeScanner, Trap
 from .costs import Profile
 from .exits import Direction, ExitReason, ExitRecorder, Place
+from .stacks import FrameWalker
 
 #: The instructions that can open an interrupt window (set IF), as capstone names them: the slice
 #: stops before sti and iret; popf is looked at after it ran (codescan.Trap.after).
@@ -124,6 +125,7 @@ class VCPU:
         self.counter = self.engine.counter
         self._current = self.counter.current
         self._ram = machine.ram
+        self.frames = FrameWalker(machine.ram, recorder.stacks, machine.translate)  # exit stacks (stacks.py)
 
     @property
     def _window_wanted(self) -> bool:
@@ -172,8 +174,12 @@ class VCPU:
         base, per_item = price or self._prices[reason][place][direction]
         cost = base + per_item * size if per_item else base
         clock = self.clock
+        if ebp:
+            caller, stack = self.frames.walk_virtual(ebp) if self.paging else self.frames.walk(ebp)
+        else:
+            caller = stack = 0
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, rip, reason, place,
-                        direction, qualifier, size, value, cost, self.caller(ebp) if ebp else 0, subop)
+                        direction, qualifier, size, value, cost, caller, subop, stack)
         clock.extra += cost
 
     def _unrecorded(self, *_args, **_kw) -> None:

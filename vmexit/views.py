@@ -21,6 +21,7 @@ import numpy as np
 
 from .exits import Direction, ExitReason, reason_name
 from .hypervisors import HYPERVISORS, hypercalls
+from .stacks import Stacks
 from .symbols import DOMAIN_SHIFT, SymbolTable
 from .trace import Trace, domains_of
 
@@ -33,6 +34,7 @@ class Context:
     hypercall_name: Callable[[int, int], str]    # (hypercall nr, sub-operation) -> its name
     domains: bool = False                        # a merged run: addresses are qualified by domain
     domain_names: dict = field(default_factory=dict)   # domid -> the domain's name
+    stacks: Stacks | None = None                 # the trace's stack table; None: caller-only (older traces)
 
     @classmethod
     def of(cls, trace: Trace) -> "Context":
@@ -46,7 +48,7 @@ class Context:
         merged = "domains" in trace.meta
         symbols = SymbolTable.of_domains(trace.symbols) if merged else SymbolTable(trace.symbols)
         names = {int(m["domid"]): str(m.get("name", "")) for m in domains_of(trace)}
-        return cls(symbols, name, merged, names)
+        return cls(symbols, name, merged, names, trace.stacks)
 
     def where(self, ex: np.ndarray, name: str) -> np.ndarray:
         """An address field of exit records as int64, qualified by its domain in a merged run."""
@@ -134,6 +136,34 @@ def _domain(k: int, ctx: Context) -> dict:
     return {"domain": k, "name": ctx.domain_names.get(k, f"dom{k}")}
 
 
+def stack_key_width(ctx: Context) -> tuple[int, int]:
+    """(domains, symbols) of a stack key: key = (chain * domains + domain) * symbols + the exit's symbol."""
+    return (max(ctx.domain_names, default=0) + 1 if ctx.domains else 1), len(ctx.symbols.names)
+
+
+def _stack_key(ex: np.ndarray, ctx: Context) -> np.ndarray:
+    """An exit's stack: its chain (the stack id; for a trace without stacks, its caller address), its
+    domain and the function of its own address, packed into one integer (stack_key_width)."""
+    domains, width = stack_key_width(ctx)
+    chain = (ex["stack"] if ctx.stacks is not None else ex["caller"]).astype(np.int64)
+    domain = ex["domain"].astype(np.int64) if ctx.domains else 0
+    return (chain * domains + domain) * width + ctx.symbols.index(ctx.where(ex, "rip"))
+
+
+def _stack(k: int, ctx: Context) -> dict:
+    """A stack key's frames as one string, outermost first (stackreport.py names many keys at once)."""
+    domains, width = stack_key_width(ctx)
+    rest, leaf = divmod(k, width)
+    chain, domain = divmod(rest, domains)
+    if ctx.stacks is not None:
+        addresses = ctx.stacks.get(chain)
+    else:
+        addresses = (chain,) if chain else ()
+    base = domain << DOMAIN_SHIFT if ctx.domains else 0
+    names = [ctx.symbols.name(base | (a - 1)) for a in reversed(addresses)]  # the call instruction's function
+    return {"stack": ";".join(names + [str(ctx.symbols.names[leaf])])}
+
+
 _PERF = "Analyze events for all VMs, all VCPUs"
 _MMIO = (ExitReason.EPT_VIOLATION, ExitReason.APIC_ACCESS)
 
@@ -157,6 +187,8 @@ VIEWS: dict[str, View] = {
                       sums=(("requests", "size", "Requests"),), comparable=False),
     "domain": View("domain", "domains", "Domains ({guest})", "name", "domain", None,
                    _field("domain"), _domain, "{name}", "domain", comparable=False),
+    "stack": View("stack", "stacks", "Hot stacks ({guest})", "stack", "stack", None,
+                  _stack_key, _stack, "{stack}", "stack", comparable=False),
 }
 
 
@@ -240,14 +272,16 @@ class Groups:
 
 
 def group_by(view: View, exits: np.ndarray, ctx: Context, sums: dict[str, Values] | None = None,
-             pairs: dict[str, Values] | None = None, chunk: int | None = None) -> Groups:
+             pairs: dict[str, Values] | None = None, chunk: int | None = None,
+             maxes: dict[str, Values] | None = None) -> Groups:
     """The exits a view selects, grouped by its key, CHUNK exits at a time: counts, the `sums` (float
-    sums, added in exit order) and the `pairs` (exact counts per distinct value) of each group."""
-    tally = _Tally(sums or {}, pairs or {})
+    sums, added in exit order), the `pairs` (exact counts per distinct value) and the `maxes` (the
+    largest value, put among the sums under its name) of each group."""
+    tally = _Tally(sums or {}, pairs or {}, maxes or {})
     for start, part in chunks(exits, chunk):
         mask = None if view.reasons is None else np.isin(part["reason"], view.reasons)
         tally.add(view.key(part if mask is None else part[mask], ctx), part, start, mask)
-    return Groups(view, tally.keys, tally.counts, tally.sums, tally.pairs())
+    return Groups(view, tally.keys, tally.counts, {**tally.sums, **tally.maxes}, tally.pairs())
 
 
 class _Tally:
@@ -257,11 +291,12 @@ class _Tally:
     (key, value, count) tables merged (a sort) once the chunks' tables add up to the merged one's size,
     so each row is sorted a few times, not once a chunk."""
 
-    def __init__(self, sums: dict[str, Values], pairs: dict[str, Values]) -> None:
-        self._sum_of, self._pair_of = sums, pairs
+    def __init__(self, sums: dict[str, Values], pairs: dict[str, Values], maxes: dict[str, Values]) -> None:
+        self._sum_of, self._pair_of, self._max_of = sums, pairs, maxes
         self.keys = np.zeros(0, dtype=np.int64)
         self.counts = np.zeros(0, dtype=np.int64)
         self.sums = {name: np.zeros(0) for name in sums}
+        self.maxes = {name: np.zeros(0) for name in maxes}
         self._pairs: dict[str, list[tuple]] = {name: [] for name in pairs}  # merged table first
 
     def add(self, keys: np.ndarray, part: np.ndarray, start: int, mask: np.ndarray | None) -> None:
@@ -273,6 +308,11 @@ class _Tally:
         for name, values in self._sum_of.items():
             weights = np.concatenate([self.sums[name], _pick(values(part, start), mask)])
             self.sums[name] = np.bincount(inverse, weights=weights, minlength=len(uniq))
+        for name, values in self._max_of.items():
+            top = np.full(len(uniq), -np.inf)
+            top[inverse[:old]] = self.maxes[name]
+            np.maximum.at(top, new, _pick(values(part, start), mask))
+            self.maxes[name] = top
         for name, values in self._pair_of.items():
             tables = self._pairs[name]
             tables.append(_chunk_pairs(uniq, new, _pick(values(part, start), mask)))

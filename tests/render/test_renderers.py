@@ -96,3 +96,52 @@ def test_compare_json_contract():
     for row in doc["rows"]:
         assert {"key", "before", "after", "delta", "ratio"} <= row.keys()
     assert {"before", "after", "matched_by"} <= doc["totals"].keys()
+
+
+def stacked():
+    """synthetic() with a stack table: f's exits from g (called from h) or from h, g's and h's from nowhere."""
+    from vmexit.stacks import Stacks
+    t = synthetic()
+    t.stacks = Stacks.of([(), (0x1150, 0x1260), (0x1250,)])
+    t.exits["stack"] = [{0x1150: 1, 0x1250: 2}.get(int(c), 0) for c in t.exits["caller"]]
+    return t
+
+
+#: New layouts (issue 17): (golden name, renderer, report)
+STACK_CASES = [
+    ("stack", "stack", None, "exits"), ("stack-sort-max", "stack", "max", "exits"),
+    ("stack-time", "stack", None, "time"), ("function-sort-avg", "function", "avg", "exits"),
+    ("reason-sort-time", "reason", "time", "exits"),
+]
+
+
+@pytest.mark.parametrize("fmt", list(RENDERERS))
+@pytest.mark.parametrize("name,by,sort,weight", STACK_CASES)
+def test_stack_and_sort_golden(fmt, name, by, sort, weight, update_golden):
+    rep = analysis.report(stacked(), by, top=None, sort=sort)
+    rep.meta["weight"] = weight
+    _check(GOLDEN / f"{name}.{EXT[fmt]}", RENDERERS[fmt](rep), update_golden)
+
+
+@pytest.mark.parametrize("fmt", ["collapsed", "speedscope"])
+@pytest.mark.parametrize("weight", ["exits", "time"])
+def test_flame_formats_golden(fmt, weight, update_golden):
+    from vmexit.render import STACK_RENDERERS
+    rep = analysis.report(stacked(), "stack", top=None)
+    rep.meta["weight"] = weight
+    ext = "folded" if fmt == "collapsed" else "speedscope.json"
+    _check(GOLDEN / f"stack-{weight}.{ext}", STACK_RENDERERS[fmt](rep), update_golden)
+
+
+@pytest.mark.parametrize("fmt", list(RENDERERS))
+def test_interval_golden(fmt, update_golden):
+    from vmexit import timeline
+    rep = timeline.intervals(stacked(), "reason", 0.5)
+    _check(GOLDEN / f"interval-reason.{EXT[fmt]}", RENDERERS[fmt](rep), update_golden)
+
+
+def _check(path: Path, out: str, update: bool) -> None:
+    if update:
+        path.write_text(out)
+    assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
+    assert out == path.read_text()

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from ..optimizations import summary_line
-from . import csv, json, markdown, text
+from . import collapsed, csv, json, markdown, speedscope, text
 
 RENDERERS = {
     "text": text.render,
     "markdown": markdown.render,
     "csv": csv.render,
     "json": json.render,
+}
+
+#: Formats of the stack report alone (`--by stack`): flame graph input.
+STACK_RENDERERS = {
+    "collapsed": collapsed.render,
+    "speedscope": speedscope.render,
 }
 
 
