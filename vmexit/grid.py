@@ -222,8 +222,8 @@ def _connect(address: str):
 
 def _on_cluster(jobs: list[Job], address: str, finished) -> None:
     """Each job a task of the cluster (pure=False: always run, never taken from a cache)."""
-    from distributed import as_completed as dask_completed
     client = _connect(address)
+    from distributed import as_completed as dask_completed
     batch = uuid.uuid4().hex[:12]
     futures = {}
     try:
