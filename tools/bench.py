@@ -16,6 +16,9 @@ Cases (guests in guests/bench/):
   mmio           LAPIC register loop: exits/s
   analysis       synthetic 10M-exit trace: exits aggregated per second (hot functions + reasons +
                  addresses) and trace bytes per exit on disk
+  sweep-jobs2    a sweep of RUNS exit-heavy runs (vmexit/grid.py) one after another in this process, then
+                 on a pool of 2 processes (--jobs 2, worker start-up included): serial time / pooled time,
+                 with the two sweeps' trace bytes checked equal
   peer           the exit-heavy guest under qemu-system-i386 with memory_region_ops tracing, when
                  QEMU is installed: QEMU's wall time / vmexit's
 
@@ -327,6 +330,25 @@ def peer(iterations: int, vmexit_wall: float | None) -> dict | None:
     return row
 
 
+def sweep_jobs(runs: int, iterations: int, jobs: int = 2) -> dict:
+    """The same grid of `runs` exit-heavy runs (ITERATIONS = iterations + 1000 * i) serially and on a pool
+    of `jobs` processes, as `vmexit sweep --jobs` runs it: serial wall time / pooled wall time."""
+    from vmexit import grid
+    from vmexit.costs import load_profile as profile
+    source = str(BENCH / "exit_heavy.S")
+    grid_jobs = [grid.Job(f"ITERATIONS={iterations + 1000 * i}", source, {"ITERATIONS": iterations + 1000 * i},
+                          profile(None), session.RunOptions()) for i in range(runs)]
+    walls, outcomes = [], []
+    for workers in (1, jobs):
+        t0 = time.perf_counter()
+        outcomes.append(grid.run(grid_jobs, lambda _: None, workers))
+        walls.append(time.perf_counter() - t0)
+    assert [o.data for o in outcomes[0]] == [o.data for o in outcomes[1]], "pooled traces differ from serial ones"
+    assert all(o.status == "exited" for o in outcomes[0]), [o.error for o in outcomes[0]]
+    return {"case": f"sweep-jobs{jobs}", "runs": runs, "serial_s": walls[0], f"jobs{jobs}_s": walls[1],
+            f"sweep_jobs{jobs}_ratio": walls[0] / walls[1]}
+
+
 def _field(key: str, value) -> str:
     if isinstance(value, float):
         return f"{key}={value:,.3f}"
@@ -350,6 +372,7 @@ def main() -> int:
     rows.append(simple("mmio", "mmio_exits_per_s", 200_000 // scale))
     rows.append(analysis_case(10_000_000 // scale))
     rows.append(memory(3_000_000 // scale))
+    rows.append(sweep_jobs(8 // (2 if args.quick else 1), 50_000 // scale))
     p = peer(200_000 // scale, heavy["wall_s"])
     if p:
         rows.append(p)
