@@ -39,6 +39,8 @@ from .trace import TraceError
 
 #: Seconds to wait for a Dask scheduler to answer before --cluster gives up.
 CONNECT_TIMEOUT_S = 20
+#: How often (host seconds) a run on a cluster asks whether the client was interrupted (_stop_check).
+STOP_POLL_S = 1.0
 #: Statuses of runs that did not end as planned (the progress bar's "failed").
 FAILED = ("error", "failed", "crashed")
 
@@ -75,12 +77,14 @@ class Interrupted(Exception):
         self.done = done
 
 
-def run_job(index: int, job: Job) -> Outcome:
-    """Do one run; what goes wrong is the Outcome's status and message (KeyboardInterrupt passes)."""
+def run_job(index: int, job: Job, progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Do one run; what goes wrong is the Outcome's status and message (KeyboardInterrupt passes).
+    progress, if given, is called between slices of the run (session.run's) and may end it by raising
+    KeyboardInterrupt."""
     from .devices.ide import DiskError
     t0 = time.perf_counter()
     try:
-        trace = _trace(job)
+        trace = _trace(job, progress)
     except (LoadError, AsmError, ProfileError, OptionError, TraceError, DiskError) as e:
         return Outcome(index, "error", error=str(e), seconds=time.perf_counter() - t0)
     except Exception as e:  # a bug: the run's row says so, the other runs go on
@@ -90,18 +94,38 @@ def run_job(index: int, job: Job) -> Outcome:
     return Outcome(index, trace.meta["status"], data, seconds=time.perf_counter() - t0)
 
 
-def _trace(job: Job):
+def _trace(job: Job, progress=None):
     from . import guests, scenarios, session
     from .trace import merge_domains
     if job.scenario:
-        run = scenarios.run_scenario(job.guest, dict(job.constants), job.profile, job.options)
+        run = scenarios.run_scenario(job.guest, dict(job.constants), job.profile, job.options, progress)
         return merge_domains(run.traces, {"name": job.guest, **run.host})
-    return session.run(guests.resolve(job.guest, dict(job.constants)), job.profile, job.options)
+    return session.run(guests.resolve(job.guest, dict(job.constants)), job.profile, job.options, progress)
 
 
-def _versioned(index: int, job: Job) -> tuple[str, Outcome]:
-    """A cluster task: the worker's vmexit version with the outcome (another version runs other code)."""
-    return __version__, run_job(index, job)
+def _versioned(index: int, job: Job, stop: str | None = None) -> tuple[str, Outcome]:
+    """A cluster task: the worker's vmexit version with the outcome (another version runs other code).
+    stop: the Dask Event the client sets when it is interrupted: the run then ends as on Ctrl-C."""
+    return __version__, run_job(index, job, _stop_check(stop))
+
+
+def _stop_check(name: str | None):
+    """A progress callback ending the run (KeyboardInterrupt, as Ctrl-C) once the client set the Dask
+    Event `name`: a cancelled task cannot be killed in its worker's thread, and a guest that never ends
+    would hold the worker forever. It asks the scheduler at most every STOP_POLL_S of host time; only
+    a run whose result is dropped ends this way, so no result depends on the host's clock."""
+    if name is None:
+        return None
+    from distributed import Event
+    event, last = Event(name), [time.monotonic()]
+
+    def check(_icount: int, _cycles: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= STOP_POLL_S:
+            last[0] = now
+            if event.is_set():
+                raise KeyboardInterrupt
+    return check
 
 
 def run(jobs: list[Job], on_done: Callable[[Outcome], None], workers: int = 1,
@@ -223,15 +247,16 @@ def _connect(address: str):
 def _on_cluster(jobs: list[Job], address: str, finished) -> None:
     """Each job a task of the cluster (pure=False: always run, never taken from a cache)."""
     client = _connect(address)
-    from distributed import as_completed as dask_completed
-    batch = uuid.uuid4().hex[:12]
+    from distributed import Event, as_completed as dask_completed
+    batch = f"vmexit-{uuid.uuid4().hex[:12]}"
     futures = {}
     try:
         for i, job in enumerate(jobs):
-            futures[client.submit(_versioned, i, job, pure=False, key=f"vmexit-{batch}-{i:06d}")] = i
+            futures[client.submit(_versioned, i, job, f"{batch}-stop", pure=False, key=f"{batch}-{i:06d}")] = i
         for future in dask_completed(list(futures), loop=client.loop):
             finished(_from_task(futures[future], future))
     except BaseException:
+        Event(f"{batch}-stop", client=client).set()   # the runs under way end (_stop_check)
         client.cancel(list(futures))
         raise
     finally:
