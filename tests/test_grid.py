@@ -112,10 +112,10 @@ def test_a_failing_run_is_a_row_and_the_others_complete(capsys, guest, jobs):
 def test_a_run_that_raises_fails_alone(capsys, guest, monkeypatch):
     real = grid._trace
 
-    def flaky(job):
+    def flaky(job, progress=None):
         if job.constants.get("BROKEN") == 3:
             raise RuntimeError("boom")
-        return real(job)
+        return real(job, progress)
     monkeypatch.setattr(grid, "_trace", flaky)
     code = main(["sweep", str(guest), "-D", "BROKEN=3,0", "--jobs", "1", "--no-progress", "--format", "json"])
     rows = json.loads(capsys.readouterr().out)["rows"]

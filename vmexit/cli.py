@@ -580,19 +580,22 @@ def _run_grid(jobs: list, labels: list[str], args, traces_dir: Path | None = Non
     Ctrl-C, SIGTERM or SIGHUP stopped it."""
     workers = _workers(args)
     show = grid_progress(labels, not args.no_progress)
+    saved: set[int] = set()
 
-    def on_done(outcome) -> None:
-        if traces_dir is not None and outcome.data is not None:
+    def save(outcome) -> None:
+        if traces_dir is not None and outcome.data is not None and outcome.index not in saved:
             path = traces_dir / f"{names[outcome.index]}.npz"
             try:
                 write_atomic(path, outcome.data)
             except OSError as e:
                 raise UsageError(f"cannot write trace {path}: {e.strerror or e}") from None
-        show(outcome)
+            saved.add(outcome.index)
 
     try:
-        return grid.run(jobs, on_done, workers, args.cluster), False
+        return grid.run(jobs, lambda outcome: (save(outcome), show(outcome)), workers, args.cluster), False
     except grid.Interrupted as e:
+        for outcome in e.done.values():   # one whose saving the signal cut short (a second one is ignored)
+            save(outcome)
         return [e.done.get(i) for i in range(len(jobs))], True
     finally:
         show.close()

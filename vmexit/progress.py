@@ -13,11 +13,13 @@ from .grid import FAILED, Outcome
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
+    if seconds < 1:
+        return "less than a second"
     if seconds < 60:
-        return f"{seconds} s"
+        return f"about {seconds} s"
     if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+        return f"about {seconds // 60} min {seconds % 60:02d} s"
+    return f"about {seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class GridProgress:
@@ -64,7 +66,7 @@ class GridProgress:
             self._bar.update(self._task, advance=1, failed=self.failed, left=left, description=label)
         elif self.mode == "lines":
             eta = self.estimate()
-            tail = f", about {_duration(eta)} to go" if left and eta is not None else ""
+            tail = f", {_duration(eta)} to go" if left and eta is not None else ""
             what = outcome.status + (f" ({outcome.error})" if outcome.error else "")
             print(f"vmexit: run {self.done}/{len(self.labels)} {label}: {what}; {self.failed} failed, "
                   f"{left} left{tail}", file=self.stream, flush=True)
