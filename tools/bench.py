@@ -18,7 +18,8 @@ Cases (guests in guests/bench/):
                  addresses) and trace bytes per exit on disk
   sweep-jobs2    a sweep of RUNS exit-heavy runs (vmexit/grid.py) one after another in this process, then
                  on a pool of 2 processes (--jobs 2, worker start-up included): serial time / pooled time,
-                 with the two sweeps' trace bytes checked equal
+                 with the two sweeps' trace bytes checked equal; beside it the machine's own parallel
+                 ratio now (two C loops one after another / at once), the ceiling under its current load
   peer           the exit-heavy guest under qemu-system-i386 with memory_region_ops tracing, when
                  QEMU is installed: QEMU's wall time / vmexit's
 
@@ -346,7 +347,25 @@ def sweep_jobs(runs: int, iterations: int, jobs: int = 2) -> dict:
     assert [o.data for o in outcomes[0]] == [o.data for o in outcomes[1]], "pooled traces differ from serial ones"
     assert all(o.status == "exited" for o in outcomes[0]), [o.error for o in outcomes[0]]
     return {"case": f"sweep-jobs{jobs}", "runs": runs, "serial_s": walls[0], f"jobs{jobs}_s": walls[1],
-            f"sweep_jobs{jobs}_ratio": walls[0] / walls[1]}
+            f"sweep_jobs{jobs}_ratio": walls[0] / walls[1], "machine_parallel_ratio": parallel_ceiling(jobs)}
+
+
+def parallel_ceiling(jobs: int, n: int = 30_000_000) -> float:
+    """What `jobs` processes gain on this machine now (other work included): `jobs` C loops (sum over a
+    range) one after another / the same loops on a started pool of `jobs` processes at once. The sweep's
+    ratio is read against it: on a machine busy with other work it is well under `jobs`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vmexit import grid
+    with ProcessPoolExecutor(jobs, mp_context=grid._context()) as pool:
+        list(pool.map(sum, [range(10)] * jobs))   # the workers are up
+        t0 = time.perf_counter()
+        list(pool.map(sum, [range(n)] * jobs))
+        parallel = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(jobs):
+        sum(range(n))
+    return (time.perf_counter() - t0) / parallel
 
 
 def _field(key: str, value) -> str:

@@ -40,11 +40,12 @@ from .exits import Direction, ExitReason, ExitRecorder, Place
 #: stops before sti and iret; popf is looked at after it ran (codescan.Trap.after).
 IF_SETTERS = ("sti", "iret", "iretd")
 POPF = ("popf", "popfd")
+from .machine import IF_FLAG, GuestCrash, X86Machine
+
 #: The longest slice, in guest instructions: the run loop returns to Python at least this often, so that
 #: Ctrl-C, SIGTERM and SIGHUP (stopsignals.py) end even a guest that never exits and has no timer armed
 #: (a count, not a clock: where a slice ends never depends on the host's speed).
 MAX_SLICE = 1 << 24
-from .machine import IF_FLAG, GuestCrash, X86Machine
 
 
 @dataclass
