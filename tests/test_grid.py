@@ -143,7 +143,11 @@ def _stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
 def test_a_signal_ends_a_run_like_ctrl_c_and_the_trace_is_saved(guest, tmp_path, sig, code):
     trace = tmp_path / "t.npz"
     proc = _start(["run", str(guest), "-D", "FOREVER=1", "--console", "--no-progress", "-o", str(trace)])
-    assert proc.stderr.read(1) == b"R"     # the guest runs: it printed its first character, then loops
+    seen = b""
+    while not seen.endswith(b"R"):         # the guest runs: it printed its first character, then loops
+        byte = proc.stderr.read(1)
+        assert byte, seen
+        seen += byte
     rc, out, err = _stop(proc, sig)
     name = signal.Signals(sig).name
     assert rc == code and f"trace saved to {trace}" in err and "Traceback" not in err

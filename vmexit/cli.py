@@ -409,7 +409,7 @@ def _xen_paper(args, paper: dict, options) -> int:
                                   optimizations=dict(options.optimizations, **system.optimizations))
         profile = load_profile(args.profile or HYPERVISORS[system.hypervisor].profile)
         trace = traces[xen_run.name] = _run_guest(images[key], profile, opt)
-        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+        worst = max(worst, status_code(trace.meta["status"]))
     _emit(RENDERERS[args.format](papers.beside_xen_paper(paper, n, traces)), args.report_file)
     return worst
 
@@ -490,7 +490,7 @@ def _xen_net_paper(args, scenarios, entry, profile, options) -> int:
         host = trace.meta.get("host") or {}
         throughput[system] = float(host.get("throughput_mbit_s", (trace.meta.get("nic") or {}).get(
             "throughput_mbit_s", 0.0)))
-        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+        worst = max(worst, status_code(trace.meta["status"]))
     _emit(RENDERERS[args.format](papers.beside_xen_net_paper(paper, size, throughput, args.guest)), args.report_file)
     return worst
 
