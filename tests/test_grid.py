@@ -238,3 +238,20 @@ def test_reproduce_with_a_failed_run_keeps_the_others_and_writes_no_tables(capsy
     assert code == EXIT_USAGE and "run broken: error: unknown guest 'nope'" in err
     assert "1 of 2 runs finished" in err and not (tmp_path / "reproduce.md").exists()
     assert load(tmp_path / "traces" / "ide.npz").meta["status"] == "exited"
+
+
+def _die(_data: bytes) -> None:
+    """A console that kills its process: the worker running the run dies (as on a crash in Unicorn)."""
+    os._exit(9)
+
+
+def test_a_run_that_kills_its_worker_fails_alone(guest):
+    from vmexit import session
+    from vmexit.costs import load_profile
+    profile = load_profile(None)
+    jobs = [grid.Job(name, str(guest), {}, profile, session.RunOptions(echo=echo))
+            for name, echo in (("a", None), ("dies", _die), ("b", None), ("c", None))]
+    outcomes = grid.run(jobs, lambda _: None, workers=2)
+    assert [o.status for o in outcomes] == ["exited", "failed", "exited", "exited"]
+    assert "worker process died" in outcomes[1].error
+    assert outcomes[0].data == outcomes[2].data == grid.run_job(0, jobs[0]).data
