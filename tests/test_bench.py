@@ -150,3 +150,8 @@ def test_memory_case_runs(bench):
     row = bench.memory(2000)
     # 2 exits per iteration and the final isa-debug-exit write; the peaks are measured, never asserted
     assert row["exits"] == 2 * 2000 + 1 and row["rss_mib"] > 0 and row["baseline_rss_mib"] > 0
+
+
+def test_sweep_jobs_case_runs(bench):
+    row = bench.sweep_jobs(2, 200)   # checks the pooled traces equal the serial ones; speed is not asserted
+    assert row["runs"] == 2 and row["sweep_jobs2_ratio"] > 0

@@ -12,9 +12,10 @@ from vmexit.reproduce import EXPERIMENTS, FIGURES, RUNS
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
+    """The matrix run one run after another, then on a pool of two processes."""
     dirs = [tmp_path_factory.mktemp(f"reproduce{i}") for i in range(2)]
-    for d in dirs:
-        assert main(["reproduce", "--out", str(d), "--no-progress"]) == EXIT_OK
+    for d, jobs in zip(dirs, ("1", "2")):
+        assert main(["reproduce", "--out", str(d), "--no-progress", "--jobs", jobs]) == EXIT_OK
     return dirs
 
 
@@ -22,6 +23,11 @@ def test_two_runs_write_the_same_tables_and_json(outputs):
     a, b = outputs
     for name in ("reproduce.md", "reproduce.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_serial_and_pooled_runs_write_the_same_files(outputs):
+    a, b = ({str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()} for d in outputs)
+    assert len(a) >= 2 + len(RUNS) and a == b
 
 
 def test_every_run_experiment_and_figure_is_written(outputs):

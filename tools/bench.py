@@ -17,6 +17,10 @@ Cases (guests in guests/bench/):
   mmio           LAPIC register loop: exits/s
   analysis       synthetic 10M-exit trace: exits aggregated per second (hot functions + reasons +
                  addresses) and trace bytes per exit on disk
+  sweep-jobs2    a sweep of RUNS exit-heavy runs (vmexit/grid.py) one after another in this process, then
+                 on a pool of 2 processes (--jobs 2, worker start-up included): serial time / pooled time,
+                 with the two sweeps' trace bytes checked equal; beside it the machine's own parallel
+                 ratio now (two C loops one after another / at once), the ceiling under its current load
   peer           the exit-heavy guest under qemu-system-i386 with memory_region_ops tracing, when
                  QEMU is installed: QEMU's wall time / vmexit's
 
@@ -336,6 +340,43 @@ def peer(iterations: int, vmexit_wall: float | None) -> dict | None:
     return row
 
 
+def sweep_jobs(runs: int, iterations: int, jobs: int = 2) -> dict:
+    """The same grid of `runs` exit-heavy runs (ITERATIONS = iterations + 1000 * i) serially and on a pool
+    of `jobs` processes, as `vmexit sweep --jobs` runs it: serial wall time / pooled wall time."""
+    from vmexit import grid
+    from vmexit.costs import load_profile as profile
+    source = str(BENCH / "exit_heavy.S")
+    grid_jobs = [grid.Job(f"ITERATIONS={iterations + 1000 * i}", source, {"ITERATIONS": iterations + 1000 * i},
+                          profile(None), session.RunOptions()) for i in range(runs)]
+    walls, outcomes = [], []
+    for workers in (1, jobs):
+        t0 = time.perf_counter()
+        outcomes.append(grid.run(grid_jobs, lambda _: None, workers))
+        walls.append(time.perf_counter() - t0)
+    assert [o.data for o in outcomes[0]] == [o.data for o in outcomes[1]], "pooled traces differ from serial ones"
+    assert all(o.status == "exited" for o in outcomes[0]), [o.error for o in outcomes[0]]
+    return {"case": f"sweep-jobs{jobs}", "runs": runs, "serial_s": walls[0], f"jobs{jobs}_s": walls[1],
+            f"sweep_jobs{jobs}_ratio": walls[0] / walls[1], "machine_parallel_ratio": parallel_ceiling(jobs)}
+
+
+def parallel_ceiling(jobs: int, n: int = 30_000_000) -> float:
+    """What `jobs` processes gain on this machine now (other work included): `jobs` C loops (sum over a
+    range) one after another / the same loops on a started pool of `jobs` processes at once. The sweep's
+    ratio is read against it: on a machine busy with other work it is well under `jobs`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vmexit import grid
+    with ProcessPoolExecutor(jobs, mp_context=grid._context()) as pool:
+        list(pool.map(sum, [range(10)] * jobs))   # the workers are up
+        t0 = time.perf_counter()
+        list(pool.map(sum, [range(n)] * jobs))
+        parallel = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(jobs):
+        sum(range(n))
+    return (time.perf_counter() - t0) / parallel
+
+
 def _field(key: str, value) -> str:
     if isinstance(value, float):
         return f"{key}={value:,.3f}"
@@ -359,6 +400,7 @@ def main() -> int:
     rows.append(simple("mmio", "mmio_exits_per_s", 200_000 // scale))
     rows.append(analysis_case(10_000_000 // scale))
     rows.append(memory(3_000_000 // scale))
+    rows.append(sweep_jobs(8 // (2 if args.quick else 1), 50_000 // scale))
     p = peer(200_000 // scale, heavy["wall_s"])
     if p:
         rows.append(p)

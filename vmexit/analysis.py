@@ -595,30 +595,48 @@ def compare(before: Trace, after: Trace, by: str = "function", top: int | None =
                   rows=rows, totals=totals)
 
 
-def sweep(points: list[tuple[dict, Trace]], per: str | None = None, per_counts: list[int] | None = None) -> Report:
+def sweep(points: list[tuple[dict, Trace | None]], per: str | None = None, per_counts: list[int] | None = None,
+          ends: list[dict] | None = None) -> Report:
     """One row per combination of swept values: exits, exit time, instructions, virtual time and, when
-    `per` names what the guest repeats (per_counts: how many times in each run), each per operation."""
+    `per` names what the guest repeats (per_counts: how many times in each run), each per operation.
+    `ends` (one per point: its status, exit code and any error), when given, adds each run's status and
+    exit code as columns; a point without a trace (a run that failed, or never ran) is a row of those only,
+    and the errors are listed under the table."""
     if not points:
         raise ValueError("a sweep needs at least one run")
     names = list(points[0][0])
-    rows = []
-    for i, (params, t) in enumerate(points):
-        row = dict(params)
-        row.update(exits=int(len(t.exits)), time_s=exit_seconds(t), instructions=int(t.meta.get("instructions", 0)),
-                   virtual_seconds=float(t.meta.get("virtual_seconds", 0.0)), status=t.meta.get("status"))
-        if per is not None:
-            n = per_counts[i]
-            row.update(operations=n, exits_per_op=row["exits"] / n if n else None,
-                       us_per_op=row["virtual_seconds"] / n * 1e6 if n else None)
-        rows.append(row)
+    rows = [_sweep_row(params, t, per, per_counts[i] if per is not None else None, ends[i] if ends else None)
+            for i, (params, t) in enumerate(points)]
     columns = [Column(n, n, "str") for n in names]
     columns += [Column("exits", "exits", "int"), Column("time_s", "exit time s", "seconds"),
                 Column("instructions", "instructions", "int"), Column("virtual_seconds", "virtual s", "seconds")]
     if per is not None:
         columns += [Column("operations", per, "int"), Column("exits_per_op", "exits / op", "ratio"),
                     Column("us_per_op", "virtual time / op", "us")]
-    guest = points[0][1].meta.get("guest", "?")
+    if ends:
+        columns += [Column("status", "status", "str"), Column("code", "exit", "int")]
+    guest = next((t.meta.get("guest", "?") for _, t in points if t is not None), "?")
     title = f"Sweep of {guest} over {', '.join(names)}"
     statuses = sorted({r["status"] for r in rows})
+    errors = [" ".join(f"{k}={r[k]}" for k in names) + f": {r['error']}" for r in rows if r.get("error")]
     return Report(by="sweep", title=title, columns=columns, rows=rows,
+                  footer="\n".join(["Runs that failed:"] + errors) if errors else "",
                   totals={"summary": f"{len(rows)} runs; ended: {', '.join(statuses)}"})
+
+
+def _sweep_row(params: dict, t: Trace | None, per: str | None, n: int | None, end: dict | None) -> dict:
+    row = dict(params)
+    if t is not None:
+        row.update(exits=int(len(t.exits)), time_s=exit_seconds(t), instructions=int(t.meta.get("instructions", 0)),
+                   virtual_seconds=float(t.meta.get("virtual_seconds", 0.0)), status=t.meta.get("status"))
+    else:
+        row.update(exits=None, time_s=None, instructions=None, virtual_seconds=None)
+    if per is not None:
+        ok = t is not None and n
+        row.update(operations=n, exits_per_op=row["exits"] / n if ok else None,
+                   us_per_op=row["virtual_seconds"] / n * 1e6 if ok else None)
+    if end is not None:
+        row.update(status=end["status"], code=end["code"])
+        if end.get("error"):
+            row["error"] = end["error"]
+    return row

@@ -7,10 +7,16 @@ A guest argument that names a scenario of several domains (vmexit.scenarios.SCEN
 dom0 + domU + the network peer) runs it on one host and reports the merged trace (trace.merge_domains),
 with the per-domain summary after the report.
 
+`vmexit sweep` and `vmexit reproduce` run their grids through grid.py (serially, on a process pool with
+--jobs, or on a Dask cluster with --cluster) and load every trace from the bytes a run returned, so
+their output does not depend on where the runs ran.
+
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
 off), 2 bad input or usage (any errors.VmexitError; run options are checked by options.py, as for the
-Python API), 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the
-user, 1 an internal error (a bug: please report it; --debug shows the traceback).
+Python API), 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the user (Ctrl-C),
+143 / 129 stopped by SIGTERM / SIGHUP (stopsignals.py: handled like Ctrl-C, the trace saved), 1 an
+internal error (a bug: please report it; --debug shows the traceback). A sweep exits with its worst
+run's code.
 """
 from __future__ import annotations
 
@@ -22,18 +28,27 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, analysis, papers, timeline
+from . import __version__, analysis, grid, papers, stopsignals, timeline
 from .costs import DEFAULT_PROFILE, PROFILES, load_profile
 from .errors import VmexitError
 from .hypervisors import HYPERVISORS
 from .optimizations import OPTIMIZATIONS, parse_opts
 from .options import RunOptionError, check_top, parse_size, run_options
 from .render import RENDERERS, STACK_RENDERERS
-from .trace import domain_view, load as load_trace, merge_domains, write_atomic
+from .trace import domain_view, from_bytes, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
-                     "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK}
+                     "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK,
+                     # a run of a sweep that did not end as a guest does (grid.py)
+                     "error": EXIT_USAGE, "failed": EXIT_INTERNAL, "not run": EXIT_INTERRUPTED}
+
+
+def status_code(status: str) -> int:
+    """A run's exit code by its status; interrupted: 130 for Ctrl-C, 128 + the signal for SIGTERM / SIGHUP."""
+    if STATUS_EXIT_CODES.get(status) == EXIT_INTERRUPTED:
+        return stopsignals.exit_code()
+    return STATUS_EXIT_CODES.get(status, EXIT_INTERNAL)
 
 
 class UsageError(VmexitError):
@@ -85,6 +100,15 @@ def _define_list(text: str) -> tuple[str, list[int]]:
         return name, [int(v, 0) for v in values.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"-D {name}: {values!r} is not a list of integers") from None
+
+
+def _grid_options(p: argparse.ArgumentParser) -> None:
+    """How a grid of runs is run (grid.py): --jobs, --cluster, and the progress display."""
+    p.add_argument("--jobs", type=int, metavar="N", help="runs at a time on this machine's cores (default: all "
+                   f"of them, {grid.default_jobs()} here; 1: one after another in this process)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run each run as a task of the Dask distributed cluster "
+                   "whose scheduler is at ADDRESS, e.g. tcp://127.0.0.1:8786 (pip install 'vmexit[cluster]')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (and no progress lines off a terminal)")
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
@@ -180,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="vmexit-reproduce", metavar="DIR", help="output directory (default vmexit-reproduce)")
     rp.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
     rp.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
-    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _grid_options(rp)
 
     sw = sub.add_parser("sweep", help="run one guest under every combination of constants / options")
     sw.add_argument("guest", help="bundled guest name or assembly source")
@@ -199,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--plot", metavar="FILE", help="write a figure (.png or .svg; needs matplotlib)")
     sw.add_argument("--format", choices=tuple(RENDERERS), default="text")
     sw.add_argument("--report-file", metavar="FILE", help="write the table to FILE instead of stdout")
-    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--traces", metavar="DIR", help="save each run's trace in DIR, as NAME=VALUE,....npz")
+    _grid_options(sw)
 
     b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
     b.add_argument("guest", help="bundled guest name or assembly source")
@@ -412,7 +437,7 @@ def cmd_run(args) -> int:
 def _ended(trace, saved: str) -> int:
     """The exit code of a run's ending, said on stderr unless the guest ended itself."""
     status = trace.meta["status"]
-    code = STATUS_EXIT_CODES.get(status, EXIT_INTERNAL)
+    code = status_code(status)
     if code != EXIT_OK:
         where = trace.meta.get("end_address")
         at = f" at 0x{where:x}" if where is not None else ""
@@ -440,7 +465,7 @@ def _xen_paper(args, paper: dict, options) -> int:
                                   optimizations=dict(options.optimizations, **system.optimizations))
         profile = load_profile(args.profile or HYPERVISORS[system.hypervisor].profile)
         trace = traces[xen_run.name] = _run_guest(images[key], profile, opt)
-        worst = max(worst, STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+        worst = max(worst, status_code(trace.meta["status"]))
     _emit(RENDERERS[args.format](papers.beside_xen_paper(paper, n, traces)), args.report_file)
     return worst
 
@@ -515,7 +540,7 @@ def _scenario_paper(args, scenarios, entry, profile, options) -> int:
 
     def run(constants: dict):
         trace = _scenario_trace(scenarios, args.guest, constants, profile, options)
-        ends.append(STATUS_EXIT_CODES.get(trace.meta["status"], EXIT_INTERNAL))
+        ends.append(status_code(trace.meta["status"]))
         return trace
     try:
         report = entry.paper(dict(args.defines), run)
@@ -557,20 +582,83 @@ def cmd_reproduce(args) -> int:
             print("vmexit: note: matplotlib is not installed, figures skipped (pip install 'vmexit[plot]')",
                   file=sys.stderr)
             figures = False
-    show = sys.stderr.isatty() and not args.no_progress
-    bar = _Progress(show, len(reproduce.RUNS), "runs")
-    try:
-        traces = reproduce.run_all(profile, lambda name, done, total: bar(done, 0, name))
-    finally:
-        bar.close()
+    names = list(reproduce.RUNS)
+    traces_dir = _output_dir(out / "traces")
+    outcomes, stopped = _run_grid(reproduce.jobs(profile), names, args, traces_dir, names)
+    missing = [(name, o) for name, o in zip(names, outcomes) if o is None or o.data is None]
+    if stopped or missing:
+        return _unfinished(missing, len(names), stopped, traces_dir)
+    traces = {name: from_bytes(o.data) for name, o in zip(names, outcomes)}
     reps = reproduce.reports(traces)
     try:
-        written = reproduce.write(out, traces, reps, figures)
+        written = reproduce.write(out, traces, reps, figures, traces_saved=True)
     except OSError as e:
         raise UsageError(f"cannot write to {out}: {e.strerror or e}") from None
     print(f"{len(reproduce.RUNS)} runs, {len(reps)} tables: {out / 'reproduce.md'}, {out / 'reproduce.json'}"
           f"{', figures in ' + str(out / 'figures') if figures else ''} ({len(written)} files)")
     return EXIT_OK
+
+
+def _unfinished(missing: list, total: int, stopped: bool, traces_dir: Path) -> int:
+    """`vmexit reproduce` without every run: no tables; each failed run said, the exit code the worst."""
+    for name, o in missing:
+        if o is not None:
+            print(f"vmexit: run {name}: {o.status}: {o.error or ''}".rstrip(": "), file=sys.stderr)
+    finished = total - len(missing)
+    why = stopsignals.reason() if stopped else f"{len(missing)} runs failed"
+    print(f"vmexit: {why}: no tables; {finished} of {total} runs finished, their traces are in {traces_dir}",
+          file=sys.stderr)
+    return max([status_code(o.status if o is not None else "not run") for _, o in missing] or [status_code("not run")])
+
+
+def _output_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write to {path}: {e.strerror or e}") from None
+    return path
+
+
+def _workers(args) -> int:
+    """--jobs, checked: all the cores by default; with --cluster the cluster decides."""
+    if args.cluster is not None and args.jobs is not None:
+        raise UsageError("give --jobs (this machine) or --cluster (a Dask cluster), not both")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give 1 or more")
+    return args.jobs or grid.default_jobs()
+
+
+def _run_grid(jobs: list, labels: list[str], args, traces_dir: Path | None = None,
+              names: list[str] | None = None) -> tuple[list, bool]:
+    """Run a grid (grid.py) with its progress display; each trace saved in traces_dir as it arrives
+    (names[i].npz). Returns the outcomes in the grid's order (None: never finished) and whether a
+    Ctrl-C, SIGTERM or SIGHUP stopped it."""
+    workers = _workers(args)
+    show = grid_progress(labels, not args.no_progress)
+    saved: set[int] = set()
+
+    def save(outcome) -> None:
+        if traces_dir is not None and outcome.data is not None and outcome.index not in saved:
+            path = traces_dir / f"{names[outcome.index]}.npz"
+            try:
+                write_atomic(path, outcome.data)
+            except OSError as e:
+                raise UsageError(f"cannot write trace {path}: {e.strerror or e}") from None
+            saved.add(outcome.index)
+
+    try:
+        return grid.run(jobs, lambda outcome: (save(outcome), show(outcome)), workers, args.cluster), False
+    except grid.Interrupted as e:
+        for outcome in e.done.values():   # one whose saving the signal cut short (a second one is ignored)
+            save(outcome)
+        return [e.done.get(i) for i in range(len(jobs))], True
+    finally:
+        show.close()
+
+
+def grid_progress(labels: list[str], enabled: bool):
+    from .progress import GridProgress
+    return GridProgress.choose(labels, enabled)
 
 
 def _sweep_axes(args) -> list[tuple[str, str, list]]:
@@ -587,34 +675,46 @@ def _sweep_axes(args) -> list[tuple[str, str, list]]:
     return axes
 
 
-def _sweep_runs(args, axes, profile, host_hz: int) -> tuple[list[tuple[dict, object]], list[int]]:
-    """Every combination of the axes' values run once: ([(label, trace)], operations per run)."""
+def _sweep_jobs(args, axes, profile, host_hz: int) -> tuple[list[dict], list, list[int]]:
+    """Every combination of the axes' values as a run (grid.Job): (labels, jobs, operations per run)."""
     import itertools
 
-    from .guests import resolve
     from .session import RunOptions
-    combos = list(itertools.product(*[values for _, _, values in axes]))
-    bar = _Progress(sys.stderr.isatty() and args.format != "json" and not args.no_progress, len(combos), "runs")
-    points, per_counts = [], []
-    try:
-        for i, combo in enumerate(combos):
-            constants = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "D"}
-            opts = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "opt" and v is not None}
-            label = {(f"-D {name}" if kind == "D" else f"--opt {name}"): ("off" if v is None else v)
-                     for (kind, name, _), v in zip(axes, combo)}
-            bar(i, 0, " ".join(f"{k}={v}" for k, v in label.items()))
-            image = resolve(args.guest, constants)
-            if args.per is not None:
-                n = _guest_constant(image, constants, args.per)
-                if n is None:
-                    raise UsageError(f"--per {args.per}: {image.name} has no constant {args.per}")
-                per_counts.append(n)
-            options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
-                                 optimizations=opts, hypervisor=args.hypervisor, host_timer_hz=host_hz)
-            points.append((label, _run_guest(image, profile, options)))
-    finally:
-        bar.close()
-    return points, per_counts
+    scenario, defaults, hypervisor = _sweep_guest(args)
+    labels, jobs, per_counts = [], [], []
+    for combo in itertools.product(*[values for _, _, values in axes]):
+        constants = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "D"}
+        opts = {name: v for (kind, name, _), v in zip(axes, combo) if kind == "opt" and v is not None}
+        label = {(f"-D {name}" if kind == "D" else f"--opt {name}"): ("off" if v is None else v)
+                 for (kind, name, _), v in zip(axes, combo)}
+        if args.per is not None:
+            n = constants.get(args.per, defaults.get(args.per))
+            if n is None:
+                raise UsageError(f"--per {args.per}: {args.guest} has no constant {args.per}")
+            per_counts.append(n)
+        options = RunOptions(max_instructions=args.max_instructions, max_seconds=args.max_seconds,
+                             optimizations=opts, hypervisor=hypervisor, host_timer_hz=host_hz)
+        text = " ".join(f"{k}={v}" for k, v in label.items())
+        jobs.append(grid.Job(text, args.guest, constants, profile, options, scenario))
+        labels.append(label)
+    return labels, jobs, per_counts
+
+
+def _sweep_guest(args) -> tuple[bool, dict, str]:
+    """Whether the guest is a scenario, the constants its sources default, and the hypervisor; a guest
+    that does not exist is bad input here, before any run (a combination that does not assemble is one
+    failed run of the sweep)."""
+    from .guests import resolve
+    scenarios = _scenarios()
+    if scenarios is not None and args.guest in scenarios.SCENARIOS:
+        entry = scenarios.SCENARIOS[args.guest]
+        return True, dict(getattr(entry, "defaults", None) or {}), getattr(entry, "hypervisor", "xen-pv")
+    return False, dict(resolve(args.guest).defaults or {}), args.hypervisor
+
+
+def _sweep_name(label: dict) -> str:
+    """A run's trace file name in --traces: NAME=VALUE,... of its swept values."""
+    return ",".join(f"{key.split()[-1]}={value}" for key, value in label.items()).replace("/", "_")
 
 
 def _sweep_figure(rep, keys: list[str], per: bool):
@@ -650,17 +750,37 @@ def _write_plot(fig, path: str, draw=None) -> None:
 
 
 def cmd_sweep(args) -> int:
-    profile = _profile_for(args)
-    host_hz = _host_timer_hz(args, profile)
     axes = _sweep_axes(args)
     if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
-    points, per_counts = _sweep_runs(args, axes, profile, host_hz)
-    rep = analysis.sweep(points, args.per, per_counts or None)
+    _workers(args)
+    labels, jobs, per_counts = _sweep_jobs(args, axes, *_sweep_pricing(args))
+    traces_dir = _output_dir(Path(args.traces)) if args.traces else None
+    names = [_sweep_name(label) for label in labels]
+    outcomes, stopped = _run_grid(jobs, [job.label for job in jobs], args, traces_dir, names)
+    points, ends = [], []
+    for label, o in zip(labels, outcomes):
+        status = o.status if o is not None else "not run"
+        points.append((label, from_bytes(o.data) if o is not None and o.data is not None else None))
+        ends.append({"status": status, "code": status_code(status), "error": o.error if o is not None else None})
+    rep = analysis.sweep(points, args.per, per_counts or None, ends)
     _emit(RENDERERS[args.format](rep), args.report_file)
-    if args.plot:
-        _write_plot(_sweep_figure(rep, list(points[0][0]), args.per is not None), args.plot)
-    return max(STATUS_EXIT_CODES.get(r["status"], EXIT_INTERNAL) for r in rep.rows)
+    if stopped:
+        done = sum(o is not None for o in outcomes)
+        kept = f", their traces are in {traces_dir}" if traces_dir else ""
+        print(f"vmexit: {stopsignals.reason()}: {done} of {len(jobs)} runs finished{kept}", file=sys.stderr)
+    elif args.plot:
+        _write_plot(_sweep_figure(rep, list(labels[0]), args.per is not None), args.plot)
+    return max(e["code"] for e in ends)
+
+
+def _sweep_pricing(args) -> tuple:
+    """The profile and host timer rate of every run of a sweep."""
+    scenarios = _scenarios()
+    entry = scenarios.SCENARIOS.get(args.guest) if scenarios is not None else None
+    hypervisor = getattr(entry, "hypervisor", "xen-pv") if entry is not None else args.hypervisor
+    profile = load_profile(args.profile or getattr(entry, "profile", None) or HYPERVISORS[hypervisor].profile)
+    return profile, _host_timer_hz(args, profile)
 
 
 def _host_timer_hz(args, profile) -> int:
@@ -683,8 +803,8 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
-#: The errors that are the user's input, not a bug (errors.py): one line on stderr, exit code 2.
-USER_ERRORS = (VmexitError,)
+#: The errors that are the user's input, not a bug (errors.py; --cluster's): one line on stderr, exit code 2.
+USER_ERRORS = (VmexitError, grid.ClusterError)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
@@ -698,13 +818,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
+        with stopsignals.stop_like_ctrl_c():
+            return COMMANDS[args.command](args)
     except USER_ERRORS as e:
         print(f"vmexit: error: {e.cli or e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("vmexit: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:   # Ctrl-C, SIGTERM, SIGHUP outside a run (a run ends `interrupted` itself)
+        print(f"vmexit: {stopsignals.reason()}", file=sys.stderr)
+        return stopsignals.exit_code()
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # a bug: one line for users, the traceback with --debug

@@ -85,8 +85,9 @@ class Domain:
     def run(self, max_instructions=None, max_cycles=None, progress=None, until=None) -> RunEnd | None:
         return self.vcpu.run(max_instructions, max_cycles, progress, until)
 
-    def interrupted(self) -> RunEnd:
-        self.ending.finish(RunEnd("interrupted", "interrupted by the user (Ctrl-C)"))
+    def interrupted(self, detail: str | None = None) -> RunEnd:
+        """Ctrl-C, or SIGTERM / SIGHUP (stopsignals.py, whose exception says which), ended the run."""
+        self.ending.finish(RunEnd("interrupted", detail or "interrupted by the user (Ctrl-C)"))
         return self.ending.end
 
     def close(self) -> None:

@@ -61,15 +61,15 @@ class Host:
             domain = self.domains[0]
             try:
                 domain.run(max_instructions, max_cycles, progress)
-            except KeyboardInterrupt:
-                domain.interrupted()
+            except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM / SIGHUP (stopsignals.py)
+                domain.interrupted(str(e) or None)
             self.now = domain.clock.now()
             return [domain.ending.end]
         try:
             self._share(max_instructions, max_cycles, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             for d in self.domains:
-                d.interrupted()
+                d.interrupted(str(e) or None)
         return [d.ending.end for d in self.domains]
 
     def _share(self, max_instructions, max_cycles, progress) -> None:

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import analysis, guests, papers, scenarios, session
+from . import analysis, grid, papers, scenarios, session
 from .analysis import Column, Report, exit_seconds
 from .costs import DEFAULT_PROFILE, Profile, load_profile
 from .exits import Direction, ExitReason
 from .hypervisors import HYPERVISORS
 from .render import RENDERERS
-from .trace import Trace, merge_domains, write_atomic
+from .trace import Trace, from_bytes, write_atomic
 
 if TYPE_CHECKING:
     from .render.plot import Figure
@@ -133,23 +133,33 @@ def profile_for(hypervisor: str, chosen: Profile) -> Profile:
     return chosen if own == DEFAULT_PROFILE else load_profile(own)
 
 
-def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Trace]:
-    traces = {}
-    for i, (name, spec) in enumerate(RUNS.items()):
-        if progress is not None:
-            progress(name, i, len(RUNS))
+def jobs(profile: Profile) -> list[grid.Job]:
+    """Every run of RUNS as a job of a grid (grid.py), in RUNS' order, each labelled by its name."""
+    out = []
+    for name, spec in RUNS.items():
         options = session.RunOptions(max_seconds=spec.max_seconds, optimizations=dict(spec.opts),
                                      hypervisor=spec.hypervisor, host_timer_hz=spec.host_timer_hz, **spec.net)
-        if spec.guest in scenarios.SCENARIOS:
-            run = scenarios.run_scenario(spec.guest, dict(spec.constants), profile_for(spec.hypervisor, profile),
-                                         options)
-            traces[name] = merge_domains(run.traces, {"name": spec.guest, **run.host})
-            continue
-        image = guests.resolve(spec.guest, dict(spec.constants))
-        traces[name] = session.run(image, profile_for(spec.hypervisor, profile), options)
-    if progress is not None:
-        progress("", len(RUNS), len(RUNS))
-    return traces
+        out.append(grid.Job(name, spec.guest, dict(spec.constants), profile_for(spec.hypervisor, profile), options,
+                            scenario=spec.guest in scenarios.SCENARIOS))
+    return out
+
+
+def run_all(profile: Profile, progress: Callable[[str, int, int], None] | None = None, workers: int = 1,
+            cluster: str | None = None) -> dict[str, Trace]:
+    """Every run of RUNS, by name (each loaded from its trace's bytes, however it ran: grid.py); a run
+    that could not be done raises RuntimeError, Ctrl-C grid.Interrupted."""
+    names, done = list(RUNS), [0]
+
+    def on_done(outcome: grid.Outcome) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(names[outcome.index], done[0], len(names))
+
+    outcomes = grid.run(jobs(profile), on_done, workers, cluster)
+    failed = [f"{names[o.index]}: {o.status}: {o.error}" for o in outcomes if o.data is None]
+    if failed:
+        raise RuntimeError("runs failed: " + "; ".join(failed))
+    return {name: from_bytes(o.data) for name, o in zip(names, outcomes)}
 
 
 # experiments ---------------------------------------------------------------------------------------
@@ -387,7 +397,7 @@ def fig_napi(traces: dict[str, Trace]) -> "Figure":
         frames = t.meta["nic"]["tx_frames"] + t.meta["nic"]["rx_frames"]
         per_frame[name] = {f: c / frames for f, c in _by_function(t, None).items()} if frames else {}
     functions = sorted(set(per_frame["netperf"]) | set(per_frame["netperf-no-napi"]),
-                       key=lambda f: -per_frame["netperf"].get(f, 0))[:8]
+                       key=lambda f: (-per_frame["netperf"].get(f, 0), f))[:8]  # ties by name: no set order
     return Figure("netperf: exits per frame by function, with and without NAPI", "function", "exits per frame",
                   functions, {("NAPI" if n == "netperf" else "no NAPI"): [per_frame[n].get(f, 0) for f in functions]
                               for n in runs})
@@ -451,8 +461,10 @@ def reports(traces: dict[str, Trace]) -> dict[str, Report]:
     return {name: make(traces) for name, make in EXPERIMENTS.items()}
 
 
-def write(out: Path, traces: dict[str, Trace], reps: dict[str, Report], figures: bool = True) -> list[Path]:
-    """Write tables (markdown), JSON, traces and figures under `out`; returns the files written."""
+def write(out: Path, traces: dict[str, Trace], reps: dict[str, Report], figures: bool = True,
+          traces_saved: bool = False) -> list[Path]:
+    """Write tables (markdown), JSON, traces (unless traces_saved: the caller saved each as it arrived)
+    and figures under `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     sources = {key: paper.citation() for key, paper in papers.PAPERS.items()}
@@ -474,7 +486,8 @@ def write(out: Path, traces: dict[str, Trace], reps: dict[str, Report], figures:
     (out / "traces").mkdir(exist_ok=True)
     for name, t in traces.items():
         path = out / "traces" / f"{name}.npz"
-        t.save(path)
+        if not traces_saved:
+            t.save(path)
         written.append(path)
     if figures:
         from .render import plot

@@ -143,10 +143,11 @@ def _stacks(z, names: set[str]) -> Stacks | None:
     return Stacks(frames, starts)
 
 
-def load(path: str | Path) -> Trace:
-    path = Path(path)
+def load(path: str | Path | BinaryIO) -> Trace:
+    """A trace from its file, or from a binary file object holding a file's bytes (from_bytes)."""
+    source, path = (path, "trace bytes") if hasattr(path, "read") else (Path(path), Path(path))
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(source, allow_pickle=False) as z:
             names = set(z.files)
             if "meta" not in names or "exits" not in names:
                 raise TraceError(f"{path}: not a vmexit trace (no exits/meta arrays)")
@@ -181,6 +182,11 @@ def load(path: str | Path) -> Trace:
     if stacks is not None and len(exits) and int(exits["stack"].max()) >= len(stacks):
         raise TraceError(f"{path}: an exit points past the stack table")
     return Trace(exits=exits, meta=meta, symbols=symbols, emulated=emulated, stacks=stacks)
+
+
+def from_bytes(data: bytes) -> Trace:
+    """The trace whose file is `data` (Trace.to_bytes): a run done in another process or on another machine."""
+    return load(io.BytesIO(data))
 
 
 # runs of several domains ----------------------------------------------------------------------------

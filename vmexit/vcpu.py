@@ -43,6 +43,11 @@ IF_SETTERS = ("sti", "iret", "iretd")
 POPF = ("popf", "popfd")
 from .machine import IF_FLAG, GuestCrash, X86Machine
 
+#: The longest slice, in guest instructions: the run loop returns to Python at least this often, so that
+#: Ctrl-C, SIGTERM and SIGHUP (stopsignals.py) end even a guest that never exits and has no timer armed
+#: (a count, not a clock: where a slice ends never depends on the host's speed).
+MAX_SLICE = 1 << 24
+
 
 @dataclass
 class RunEnd:
@@ -527,7 +532,7 @@ class VCPU:
     def _slice_limit(self, max_instructions: int | None, max_cycles: int | None) -> int:
         clock = self.clock
         self._due = due = self._slice_end(self.next_due())
-        limit = 1 << 62
+        limit = MAX_SLICE
         for cycles in (due, max_cycles):
             if cycles is not None:
                 limit = min(limit, clock.icount_when(cycles) - clock.icount)

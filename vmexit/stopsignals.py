@@ -1,0 +1,65 @@
+"""SIGTERM and SIGHUP stop vmexit as Ctrl-C does: the run ends `interrupted`, its trace is saved.
+
+Why: `timeout`, batch schedulers and cluster engines stop work with SIGTERM, and a closed terminal
+sends SIGHUP; by default either kills Python at once and the trace of a long run is lost. Here the
+handler raises Stopped, a KeyboardInterrupt, in the main thread: the run loop returns to Python between
+slices of guest instructions and in every callback, so the run ends there exactly as it does on Ctrl-C
+(host.py ends it `interrupted`, with Stopped's text as the detail). A sweep's parent stops its workers
+the same way (grid.py). Runs end from callbacks and instruction counts only: no wall-clock timer.
+
+Only the first signal raises: a second one (a scheduler that repeats itself) while the trace is being
+saved would lose it, so it is only noted. The exit code is the shell's convention, 128 + the signal's
+number: 143 for SIGTERM, 129 for SIGHUP (130 for Ctrl-C, SIGINT).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+#: The signals treated like Ctrl-C (SIGHUP does not exist everywhere).
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+EXIT_SIGINT = 128 + signal.SIGINT
+
+_received: list[int] = []
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: handled wherever Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _handler(signum, _frame) -> None:
+    first = not _received
+    _received.append(signum)
+    if first:
+        raise Stopped(signum)
+
+
+@contextmanager
+def stop_like_ctrl_c() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise Stopped in the main thread (elsewhere: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def exit_code() -> int:
+    """The exit code of an interrupted command: 128 + the first signal that stopped it (130: Ctrl-C)."""
+    return 128 + _received[0] if _received else EXIT_SIGINT
+
+
+def reason() -> str:
+    """What stopped the command, for its one-line message."""
+    return f"terminated by {signal.Signals(_received[0]).name}" if _received else "interrupted"
