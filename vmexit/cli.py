@@ -803,8 +803,8 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
-#: The errors that are the user's input, not a bug (errors.py; --cluster's): one line on stderr, exit code 2.
-USER_ERRORS = (VmexitError, grid.ClusterError)
+#: The errors that are the user's input, not a bug (errors.py; --cluster's too): one line on stderr, exit code 2.
+USER_ERRORS = (VmexitError,)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,

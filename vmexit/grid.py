@@ -31,11 +31,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import __version__
-from .asm import AsmError
-from .costs import Profile, ProfileError
-from .loader import LoadError
-from .optimizations import OptionError
-from .trace import TraceError
+from .costs import Profile
+from .errors import VmexitError
 
 #: Seconds to wait for a Dask scheduler to answer before --cluster gives up.
 CONNECT_TIMEOUT_S = 20
@@ -45,7 +42,7 @@ STOP_POLL_S = 1.0
 FAILED = ("error", "failed", "crashed")
 
 
-class ClusterError(Exception):
+class ClusterError(VmexitError):
     """--cluster cannot be used: Dask distributed is not installed, or the scheduler does not answer."""
 
 
@@ -81,11 +78,10 @@ def run_job(index: int, job: Job, progress: Callable[[int, int], None] | None = 
     """Do one run; what goes wrong is the Outcome's status and message (KeyboardInterrupt passes).
     progress, if given, is called between slices of the run (session.run's) and may end it by raising
     KeyboardInterrupt."""
-    from .devices.ide import DiskError
     t0 = time.perf_counter()
     try:
         trace = _trace(job, progress)
-    except (LoadError, AsmError, ProfileError, OptionError, TraceError, DiskError) as e:
+    except VmexitError as e:   # the run's input (errors.py): its row says what is wrong
         return Outcome(index, "error", error=str(e), seconds=time.perf_counter() - t0)
     except Exception as e:  # a bug: the run's row says so, the other runs go on
         return Outcome(index, "failed", error=f"internal error: {type(e).__name__}: {e}",
