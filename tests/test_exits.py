@@ -107,7 +107,7 @@ def test_wider_values_wrap_into_their_fields_as_astype_does():
 
 
 def test_sixty_four_bytes_a_row_with_domain_subop_and_stack_last():
-    assert EXIT_DTYPE.itemsize == 64
+    assert EXIT_DTYPE.itemsize == 60
     assert EXIT_DTYPE.names[-4:] == ("caller", "domain", "subop", "stack")
     r = ExitRecorder(domain=1)
     r.append(1, 2, 3, 18, 0, 0, 20, 4, 0, 10, 0, subop=5, stack=7)

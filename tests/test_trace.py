@@ -251,7 +251,7 @@ def test_saving_holds_no_second_copy_of_the_records(tmp_path):
 def test_traces_before_the_domain_column_load_with_domain_and_subop_zero(tmp_path):
     t = sample()
     t.exits["domain"], t.exits["subop"] = 1, 7    # what the old layout cannot hold
-    old = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n not in ("domain", "subop", "stack")])
+    old = OLD_EXIT_DTYPE     # 56 B: seq 64-bit, no domain, subop or stack
     legacy = np.zeros(len(t.exits), dtype=old)
     for name in old.names:
         legacy[name] = t.exits[name]
@@ -261,3 +261,16 @@ def test_traces_before_the_domain_column_load_with_domain_and_subop_zero(tmp_pat
     assert back.exits.dtype == EXIT_DTYPE and back.exits["domain"].tolist() == [0, 0, 0]
     assert back.exits["subop"].tolist() == [0, 0, 0]
     assert all(np.array_equal(back.exits[n], legacy[n]) for n in old.names)
+
+
+def test_format_4_traces_load_with_the_same_values(tmp_path):
+    """Format 4 kept seq 64-bit (64-byte records); format 5 keeps it in 32 bits: the same numbers."""
+    from vmexit.trace import EXIT_DTYPE_64
+    t = sample()
+    wide = np.zeros(len(t.exits), dtype=EXIT_DTYPE_64)
+    for name in EXIT_DTYPE_64.names:
+        wide[name] = t.exits[name]
+    assert wide.dtype.itemsize == 64 and EXIT_DTYPE.itemsize == 60
+    path = tmp_path / "v4.npz"
+    Trace(wide, t.meta, t.symbols).save(path)
+    assert load(path).exits.tobytes() == t.exits.tobytes()

@@ -51,7 +51,7 @@ class Direction(enum.IntEnum):
 
 
 EXIT_DTYPE = np.dtype([
-    ("seq", "<u8"),        # position in the run, from 0
+    ("seq", "<u4"),        # position in the run, from 0 (a run holds at most 2**32 - 1 exits)
     ("icount", "<u8"),     # guest instructions executed when the exit happened
     ("cycles", "<u8"),     # virtual time of the exit in CPU cycles (see clock.py)
     ("rip", "<u4"),        # guest address of the exiting instruction (interrupted one for interrupts)
@@ -136,7 +136,7 @@ class ExitRecorder:
     """Append-only exit records. The exit path only extends a flat buffer of unsigned 64-bit values
     (array('Q'): one C call, no Python object kept per exit); every CHUNK rows the buffer is packed
     column by column into EXIT_DTYPE records in one growing mapping (_Mapping). Memory is the packed
-    size, EXIT_DTYPE.itemsize (64 B) a row, plus the buffer (CHUNK rows of 104 B) and the stack
+    size, EXIT_DTYPE.itemsize (60 B) a row, plus the buffer (CHUNK rows of 104 B) and the stack
     table (unique stacks only); `records()` hands
     the rows out without a copy. Emulated accesses go the same way into EMULATED_DTYPE records.
 
@@ -214,7 +214,7 @@ class ExitRecorder:
         n = len(rows) // _WIDTH
         if n:
             out = self._exits.rows(start, n)
-            out["seq"] = np.arange(start, start + n, dtype=np.uint64)
+            out["seq"] = np.arange(start, start + n, dtype=np.uint32)
             out["domain"] = self.domain
             _write(out, rows, _FIELDS)
             self._packed += n

@@ -34,7 +34,7 @@ from .exits import EMULATED_DTYPE, EXIT_DTYPE
 from .stacks import Stacks
 
 FORMAT = "vmexit-trace"
-FORMAT_VERSION = 4  # 4: exits gain stack, the stack table; 3: domain and subop; 2: the emulated array
+FORMAT_VERSION = 5  # 5: seq 32-bit; 4: exits gain stack, the stack table; 3: domain and subop; 2: emulated
 SAVE_ROWS = 1 << 16  # records compressed at a time when saving (3.5 MiB of exits)
 
 
@@ -118,14 +118,17 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
 
 
 #: The exit record before the domain and subop columns (issue 15): such traces load with both 0.
-_EXIT_DTYPE_56 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names
-                           if n not in ("domain", "subop", "stack")])
+_EXIT_DTYPE_56 = np.dtype([("seq", "<u8")] + [(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names
+                                              if n not in ("seq", "domain", "subop", "stack")])
 #: The exit record of format 3, before the stack column (issue 17): such traces load with stack 0.
-EXIT_DTYPE_60 = np.dtype([(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n != "stack"])
+EXIT_DTYPE_60 = np.dtype([("seq", "<u8")] + [(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names
+                                             if n not in ("seq", "stack")])
+#: The exit record of format 4, seq 64-bit: its rows hold the same values.
+EXIT_DTYPE_64 = np.dtype([("seq", "<u8")] + [(n, EXIT_DTYPE.fields[n][0]) for n in EXIT_DTYPE.names if n != "seq"])
 
 
 def _upgrade(exits: np.ndarray) -> np.ndarray:
-    if exits.dtype not in (_EXIT_DTYPE_56, EXIT_DTYPE_60):
+    if exits.dtype not in (_EXIT_DTYPE_56, EXIT_DTYPE_60, EXIT_DTYPE_64):
         return exits
     out = np.zeros(len(exits), dtype=EXIT_DTYPE)
     for name in exits.dtype.names:
@@ -214,7 +217,7 @@ def merge_domains(traces: list[Trace], host: dict) -> Trace:
     stacks = _merged_stacks(traces, exits)
     order = np.lexsort((exits["seq"], exits["domain"], exits["cycles"]))
     merged = exits[order]
-    merged["seq"] = np.arange(len(merged), dtype=np.uint64)
+    merged["seq"] = np.arange(len(merged), dtype=np.uint32)
     row = np.empty(len(order), dtype=np.int64)
     row[order] = np.arange(len(order))
     emulated = []
@@ -307,7 +310,7 @@ def domain_view(trace: Trace, domid: int) -> Trace:
     mask = trace.exits["domain"] == domid
     rows = np.flatnonzero(mask)
     exits = trace.exits[rows]
-    exits["seq"] = np.arange(len(exits), dtype=np.uint64)
+    exits["seq"] = np.arange(len(exits), dtype=np.uint32)
     em = trace.emulated[mask[trace.emulated["exit"].astype(np.int64)]] if len(trace.emulated) else trace.emulated
     em = em.copy()
     em["exit"] = np.searchsorted(rows, em["exit"].astype(np.int64))
