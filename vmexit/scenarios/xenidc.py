@@ -19,9 +19,9 @@ it too) and is not on the data path.
 RING_ORDER, BOOST (1: an event that wakes a blocked domain preempts the running one, as Xen's credit
 scheduler boosts a waking vCPU -- csched_vcpu_wake gives it BOOST priority and tickles the CPU; the same
 as --wake-preempts; 0, the default as in xennet: a domain runs until it blocks, yields or its 30 ms
-slice ends), and SHM: 1 the shared-memory channel; 0 the split-driver path (domU -> netfront -> dom0
-netback -> bridge -> netback -> netfront -> domU), which needs a netback serving two frontends and is
-not built yet: SHM=0 is refused with a LoadError that says so. The receiver is the workload: its end
+slice ends), and SHM: 1 the shared-memory channel; 0 the split-driver path (sender -> netfront -> dom0
+netback -> bridge -> netback -> netfront -> receiver: guests/xennet/ with netback's VIFS=2 and each
+netfront's peer MAC the other domU's; see xenidc_split). The receiver is the workload: its end
 stops the others. The host facts carry the stream: stream_bytes (what the receiver took),
 stream_cycles (from the sender's last connect map to the receiver's shutdown) and throughput_mbit_s
 over that window; the setup before it (grants, 33 maps) is in the run's time but not the stream's.
@@ -185,11 +185,14 @@ def stream_facts(traces: list[Trace], freq_hz: float, split: bool = False) -> di
 
 def beside_paper(constants: dict, run: Callable[[dict], Trace]):
     """Seed 004's Table 1 beside ours: one run per buffer size of the table (SHM=1), without and with
-    the waking domain preempting (BOOST=0 / 1)."""
+    the waking domain preempting (BOOST=0 / 1), and through the split-driver path (SHM=0)."""
     from .. import papers   # the table is analysis, above the run: imported only when asked for
     paper = papers.xen_idc_paper()
     traces = {(size, mode): run(dict(constants, **{paper["constant"]: size, "SHM": 1, "BOOST": boost}))
               for mode, boost in papers.XEN_IDC_MODES.items() for size in paper["buffer_sizes"]}
+    split = {k: v for k, v in constants.items() if k in ("STREAM_BYTES", "SOCKBUF")}
+    traces.update({(size, papers.XEN_IDC_SPLIT): run(dict(split, **{paper["constant"]: size, "SHM": 0}))
+                   for size in paper["buffer_sizes"]})
     return papers.beside_xen_idc_paper(paper, traces)
 
 
