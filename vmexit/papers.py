@@ -361,7 +361,8 @@ def dbnet_holds(direction: str, ours: dict[str, dict]) -> bool:
     """Whether our runs keep the thesis' ordering in one direction. ours: system -> {mbit_s, cpu_us}
     (CPU per packet). Transmit: DBNet above the split path and within 20 % of native ("nearly the
     same"); receive: DBNet above the split path at less CPU per packet; with several guests (a system
-    with a `bound`: the split path's estimated share per guest), the slowest guest above that share."""
+    with a `bound`: the split path's slowest guest with n guests, measured, or its one-guest
+    throughput / n, estimated), the slowest guest above that."""
     split, db, native = (ours[s] for s in ("Xen split path", "DBNet", "native Linux"))
     several = [m for m in ours.values() if "bound" in m]
     if any(m["mbit_s"] <= m["bound"] for m in several):
@@ -409,9 +410,12 @@ def beside_dbnet_paper(paper: dict, ours: dict[str, dict[str, dict]]) -> Report:
                Column("twin_of_native", "TwinDrivers / native", "ratio"), Column("holds", "thesis kept", "str")]
     said = "; ".join(f"{d}: {paper['statements'][d]}" for d in ours)
     if any("bound" in m for systems in ours.values() for m in systems.values()):
-        said += (f"; guests: {paper['statements']['guests']} (ours / split for several guests: the slowest "
-                 "guest over the split path's one-guest throughput / n, an estimate: netback serves one "
-                 "frontend)")
+        if any(m.get("measured") for systems in ours.values() for m in systems.values()):
+            said += (f"; guests: {paper['statements']['guests']} (ours / split for several guests: the slowest "
+                     "guest over the split path's slowest guest, measured: netback serving n frontends)")
+        else:
+            said += (f"; guests: {paper['statements']['guests']} (ours / split for several guests: the slowest "
+                     "guest over the split path's one-guest throughput / n, an estimate)")
     note = (f"The thesis: {said}. Source: {paper['source']}. Magnitudes: {twin['source']}. CPU per packet: the "
             "host's busy time (every domain's instructions, exits, upcalls, DBNet's driver work, domain "
             "switches) over the NIC frames, both ways.")

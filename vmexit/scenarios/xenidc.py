@@ -41,7 +41,7 @@ from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
 from .base import NET_WIRING, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO, Scenario, ScenarioRun, route_constants, \
-    run_domains, start_info
+    run_domains, start_info, write_vif_table
 
 DIRECTORY = 0xC00                       # offset of the directory in the start_info page
 DIR_ENTRY = struct.Struct("<I6sxxI")    # domid, MAC, pad, descriptor grant ref
@@ -51,7 +51,6 @@ ROLES = {0: "dom0", 1: "receiver", 2: "sender"}
 # hypercall numbers and sub-operations the stream facts look for (xen.h, grant_table.h, sched.h)
 GRANT_TABLE_OP, SCHED_OP, EVENT_CHANNEL_OP = 20, 29, 32
 MAP_GRANT_REF, SCHEDOP_SHUTDOWN, EVTCHNOP_SEND = 0, 2, 4
-VIF_TABLE = NET_WIRING + 0x100          # SHM=0: dom0's vif table {u32 domid, u32 port, MAC, u16 pad}
 PEER_MAC = 0x24                         # SHM=0: a netfront's peer MAC in its wiring (PEER_MAC_WIRED)
 
 
@@ -144,10 +143,7 @@ def xenidc_split(constants: dict, profile: Profile, options, progress=None) -> S
               [Domain(images[d], profile, domu_options, domid=d, xen_host=xen) for d in (1, 2)]
     ports = {d: xen.events.alloc_unbound(None, d, 0) for d in (1, 2)}   # the toolstack's vif channels
     start_info(domains[0], peer=1, port=ports[1], flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
-    vifs = bytearray()
-    for d in (1, 2):
-        vifs += struct.pack("<II", d, ports[d]) + mac(d) + b"\0\0"
-    domains[0].machine.write_physical(START_INFO + VIF_TABLE, bytes(vifs))
+    write_vif_table(domains[0], [(d, ports[d], mac(d)) for d in (1, 2)])
     for d in (1, 2):
         start_info(domains[d], peer=0, port=ports[d], mac=mac(d))
         domains[d].machine.write_physical(START_INFO + NET_WIRING + PEER_MAC, mac(3 - d))
