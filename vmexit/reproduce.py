@@ -91,7 +91,8 @@ def _xen_net_run(size: int, system: str) -> str:
 
 
 # Seed 004's Table 1: the xenidc scenario (two domUs over a shared-memory channel) at each buffer size,
-# without and with a woken domain preempting (BOOST=0 / 1); a 2 MiB stream (16 fills of the ring) each
+# without and with a woken domain preempting (BOOST=0 / 1), and through the split-driver path (SHM=0);
+# a 2 MiB stream (16 fills of the ring) each
 XEN_IDC = papers.xen_idc_paper()
 XEN_IDC_STREAM = 2 << 20
 for _size in XEN_IDC["buffer_sizes"]:
@@ -99,11 +100,17 @@ for _size in XEN_IDC["buffer_sizes"]:
         RUNS[f"xenidc-{_size}-boost{_boost}"] = RunSpec(
             "xenidc", {XEN_IDC["constant"]: _size, "BOOST": _boost, "STREAM_BYTES": XEN_IDC_STREAM},
             hypervisor=scenarios.SCENARIOS["xenidc"].hypervisor)
+    RUNS[f"xenidc-{_size}-split"] = RunSpec(
+        "xenidc", {XEN_IDC["constant"]: _size, "SHM": 0, "STREAM_BYTES": XEN_IDC_STREAM},
+        hypervisor=scenarios.SCENARIOS["xenidc"].hypervisor)
 
 
 def _xen_idc_traces(traces: dict[str, Trace]) -> dict:
-    return {(size, mode): traces[f"xenidc-{size}-boost{boost}"]
-            for size in XEN_IDC["buffer_sizes"] for mode, boost in papers.XEN_IDC_MODES.items()}
+    out = {(size, mode): traces[f"xenidc-{size}-boost{boost}"]
+           for size in XEN_IDC["buffer_sizes"] for mode, boost in papers.XEN_IDC_MODES.items()}
+    out.update({(size, papers.XEN_IDC_SPLIT): traces[f"xenidc-{size}-split"]
+                for size in XEN_IDC["buffer_sizes"] if f"xenidc-{size}-split" in traces})
+    return out
 
 
 # Seed 002's DBNet beside the split path and native Linux (scenarios/dbnet.py), each direction: the
@@ -115,9 +122,11 @@ for _direction, _receive in scenarios.dbnet.DIRECTIONS.items():
     for _system, _mode in (("split", 0), ("dbnet", 1)):
         RUNS[f"dbnet-{_direction}-{_system}"] = RunSpec("xennet", {"RECEIVE": _receive, "DBNET": _mode},
                                                         hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
-    RUNS[f"dbnet-{_direction}-dbnet{DBNET_GUESTS}"] = RunSpec(
-        "xennet", {"RECEIVE": _receive, "DBNET": 1, "GUESTS": DBNET_GUESTS},
-        hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
+    for _system, _mode in (("split", 0), ("dbnet", 1)):
+        RUNS[f"dbnet-{_direction}-{_system}{DBNET_GUESTS}"] = RunSpec(
+            "xennet", {"RECEIVE": _receive, "DBNET": _mode, "GUESTS": DBNET_GUESTS,
+                       **({} if _mode else {"VIFS": DBNET_GUESTS})},
+            hypervisor=scenarios.SCENARIOS["xennet"].hypervisor)
     RUNS[f"dbnet-{_direction}-native"] = RunSpec(
         "netperf", {"MESSAGES": 256, "MSG_SIZE": 4096, "RECEIVE": _receive}, hypervisor="native",
         net=scenarios.dbnet.native_net(_receive))
@@ -329,8 +338,10 @@ def dbnet(traces: dict[str, Trace]) -> Report:
     ours = {d: {system: scenarios.dbnet.measure(traces[f"dbnet-{d}-{run}"]) for system, run in DBNET_SYSTEMS.items()}
             for d in scenarios.dbnet.DIRECTIONS}
     for d, systems in ours.items():
+        split_n = traces[f"dbnet-{d}-split{DBNET_GUESTS}"]
+        systems[f"Xen split path, {DBNET_GUESTS} guests: the slowest"] = scenarios.dbnet.slowest(split_n)
         systems[f"DBNet, {DBNET_GUESTS} guests: the slowest"] = scenarios.dbnet.several(
-            traces[f"dbnet-{d}-dbnet{DBNET_GUESTS}"], DBNET_GUESTS, systems["Xen split path"])
+            traces[f"dbnet-{d}-dbnet{DBNET_GUESTS}"], DBNET_GUESTS, systems["Xen split path"], split_n)
     rep = papers.beside_dbnet_paper(DBNET, ours)
     rep.by = "dbnet"
     return rep
@@ -428,8 +439,10 @@ def fig_xen_idc(traces: dict[str, Trace]) -> "Figure":
     rows = papers.beside_xen_idc_paper(XEN_IDC, _xen_idc_traces(traces)).rows
     peak = XEN_IDC["mbit_s"][XEN_IDC["buffer_sizes"].index(16384)]
     series = {"paper": [round(v / peak, 3) for v in XEN_IDC["mbit_s"]]}
-    for mode in papers.XEN_IDC_MODES:
-        series[f"ours, {mode}"] = [round(r["ours_vs_16k"], 3) for r in rows if r["ours"] == f"-D {mode}"]
+    for mode in [*papers.XEN_IDC_MODES, papers.XEN_IDC_SPLIT]:
+        points = [round(r["ours_vs_16k"], 3) for r in rows if r["ours"] == f"-D {mode}"]
+        if points:
+            series[f"ours, {mode}"] = points
     return Figure("Shared-memory channel between two domUs (Zhu and Ai 2011)", XEN_IDC["constant"],
                   "bandwidth / its bandwidth at 16 KiB",
                   [str(s) for s in XEN_IDC["buffer_sizes"]], series, kind="line")
@@ -447,7 +460,8 @@ def fig_dbnet(traces: dict[str, Trace]) -> "Figure":
     series[f"ours: DBNet, slowest of {n} guests"] = [
         round(scenarios.dbnet.several(traces[f"dbnet-{d}-dbnet{n}"], n, {"mbit_s": 0.0})["mbit_s"], 1)
         for d in directions]
-    series[f"split path / {n} (estimate)"] = [round(v / n, 1) for v in mbit["Xen split path"]]
+    series[f"ours: split path, slowest of {n} guests"] = [
+        round(scenarios.dbnet.slowest(traces[f"dbnet-{d}-split{n}"])["mbit_s"], 1) for d in directions]
     return Figure(f"DBNet: TCP stream throughput per guest, 1 and {n} guests, 1 Gb/s link", "direction",
                   "Mbit/s", directions, series)
 

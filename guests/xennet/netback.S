@@ -34,6 +34,9 @@
 .ifndef DBNET
 .set DBNET, 0                           # 1: seed 002: the NIC's data path is the hypervisor's (dbnet.S)
 .endif
+.ifndef VIFS
+.set VIFS, 1                            # frontends served (2-4: netback_vifs.S, start_info's vif table)
+.endif
 
 # guest-physical layout (no paging; the image is at 1 MiB, the stack below 0x90000)
 .set SHARED_INFO, 0x10000
@@ -120,7 +123,11 @@ start_kernel:
 .if DBNET
     call dbnet_control                  # hands the data path to the hypervisor; idles for good
 .endif
+.if VIFS > 1
+    call netback_init_vifs
+.else
     call netback_init
+.endif
     call netback_main                   # serves domU until the host ends the run
     xor eax, eax
     pop ebp
@@ -703,6 +710,9 @@ dbnet_ctl_arg:
 # netif_rx(data, len): a frame from the wire into a fresh skb (the next free page of the netif's
 # queue: every frame gets its own page, so Native can flip it), then the bridge. No skb: dropped.
 netif_rx:
+.if VIFS > 1
+    jmp netif_rx_vifs
+.endif
     push ebp
     mov ebp, esp
     push ebx
@@ -828,6 +838,9 @@ netback_main:
     mov eax, [napi_scheduled]
     or eax, [netif_event]
     or eax, [netif_tx_wake]
+.if VIFS > 1
+    or eax, [vifs_pending]
+.endif
     jnz .Lmain_work
     call xen_block
     sti
@@ -840,6 +853,9 @@ netback_main:
 
 # netback_do_work(): the NIC's poll, the connection, then both directions of the netif.
 netback_do_work:
+.if VIFS > 1
+    jmp netback_do_work_vifs
+.endif
     push ebp
     mov ebp, esp
     cmp dword ptr [napi_scheduled], 0
@@ -1074,7 +1090,11 @@ netbk_tx_one:
     test eax, eax
     jz .Ltx_one_error
     push eax
+.if VIFS > 1
+    call br_forward_tx                  # the bridge: another vif, or the wire
+.else
     call rtl8139_start_xmit
+.endif
     add esp, 4
     mov eax, NETIF_RSP_OKAY
     jmp .Ltx_one_respond
@@ -1423,7 +1443,11 @@ netbk_deliver_rx:
     mov ebp, esp
     mov ecx, xfer_op
     mov eax, [ebp + 12]
+.if VIFS > 1
+    add eax, [netif_skb_pfn]            # the loaded vif's skb pages
+.else
     add eax, SKB_PAGE_FIRST_PFN
+.endif
     mov dword ptr [ecx + XFER_MFN], eax
     mov eax, [netif_domid]
     mov word ptr [ecx + XFER_DOMID], ax
@@ -1492,6 +1516,10 @@ make_rx_response:
     pop ebx
     pop ebp
     ret
+
+.if VIFS > 1
+.include "netback_vifs.S"
+.endif
 
 msg_no_nic:
     .asciz "netback: no RTL8139\n"

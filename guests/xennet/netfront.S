@@ -47,6 +47,9 @@
 .ifndef DBNET
 .set DBNET, 0                           # 1: seed 002's DBNet -- the NIC driver in the hypervisor (dbnetfront.S)
 .endif
+.ifndef PEER_MAC_WIRED
+.set PEER_MAC_WIRED, 0                  # 1: the peer's MAC from start_info (another domU on the host's
+.endif                                  # bridge); 0: the external TCP peer's (peer_mac below)
 .ifndef SHARED_BUF_PAGES
 .set SHARED_BUF_PAGES, 33               # seed 000's pages: 2..129: (n - 1) pages of two rx buffers + the
 .endif                                  # tx header page (the host puts the count in start_info)
@@ -133,6 +136,12 @@ netfront_probe:
     mov dword ptr [backend_id], eax
     mov eax, [NET_PORT]
     mov dword ptr [evtchn], eax
+.if PEER_MAC_WIRED
+    mov eax, [NET_PEER_MAC]
+    mov dword ptr [peer_mac], eax
+    mov ax, word ptr [NET_PEER_MAC + 4]
+    mov word ptr [peer_mac + 4], ax
+.endif
     call talk_to_netback
     call xennet_connect
     pop ebp

@@ -103,6 +103,7 @@
 .set NET_BUFS_REF, SI_NET + 0x14
 .set NET_BUFS_COUNT, SI_NET + 0x18
 .set NET_MAC, SI_NET + 0x1c
+.set NET_PEER_MAC, SI_NET + 0x24              # the peer's MAC, when the host wires one (PEER_MAC_WIRED)
 
 # --- shared info (x86_32): vcpu_info[0] at 0, the port bitmaps at 0x800 / 0x880 ---
 .set VCPU_UPCALL_PENDING, SHARED_INFO + 0

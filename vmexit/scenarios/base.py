@@ -83,6 +83,16 @@ def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int =
     domain.machine.engine.set_reg("esi", START_INFO)
 
 
+VIF_TABLE = NET_WIRING + 0x100          # dom0's vifs when netback serves several (netback_vifs.S)
+
+
+def write_vif_table(dom0: Domain, vifs: list[tuple[int, int, bytes]]) -> None:
+    """dom0's vif table in its start_info page (netback with VIFS > 1): per frontend {u32 domid, u32
+    its event port, 6-byte MAC, u16 pad} -- the XenStore vif keys of each frontend."""
+    table = b"".join(struct.pack("<II", domid, port) + mac + b"\0\0" for domid, port, mac in vifs)
+    dom0.machine.write_physical(START_INFO + VIF_TABLE, table)
+
+
 def run_domains(domains: list[Domain], profile: Profile, options, progress=None, workload=None,
                 roaming: list | None = None, on_hold=None) -> ScenarioRun:
     """Run domains on one host (the profile's domain_switch per switch) to their ends or the budget

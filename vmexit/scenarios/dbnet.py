@@ -171,7 +171,7 @@ def beside_paper(constants: dict, run):
     if not chosen:
         raise ValueError("RECEIVE is 0 (transmit) or 1 (receive)")
     n = constants.get("GUESTS", 1)
-    base = {k: v for k, v in constants.items() if k not in ("DBNET", "RECEIVE", "GUESTS")}
+    base = {k: v for k, v in constants.items() if k not in ("DBNET", "RECEIVE", "GUESTS", "VIFS")}
     ours: dict[str, dict] = {}
     for direction, receive in chosen.items():
         split = run(dict(base, RECEIVE=receive, DBNET=0))
@@ -180,20 +180,27 @@ def beside_paper(constants: dict, run):
         ours[direction] = {"Xen split path": measure(split), "DBNet": measure(db),
                            "native Linux": measure(native)}
         if n > 1:
+            split_n = run(dict(base, RECEIVE=receive, DBNET=0, GUESTS=n, VIFS=n))
+            ours[direction][f"Xen split path, {n} guests: the slowest"] = slowest(split_n)
             ours[direction][f"DBNet, {n} guests: the slowest"] = several(
-                run(dict(base, RECEIVE=receive, DBNET=1, GUESTS=n)), n, ours[direction]["Xen split path"])
+                run(dict(base, RECEIVE=receive, DBNET=1, GUESTS=n)), n, ours[direction]["Xen split path"], split_n)
     return papers.beside_dbnet_paper(paper, ours)
 
 
-def several(trace, n: int, split_one: dict) -> dict:
-    """The slowest guest of a DBNet run of n guests, beside the split path's share for one of n guests:
-    its one-guest throughput / n (an estimate, not a run: netback serves one frontend; the split path's
-    one-guest run already keeps the CPU busy -- its CPU per packet times its packets is most of the run
-    -- so n guests would share about that throughput)."""
+def slowest(trace) -> dict:
+    """A run of several guests (DBNet's or the split path's): measure() with the slowest guest's
+    throughput."""
     per = (trace.meta.get("host") or {}).get("guests") or {}
-    slowest = min((float(g["throughput_mbit_s"]) for g in per.values()), default=0.0)
-    m = measure(trace)
-    return dict(m, mbit_s=slowest, bound=split_one["mbit_s"] / n)
+    return dict(measure(trace), mbit_s=min((float(g["throughput_mbit_s"]) for g in per.values()), default=0.0))
+
+
+def several(trace, n: int, split_one: dict, split_n=None) -> dict:
+    """The slowest guest of a DBNet run of n guests, beside the split path's share for one of n guests:
+    measured, the slowest guest of the split path's run of n guests (split_n: netback serving n
+    frontends); without that run, its one-guest throughput / n (an estimate: the split path's one-guest
+    run already keeps the CPU busy, so n guests would share about that throughput)."""
+    bound = slowest(split_n)["mbit_s"] if split_n is not None else split_one["mbit_s"] / n
+    return dict(slowest(trace), bound=bound, measured=split_n is not None)
 
 
 ENTRY = Scenario("dbnet", "seed 002's DBNet: xennet's host with the NIC driver's fast path in the hypervisor "

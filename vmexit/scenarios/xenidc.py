@@ -19,9 +19,9 @@ it too) and is not on the data path.
 RING_ORDER, BOOST (1: an event that wakes a blocked domain preempts the running one, as Xen's credit
 scheduler boosts a waking vCPU -- csched_vcpu_wake gives it BOOST priority and tickles the CPU; the same
 as --wake-preempts; 0, the default as in xennet: a domain runs until it blocks, yields or its 30 ms
-slice ends), and SHM: 1 the shared-memory channel; 0 the split-driver path (domU -> netfront -> dom0
-netback -> bridge -> netback -> netfront -> domU), which needs a netback serving two frontends and is
-not built yet: SHM=0 is refused with a LoadError that says so. The receiver is the workload: its end
+slice ends), and SHM: 1 the shared-memory channel; 0 the split-driver path (sender -> netfront -> dom0
+netback -> bridge -> netback -> netfront -> receiver: guests/xennet/ with netback's VIFS=2 and each
+netfront's peer MAC the other domU's; see xenidc_split). The receiver is the workload: its end
 stops the others. The host facts carry the stream: stream_bytes (what the receiver took),
 stream_cycles (from the sender's last connect map to the receiver's shutdown) and throughput_mbit_s
 over that window; the setup before it (grants, 33 maps) is in the run's time but not the stream's.
@@ -41,7 +41,7 @@ from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
 from .base import NET_WIRING, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO, Scenario, ScenarioRun, route_constants, \
-    run_domains
+    run_domains, start_info, write_vif_table
 
 DIRECTORY = 0xC00                       # offset of the directory in the start_info page
 DIR_ENTRY = struct.Struct("<I6sxxI")    # domid, MAC, pad, descriptor grant ref
@@ -50,7 +50,8 @@ XEN_OUI = bytes.fromhex("00163e")
 ROLES = {0: "dom0", 1: "receiver", 2: "sender"}
 # hypercall numbers and sub-operations the stream facts look for (xen.h, grant_table.h, sched.h)
 GRANT_TABLE_OP, SCHED_OP, EVENT_CHANNEL_OP = 20, 29, 32
-MAP_GRANT_REF, SCHEDOP_SHUTDOWN = 0, 2
+MAP_GRANT_REF, SCHEDOP_SHUTDOWN, EVTCHNOP_SEND = 0, 2, 4
+PEER_MAC = 0x24                         # SHM=0: a netfront's peer MAC in its wiring (PEER_MAC_WIRED)
 
 
 def mac(domid: int) -> bytes:
@@ -83,14 +84,12 @@ def xenidc(constants: dict, profile: Profile, options, progress=None) -> Scenari
     shm = constants.pop("SHM", 1)
     if shm not in (0, 1):
         raise LoadError(f"xenidc: SHM is 1 (shared memory) or 0 (the split-driver path), not {shm}")
-    if shm == 0:
-        raise LoadError("xenidc: SHM=0 (the same stream through netfront -> netback -> bridge -> netback -> "
-                        "netfront) needs a netback that serves two frontends and bridges between them; it is "
-                        "not built yet. The split-driver path between domU and dom0 is the xennet scenario.")
     boost = constants.pop("BOOST", 0)
     if boost not in (0, 1):
         raise LoadError(f"xenidc: BOOST is 0 or 1, not {boost}")
     options = replace(options, wake_preempts=bool(options.wake_preempts or boost))
+    if shm == 0:
+        return xenidc_split(constants, profile, options, progress)
     sources = xenidc_sources()
     texts = {domid: read_source(path) for domid, path in sources.items()}
     routed = route_constants(constants, texts)
@@ -114,19 +113,66 @@ def run_xenidc(images: dict[int, Image], profile: Profile, options, progress=Non
     return run
 
 
+def xenidc_split(constants: dict, profile: Profile, options, progress=None) -> ScenarioRun:
+    """SHM=0: the same stream of BUF-byte sends from domid 2 to domid 1 through the split-driver path:
+    sender netfront (RECEIVE=0) -> dom0's netback (VIFS=2) -> its bridge -> netback -> receiver netfront
+    (RECEIVE=1), each netfront's peer MAC the other domU's (PEER_MAC_WIRED). MESSAGES = STREAM_BYTES /
+    BUF messages of MSG_SIZE = BUF bytes, cut into MSS segments under the sender's SOCKBUF window; the
+    receiver ACKs every second segment back the same way. Native page flipping (SHARED_BUFFERS=0)."""
+    from .xennet import LINK_RATE_BPS, xennet_sources
+    defaults = ENTRY.defaults
+    buf = constants.pop("BUF", defaults.get("BUF", 16384))
+    stream = constants.pop("STREAM_BYTES", defaults.get("STREAM_BYTES", 4 << 20))
+    extra = sorted(set(constants) - {"SOCKBUF"})
+    if extra:
+        raise LoadError(f"xenidc: SHM=0 takes BUF, STREAM_BYTES, BOOST and SOCKBUF, not {', '.join(extra)}")
+    if buf <= 0 or stream <= 0 or stream % buf:
+        raise LoadError(f"xenidc: STREAM_BYTES ({stream}) must be a positive multiple of BUF ({buf})")
+    net = xennet_sources()
+    front = dict(constants, MSG_SIZE=buf, MESSAGES=stream // buf, PEER_MAC_WIRED=1)
+    images = {0: build_source(net[0], {"VIFS": 2}),
+              1: build_source(net[1], dict(front, RECEIVE=1)),
+              2: build_source(net[1], dict(front, RECEIVE=0))}
+    for domid, image in images.items():
+        image.name = f"xenidc-split-{ROLES[domid]}"
+    xen = XenHost()
+    dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=False, net_peer_waits=True,
+                           net_rate_bps=options.net_rate_bps or LINK_RATE_BPS, net_window=1)
+    domu_options = replace(options, hypervisor="xen-pv", nic=False)
+    domains = [Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)] + \
+              [Domain(images[d], profile, domu_options, domid=d, xen_host=xen) for d in (1, 2)]
+    ports = {d: xen.events.alloc_unbound(None, d, 0) for d in (1, 2)}   # the toolstack's vif channels
+    start_info(domains[0], peer=1, port=ports[1], flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
+    write_vif_table(domains[0], [(d, ports[d], mac(d)) for d in (1, 2)])
+    for d in (1, 2):
+        start_info(domains[d], peer=0, port=ports[d], mac=mac(d))
+        domains[d].machine.write_physical(START_INFO + NET_WIRING + PEER_MAC, mac(3 - d))
+    run = run_domains(domains, profile, options, progress, workload=domains[1])
+    run.host.update(stream_facts(run.traces, profile.freq_hz, split=True))
+    return run
+
+
+def _first_cycles(trace: Trace, nr: int, subop: int) -> int | None:
+    e = trace.exits
+    hit = e[(e["reason"] == int(ExitReason.VMCALL)) & (e["qualifier"] == nr) & (e["subop"] == subop)]
+    return int(hit["cycles"].min()) if len(hit) else None
+
+
 def _last_cycles(trace: Trace, nr: int, subop: int) -> int | None:
     e = trace.exits
     hit = e[(e["reason"] == int(ExitReason.VMCALL)) & (e["qualifier"] == nr) & (e["subop"] == subop)]
     return int(hit["cycles"].max()) if len(hit) else None
 
 
-def stream_facts(traces: list[Trace], freq_hz: float) -> dict:
-    """The stream the receiver took, over the window from the sender's last connect map to the
-    receiver's shutdown (both exits' virtual times)."""
+def stream_facts(traces: list[Trace], freq_hz: float, split: bool = False) -> dict:
+    """The stream the receiver took, over the window from the sender's last connect map (split: its
+    first notification, the netfront's "connected") to the receiver's shutdown (both exits' virtual
+    times)."""
     receiver, sender = traces[1], traces[2]
     console = str(receiver.meta.get("console", ""))
     taken = int(console.split("received ")[1].split()[0]) if "received " in console else 0
-    start = _last_cycles(sender, GRANT_TABLE_OP, MAP_GRANT_REF)
+    start = _first_cycles(sender, EVENT_CHANNEL_OP, EVTCHNOP_SEND) if split else \
+        _last_cycles(sender, GRANT_TABLE_OP, MAP_GRANT_REF)
     end = _last_cycles(receiver, SCHED_OP, SCHEDOP_SHUTDOWN)
     cycles = end - start if start is not None and end is not None and end > start else 0
     return {"stream_bytes": taken, "stream_cycles": cycles,
@@ -135,11 +181,14 @@ def stream_facts(traces: list[Trace], freq_hz: float) -> dict:
 
 def beside_paper(constants: dict, run: Callable[[dict], Trace]):
     """Seed 004's Table 1 beside ours: one run per buffer size of the table (SHM=1), without and with
-    the waking domain preempting (BOOST=0 / 1)."""
+    the waking domain preempting (BOOST=0 / 1), and through the split-driver path (SHM=0)."""
     from .. import papers   # the table is analysis, above the run: imported only when asked for
     paper = papers.xen_idc_paper()
     traces = {(size, mode): run(dict(constants, **{paper["constant"]: size, "SHM": 1, "BOOST": boost}))
               for mode, boost in papers.XEN_IDC_MODES.items() for size in paper["buffer_sizes"]}
+    split = {k: v for k, v in constants.items() if k in ("STREAM_BYTES", "SOCKBUF")}
+    traces.update({(size, papers.XEN_IDC_SPLIT): run(dict(split, **{paper["constant"]: size, "SHM": 0}))
+                   for size in paper["buffer_sizes"]})
     return papers.beside_xen_idc_paper(paper, traces)
 
 

@@ -17,6 +17,8 @@ one); off by default: a domain runs until it blocks, yields or its 30 ms slice e
 workload: its end stops dom0. The host facts carry the stream on dom0's wire: net_bytes,
 throughput_mbit_s over the host's virtual time. `-D DBNET=1` (seed 002) runs the host of
 scenarios/dbnet.py instead: the NIC driver's fast path in the hypervisor, with GUESTS (1-4) domUs.
+`-D GUESTS=n -D VIFS=n` (DBNET=0) runs n domUs on the split path: netback serving n frontends
+(run_split_guests).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from ..loader import Image, LoadError
 from ..trace import Trace
 from . import dbnet
 from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
-                   start_info)
+                   start_info, write_vif_table)
 
 LINK_RATE_BPS = 1_000_000_000
 MSS = 1460                              # TCP payload of a 1514-byte Ethernet frame
@@ -71,7 +73,7 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     if _constant(front, "DBNET", 0):                   # seed 002: a host of its own (scenarios/dbnet.py)
         return dbnet.run_host(images, profile, options, progress)
     if _constant(front, "GUESTS", 1) != 1:
-        raise LoadError("GUESTS > 1 needs DBNET=1: netback serves one frontend")
+        return run_split_guests(images, profile, options, progress)
     xen = XenHost()
     # the peer streams once domU's netperf connects (its first frame): frames sent to a NIC not yet up
     # would be lost for good and shrink the window for the whole run
@@ -88,6 +90,46 @@ def run_xennet(images: dict[int, Image], profile: Profile, options, progress=Non
     start_info(domu, peer=0, port=port, bufs=bufs, flags=0)
     run = run_domains([dom0, domu], profile, options, progress, workload=domu)
     run.host.update(_stream(dom0, run.host["cycles"] / profile.freq_hz))
+    return run
+
+
+def run_split_guests(images: dict[int, Image], profile: Profile, options, progress=None) -> ScenarioRun:
+    """GUESTS (2-4) domUs on the split path: dom0's netback serves them all (VIFS = GUESTS, start_info's
+    vif table), its bridge sends each guest's frames to the wire and the wire's to the guest with the
+    destination MAC; the wire carries one TCP stream per guest (dbnet.Streams: the link's rate shared
+    equally, each with its window), dom0's NIC peer as in xennet (its events are dom0's). The run ends
+    when every guest has; the facts add each guest's stream (as DBNet's several guests)."""
+    front = images[1]
+    n = _constant(front, "GUESTS", 1)
+    if not 1 <= n <= dbnet.MAX_GUESTS:
+        raise LoadError(f"GUESTS={n}: the split path's netback serves 1 to {dbnet.MAX_GUESTS} frontends")
+    if _constant(images[0], "VIFS", 1) != n:
+        raise LoadError(f"GUESTS={n} needs DBNET=1 (DBNet), or on the split path netback built to serve them: "
+                        f"-D VIFS={n}")
+    if _constant(front, "SHARED_BUFFERS", 0):
+        raise LoadError("GUESTS > 1 on the split path runs Native page flipping only (SHARED_BUFFERS=0)")
+    receive, sockbuf = _constant(front, "RECEIVE", 1), _constant(front, "SOCKBUF", 8192)
+    xen = XenHost()
+    dom0_options = replace(options, hypervisor="xen-pv", nic=True, net_peer_sends=bool(receive),
+                           net_peer_waits=True, net_rate_bps=options.net_rate_bps or LINK_RATE_BPS,
+                           net_dest_mac=DOMU_MAC.hex(), net_window=max(1, sockbuf // MSS))
+    dom0 = Domain(images[0], profile, dom0_options, domid=0, xen_host=xen)
+    guests = [Domain(front, profile, replace(options, hypervisor="xen-pv", nic=False), domid=i, xen_host=xen)
+              for i in range(1, n + 1)]
+    nic, old = dom0.devices["nic"], dom0.devices["peer"]
+    at = next(i for i, t in enumerate(dom0.vcpu.timed) if t.device is old)
+    streams = dbnet.Streams(dom0.clock.freq_hz, nic.receive, old.irq, [dbnet.guest_mac(g.domid) for g in guests],
+                            dom0_options, dom0_options.net_rate_bps, dom0_options.net_window)
+    streams._now = dom0.clock.now
+    dom0.devices["peer"] = streams
+    dom0.vcpu.timed[at] = replace(dom0.vcpu.timed[at], device=streams)
+    ports = [xen.events.alloc_unbound(None, g.domid, 0) for g in guests]   # the toolstack's vif channels
+    start_info(dom0, peer=1, port=ports[0], flags=SIF_PRIVILEGED | SIF_INITDOMAIN)
+    write_vif_table(dom0, [(g.domid, port, dbnet.guest_mac(g.domid)) for g, port in zip(guests, ports)])
+    for g, port in zip(guests, ports):
+        start_info(g, peer=0, port=port, mac=dbnet.guest_mac(g.domid))
+    run = run_domains([dom0, *guests], profile, options, progress, workload=guests)
+    run.host.update(dbnet._facts(dom0, streams, guests, run.host["cycles"] / profile.freq_hz, bool(receive)))
     return run
 
 
