@@ -1,6 +1,6 @@
 # netif.S -- what netfront (domU) and netback (dom0) share: Xen's ABI numbers (xen/include/public/
 # xen.h, event_channel.h, grant_table.h, sched.h, memory.h), the start_info page and vmexit's net wiring
-# in it (/work/xennet-spec.md), the shared ring of io/ring.h and the netif structs of io/netif.h, the
+# in it (vmexit/scenarios/base.py), the shared ring of io/ring.h and the netif structs of io/netif.h, the
 # ring macros as functions, the event-channel upcall (Linux's drivers/xen/events.c), the grant table
 # helpers (drivers/xen/grant-table.c) and the hypercall wrappers (arch/x86/include/asm/xen/hypercall.h).
 #
