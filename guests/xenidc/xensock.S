@@ -200,12 +200,7 @@ xs_start_kernel:
     call xen_init_hypercall_page
     call xen_setup_shared_info
     call gnttab_init
-    mov eax, xen_failsafe_callback
-    push eax
-    mov eax, xen_hypervisor_callback
-    push eax
-    call HYPERVISOR_set_callbacks
-    add esp, 8
+    call xen_register_callbacks
     pop ebp
     ret
 

@@ -149,12 +149,7 @@ xen_start_kernel:
     mov ebp, esp
     call xen_init_hypercall_page
     call xen_setup_shared_info
-    mov eax, xen_failsafe_callback
-    push eax
-    mov eax, xen_hypervisor_callback
-    push eax
-    call HYPERVISOR_set_callbacks
-    add esp, 8
+    call xen_register_callbacks
     call trap_init
     call xen_set_iopl
     pop ebp

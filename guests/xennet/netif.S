@@ -202,6 +202,20 @@ HYPERVISOR_set_callbacks:
     pop ebp
     ret
 
+# xen_register_callbacks(): Xen enters xen_hypervisor_callback for events and xen_failsafe_callback when
+# it cannot return to the guest (arch/x86/xen/setup.c registers both at boot).
+xen_register_callbacks:
+    push ebp
+    mov ebp, esp
+    mov eax, xen_failsafe_callback
+    push eax
+    mov eax, xen_hypervisor_callback
+    push eax
+    call HYPERVISOR_set_callbacks
+    add esp, 8
+    pop ebp
+    ret
+
 # HYPERVISOR_memory_op(cmd, arg)
 HYPERVISOR_memory_op:
     push ebp
