@@ -419,14 +419,9 @@ def cmd_run(args) -> int:
         trace = _run_guest(image, profile, options, progress)
     finally:
         progress.close()
-    saved = ""
-    if args.output:
-        try:
-            trace.save(args.output)
-            saved = f"; trace saved to {args.output}"
-        except OSError as e:
-            print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
-            return EXIT_USAGE
+    saved = _save_output(trace, args)
+    if saved is None:
+        return EXIT_USAGE
     if paper is not None:
         _emit(RENDERERS[args.format](papers.beside_paper(trace, paper)), args.report_file)
     else:
@@ -491,6 +486,18 @@ def _scenario_trace(scenarios, name: str, constants: dict, profile, options):
     return merge_domains(traces, {"name": name, **host})
 
 
+def _save_output(trace, args) -> str | None:
+    """-o: save the trace; the words the run's last line adds, or None when it could not be written (said)."""
+    if not args.output:
+        return ""
+    try:
+        trace.save(args.output)
+    except OSError as e:
+        print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
+        return None
+    return f"; trace saved to {args.output}"
+
+
 def _run_scenario(args, scenarios) -> int:
     """`vmexit run SCENARIO`: the run's report (restricted by --domain), then its per-domain summary;
     -o saves the merged trace; --paper runs the paper's systems instead."""
@@ -504,14 +511,9 @@ def _run_scenario(args, scenarios) -> int:
             raise UsageError("--paper prints a table beside the paper's: no stack formats, --interval or --plot")
         return _scenario_paper(args, scenarios, entry, profile, options)
     trace = _scenario_trace(scenarios, args.guest, dict(args.defines), profile, options)
-    saved = ""
-    if args.output:
-        try:
-            trace.save(args.output)
-            saved = f"; trace saved to {args.output}"
-        except OSError as e:
-            print(f"vmexit: error: cannot write trace {args.output}: {e.strerror or e}", file=sys.stderr)
-            return EXIT_USAGE
+    saved = _save_output(trace, args)
+    if saved is None:
+        return EXIT_USAGE
     _emit(_with_domains(trace, args), args.report_file)
     return _ended(trace, saved)
 

@@ -18,9 +18,9 @@ from typing import Callable, NamedTuple
 
 from ..costs import Profile
 from ..domain import Domain
-from ..guests import read_source, source_defaults
+from ..guests import build_source, read_source, source_defaults
 from ..host import Host
-from ..loader import LoadError
+from ..loader import Image, LoadError
 from ..trace import Trace
 
 START_INFO = 0x9000
@@ -66,6 +66,17 @@ def route_constants(constants: dict[str, int], texts: dict[int, str]) -> dict[in
         known = sorted(set().union(*defined.values()))
         raise LoadError(f"-D {', '.join(unknown)}: no domain's source defines it (known: {', '.join(known)})")
     return {domid: {k: v for k, v in constants.items() if k in d} for domid, d in defined.items()}
+
+
+def build_images(sources: dict[int, Path], constants: dict[str, int], names: dict[int, str]) -> dict[int, Image]:
+    """Each domain's guest built from its source with the -D constants it defines (route_constants),
+    named names[domid]."""
+    texts = {domid: read_source(path) for domid, path in sources.items()}
+    routed = route_constants(constants, texts)
+    images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
+    for domid, image in images.items():
+        image.name = names[domid]
+    return images
 
 
 def start_info(domain: Domain, peer: int, port: int, bufs: int = 0, flags: int = 0,

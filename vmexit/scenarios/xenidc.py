@@ -36,11 +36,11 @@ from typing import Callable
 from ..costs import Profile
 from ..domain import Domain
 from ..exits import ExitReason
-from ..guests import build_source, guests_dir, read_source
+from ..guests import build_source, guests_dir
 from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
-from .base import NET_WIRING, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO, Scenario, ScenarioRun, route_constants, \
+from .base import NET_WIRING, SIF_INITDOMAIN, SIF_PRIVILEGED, START_INFO, Scenario, ScenarioRun, build_images, \
     run_domains, start_info, write_vif_table
 
 DIRECTORY = 0xC00                       # offset of the directory in the start_info page
@@ -90,12 +90,7 @@ def xenidc(constants: dict, profile: Profile, options, progress=None) -> Scenari
     options = replace(options, wake_preempts=bool(options.wake_preempts or boost))
     if shm == 0:
         return xenidc_split(constants, profile, options, progress)
-    sources = xenidc_sources()
-    texts = {domid: read_source(path) for domid, path in sources.items()}
-    routed = route_constants(constants, texts)
-    images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
-    for domid, image in images.items():
-        image.name = f"xenidc-{ROLES[domid]}"
+    images = build_images(xenidc_sources(), constants, {domid: f"xenidc-{role}" for domid, role in ROLES.items()})
     return run_xenidc(images, profile, options, progress)
 
 

@@ -28,12 +28,12 @@ from typing import Callable
 
 from ..costs import Profile
 from ..domain import Domain
-from ..guests import build_source, guests_dir, read_source
+from ..guests import guests_dir
 from ..hypervisors.xen_host import XenHost
 from ..loader import Image, LoadError
 from ..trace import Trace
 from . import dbnet
-from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, route_constants, run_domains,
+from .base import (DOMU_MAC, SIF_INITDOMAIN, SIF_PRIVILEGED, Scenario, ScenarioRun, build_images, run_domains,
                    start_info, write_vif_table)
 
 LINK_RATE_BPS = 1_000_000_000
@@ -53,11 +53,7 @@ def xennet(constants: dict, profile: Profile, options, progress=None) -> Scenari
     for path in sources.values():
         if not path.is_file():
             raise LoadError(f"xennet: {path.name} is not in this checkout yet (guests/xennet/)")
-    texts = {domid: read_source(path) for domid, path in sources.items()}
-    routed = route_constants(constants, texts)
-    images = {domid: build_source(path, routed[domid]) for domid, path in sources.items()}
-    for domid, image in images.items():
-        image.name = f"xennet-{'netback' if domid == 0 else 'netfront'}"
+    images = build_images(sources, constants, {0: "xennet-netback", 1: "xennet-netfront"})
     return run_xennet(images, profile, options, progress)
 
 
