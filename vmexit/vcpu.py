@@ -27,7 +27,6 @@ time slice after the current instruction.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -159,15 +158,6 @@ class VCPU:
         if self.paging:
             return self.m.read_virtual(eip, size)
         return self._ram[eip:eip + size]
-
-    def caller(self, ebp: int) -> int:
-        if not ebp:
-            return 0
-        if self.paging:
-            raw = self.m.read_virtual(ebp + 4, 4)
-            return struct.unpack("<I", raw)[0] if raw else 0
-        ram = self._ram
-        return int.from_bytes(ram[ebp + 4:ebp + 8], "little") if ebp + 8 <= len(ram) else 0
 
     def _record(self, reason: int, place: int, direction: int, rip: int, qualifier: int, size: int,
                 value: int, ebp: int, icount: int | None = None, subop: int = 0,
