@@ -38,6 +38,7 @@ from .render import RENDERERS, STACK_RENDERERS
 from .trace import domain_view, from_bytes, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_MISMATCH = 6   # vmexit validate: the backends' access counts differ (or one failed to run the guest)
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
                      "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK,
                      # a run of a sweep that did not end as a guest does (grid.py)
@@ -225,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--report-file", metavar="FILE", help="write the table to FILE instead of stdout")
     sw.add_argument("--traces", metavar="DIR", help="save each run's trace in DIR, as NAME=VALUE,....npz")
     _grid_options(sw)
+
+    v = sub.add_parser("validate", help="the guest's port and MMIO access counts under the model, QEMU and KVM, "
+                       "side by side (exit code 6 on a mismatch)")
+    v.add_argument("guest", help="bundled guest name, assembly source or multiboot ELF32")
+    v.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE",
+                   help="assembler constant for a guest source (repeatable)")
+    v.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="host seconds QEMU may run the guest (default 300)")
+    v.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    v.add_argument("--report-file", metavar="FILE", help="write the table to FILE instead of stdout")
 
     b = sub.add_parser("build", help="assemble a guest source into a multiboot ELF (bootable in QEMU)")
     b.add_argument("guest", help="bundled guest name or assembly source")
@@ -791,6 +802,17 @@ def _host_timer_hz(args, profile) -> int:
     return args.host_timer_hz
 
 
+def cmd_validate(args) -> int:
+    """`vmexit validate`: vmexit.validate's table; 0 when every backend that ran agrees, 6 when not."""
+    from . import validate
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout {args.timeout}: give a number of seconds above 0")
+    result = validate.validate(args.guest, dict(args.defines), timeout=args.timeout)
+    _emit(RENDERERS[args.format](validate.report(result)), args.report_file)
+    failed = any(o.state == "failed" for o in result.outcomes)
+    return EXIT_OK if result.agree and not failed else EXIT_MISMATCH
+
+
 def cmd_build(args) -> int:
     from .guests import resolve
     image = resolve(args.guest, dict(args.defines))
@@ -810,7 +832,8 @@ USER_ERRORS = (VmexitError,)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "build": cmd_build}
+            "compare": cmd_compare, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "build": cmd_build,
+            "validate": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:
