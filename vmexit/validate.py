@@ -294,8 +294,9 @@ def _qemu_version(qemu: str) -> str:
     return f"QEMU {m.group(1)}" if m else "QEMU"
 
 
+#: In order: the model first (the reference for BARs, and QEMU looks at its run's network frames).
 BACKENDS: dict[str, Backend] = {
-    "model": Backend("model", run_model, "vmexit's model of KVM (the reference: every other column is compared with it)"),
+    "model": Backend("model", run_model, "vmexit's model of KVM, the reference"),
     "qemu": Backend("qemu", run_qemu, "qemu-system-i386, TCG, memory_region_ops trace events"),
     "kvm-hw": Backend("kvm-hw", run_kvm_hw, "this host's /dev/kvm"),
 }
