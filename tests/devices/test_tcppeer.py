@@ -394,3 +394,27 @@ def test_a_closed_window_is_probed_at_the_timeout():
     [(at, frame)] = w.take()
     probe = parse(frame)
     assert at == sent + DELAY + 200_000_000 and probe["seq"] == ISN + 1 + 2 * mss and len(probe["payload"]) == 1
+
+
+# the run option -------------------------------------------------------------------------------------------
+def test_net_peer_option_is_checked():
+    from vmexit.options import RunOptionError
+    from vmexit.session import RunOptions
+    with pytest.raises(RunOptionError) as bad:
+        RunOptions(net_peer="udp")
+    assert bad.value.cli == "--net-peer 'udp': choose from stream, tcp"
+    with pytest.raises(RunOptionError, match="net_peer_sends"):
+        RunOptions(net_peer="tcp", net_peer_sends=True)
+
+
+def test_a_run_with_the_tcp_peer_reports_its_counters():
+    """The bundled netperf guest's frames are no IP (zero addresses and headers): the TCP peer reads each
+    one, answers none, and the guest, acknowledged by nobody, stops with its four descriptors in flight."""
+    from vmexit import guests, session
+    from vmexit.costs import load_profile
+    trace = session.run(guests.resolve("netperf", {}), load_profile(None), session.RunOptions(net_peer="tcp"))
+    peer, nic = trace.meta["net_peer"], trace.meta["nic"]
+    assert peer["frames_received"] == peer["frames_ignored"] == nic["tx_frames"] == 4
+    assert peer["frames_sent"] == nic["rx_frames"] == 0
+    assert (peer["ip"], peer["mac"]) == ("10.0.2.2", "52:55:0a:00:02:02")
+    assert trace.meta["options"]["net_peer"] == "tcp"

@@ -516,16 +516,14 @@ class TcpPeer:
         acked, c.snd_una = ack - c.snd_una, ack
         c.snd_nxt = max(c.snd_nxt, ack)
         c.dupacks = 0
-        if acked == ack:                               # the handshake is done
-            c.rto = self._cycles(RTO_MIN_S)
-        elif c.recover is not None and ack < c.recover:  # a partial ACK: the next hole goes at once
+        c.rto = self._cycles(RTO_MIN_S)                # past the handshake; a backoff ends (RFC 6298 5.7)
+        if c.recover is not None and ack < c.recover:  # a partial ACK: the next hole goes at once
             self._retransmit(c, t)
         elif c.recover is not None:
             c.recover = None
-        elif c.cwnd < c.ssthresh:
-            c.cwnd += min(acked, c.mss)                # slow start (RFC 5681 3.1)
-        else:
-            c.cwnd += max(1, c.mss * c.mss // c.cwnd)  # congestion avoidance
+        elif acked < ack:                              # data acknowledged (not the handshake's ACK):
+            slow_start = c.cwnd < c.ssthresh           # slow start or congestion avoidance (RFC 5681 3.1)
+            c.cwnd += min(acked, c.mss) if slow_start else max(1, c.mss * c.mss // c.cwnd)
         c.rto_at = t + c.rto if c.snd_max > c.snd_una else None
         self._check_closed(c)
 
