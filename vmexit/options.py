@@ -136,9 +136,10 @@ def validate(options: Any) -> None:
             continue
         if not limit.ok(value):
             raise RunOptionError(limit.keyword, limit.flag, limit.show(value), limit.valid)
-    if options.net_peer == "tcp" and options.net_peer_sends:
-        raise RunOptionError("net_peer_sends", "--net-peer-sends", "True",
-                             "the tcp peer sends when the guest connects to its port 5002; give it to the stream peer")
+    if options.net_peer == "tcp" and options.net_peer_sends:   # the tcp peer sends on its port 5002 instead
+        error = VmexitError("give net_peer_sends or net_peer='tcp', not both (the tcp peer sends on port 5002)")
+        error.cli = "give --net-peer-sends or --net-peer tcp, not both (the tcp peer sends on port 5002)"
+        raise error
     from .hypervisors import HYPERVISORS
     if options.hypervisor not in HYPERVISORS:
         raise RunOptionError("hypervisor", "--hypervisor", repr(options.hypervisor),
@@ -211,6 +212,7 @@ def run_options(*, memory: int | str = "64M", max_instructions: int | None = Non
                       disk=_path("disk", disk), disk1=_path("disk1", disk1),
                       disk_writable=bool(disk_writable), net_ack_every=net_ack_every,
                       net_ack_delay_us=net_ack_delay_us, net_peer_sends=bool(net_peer_sends),
-                      net_frame_size=net_frame_size, net_window=net_window, net_peer=net_peer, optimizations=parse_opts(_opt_texts(opts)),
+                      net_frame_size=net_frame_size, net_window=net_window, net_peer=net_peer,
+                      optimizations=parse_opts(_opt_texts(opts)),
                       hypervisor=hypervisor, host_timer_hz=host_timer_hz, input=_typed(input, input_file),
                       until_console=until_console, echo=echo)

@@ -397,14 +397,19 @@ def test_a_closed_window_is_probed_at_the_timeout():
 
 
 # the run option -------------------------------------------------------------------------------------------
-def test_net_peer_option_is_checked():
+def test_net_peer_option_is_checked(capsys):
+    from vmexit.cli import EXIT_USAGE, main
+    from vmexit.errors import VmexitError
     from vmexit.options import RunOptionError
     from vmexit.session import RunOptions
     with pytest.raises(RunOptionError) as bad:
         RunOptions(net_peer="udp")
     assert bad.value.cli == "--net-peer 'udp': choose from stream, tcp"
-    with pytest.raises(RunOptionError, match="net_peer_sends"):
+    with pytest.raises(VmexitError, match="net_peer_sends or net_peer='tcp', not both"):
         RunOptions(net_peer="tcp", net_peer_sends=True)
+    assert main(["run", "timer", "--no-progress", "--net-peer", "tcp", "--net-peer-sends"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "give --net-peer-sends or --net-peer tcp, not both" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_run_with_the_tcp_peer_reports_its_counters():
@@ -418,3 +423,64 @@ def test_a_run_with_the_tcp_peer_reports_its_counters():
     assert peer["frames_sent"] == nic["rx_frames"] == 0
     assert (peer["ip"], peer["mac"]) == ("10.0.2.2", "52:55:0a:00:02:02")
     assert trace.meta["options"]["net_peer"] == "tcp"
+
+
+# against a real Linux TCP --------------------------------------------------------------------------------
+def linux_exchange(sink_bytes: int, source_bytes: int, drop_every: int) -> dict:
+    """In a fresh network namespace (the caller's `unshare -n`): a tap device as the guest's NIC at
+    10.0.2.15, the host's own Linux TCP as the guest's stack, the peer on the host clock bridged to the
+    tap, every `drop_every`-th frame of the peer's lost. Sends sink_bytes to port 5001 and reads port
+    5002 to its end. The peer's timing here is the host's, so only what was transferred is checked."""
+    import fcntl, os, select, socket, subprocess, threading, time
+    tap = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(tap, 0x400454CA, struct.pack("16sH", b"tap0", 0x0002 | 0x1000))   # TUNSETIFF: TAP, no PI
+    for cmd in ("link set lo up", "link set tap0 address 52:54:00:12:34:56", "addr add 10.0.2.15/24 dev tap0",
+                "link set tap0 up"):
+        subprocess.run(["ip", *cmd.split()], check=True)
+    start, sent = time.monotonic_ns(), [0]
+
+    def deliver(frame: bytes) -> bool:
+        sent[0] += 1
+        return sent[0] % drop_every != 0 and os.write(tap, frame) > 0
+
+    peer = TcpPeer(lambda: time.monotonic_ns() - start, 1_000_000_000, deliver, 11, source_bytes=source_bytes)
+    done = threading.Event()
+
+    def bridge() -> None:
+        while not done.is_set():
+            due = peer.next_event()
+            wait = 0.01 if due is None else min(0.01, max(0.0, (due - time.monotonic_ns() + start) / 1e9))
+            if select.select([tap], [], [], wait)[0]:
+                peer.on_transmit(os.read(tap, 65536))
+            peer.advance(time.monotonic_ns() - start)
+
+    threading.Thread(target=bridge, daemon=True).start()
+    with socket.create_connection(("10.0.2.2", 5001)) as s:
+        s.sendall(b"\xa5" * sink_bytes)
+        s.shutdown(socket.SHUT_WR)
+        sink_eof = s.recv(1) == b""                    # the peer's FIN
+    got = bytearray()
+    with socket.create_connection(("10.0.2.2", 5002)) as r:
+        while chunk := r.recv(65536):
+            got += chunk
+    done.set()
+    chargen = (bytes(range(32, 127)) * (len(got) // 95 + 1))[:len(got)]
+    return {"sink_eof": sink_eof, "got": len(got), "pattern": got == chargen,
+            **{k: v for k, v in peer.results().items() if k != "tcp"}}
+
+
+def test_linux_tcp_completes_both_transfers_over_a_lossy_wire():
+    import json, os, shutil, subprocess, sys
+    from pathlib import Path
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, /dev/net/tun, unshare and ip: a tap device in a network namespace")
+    code = ("import json; from tests.devices.test_tcppeer import linux_exchange; "
+            "print(json.dumps(linux_exchange(1 << 20, 300_000, 13)))")
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    if out.returncode and "Operation not permitted" in out.stderr:
+        pytest.skip(f"no network namespace or tap here: {out.stderr.strip().splitlines()[-1]}")
+    r = json.loads(out.stdout)
+    assert r["sink_eof"] and r["bytes_received"] == 1 << 20
+    assert r["got"] == r["bytes_sent"] == 300_000 and r["pattern"]
+    assert r["frames_dropped"] > 0 and r["retransmissions"] > 0 and r["bad_checksums"] == 0

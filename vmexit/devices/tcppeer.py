@@ -396,11 +396,10 @@ class TcpPeer:
 
     def _icmp_in(self, src: bytes, packet: bytes, ihl: int, t: int) -> None:
         body = packet[ihl:]
-        if len(body) < 8 or checksum(body):
-            self.counters.bad_checksums += len(body) >= 8
-            self.counters.frames_ignored += len(body) < 8
+        if len(body) >= 8 and checksum(body):
+            self.counters.bad_checksums += 1
             return
-        if body[0] != 8 or body[1] != 0:               # only echo requests are answered
+        if len(body) < 8 or body[0] != 8 or body[1] != 0:   # only echo requests are answered
             self.counters.frames_ignored += 1
             return
         self._ip_out(src, PROTO_ICMP, _with_checksum(b"\x00\x00\x00\x00" + body[4:], 2), t)
