@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-from vmexit.devices import tcppeer
 from vmexit.devices.tcppeer import ACK, FIN, ISN, PEER_IP, PEER_MAC, PSH, RST, SYN, TcpPeer
 
 FREQ = 1_000_000_000                    # 1 cycle = 1 ns

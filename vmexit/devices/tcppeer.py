@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
