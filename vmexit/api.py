@@ -146,7 +146,8 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
         disk: PathLike | None = None, disk1: PathLike | None = None, disk_writable: bool = False,
         input: str | bytes | None = None, input_file: PathLike | None = None, until_console: str | None = None,
         console: bool | Callable[[bytes], None] = False, net_ack_every: int = 2, net_ack_delay_us: float = 20.0,
-        net_peer_sends: bool = False, net_frame_size: int = 1514, net_window: int = 16, host_timer_hz: int = 0,
+        net_peer_sends: bool = False, net_frame_size: int = 1514, net_window: int = 16, net_peer: str = "stream",
+        host_timer_hz: int = 0,
         symbols: PathLike | None = None, load_addr: int = 0x100000, entry: int | None = None,
         **unknown: Any) -> Trace:
     """Run a guest to its end (or budget) and return its trace, as `vmexit run` does.
@@ -158,7 +159,7 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
     (bytes or "64M"), max_instructions, max_seconds (virtual), disk, disk1, disk_writable, input (text
     typed into the serial port, as is), input_file, until_console, console (True: echo to stderr, or a
     function of bytes), net_ack_every, net_ack_delay_us, net_peer_sends, net_frame_size, net_window,
-    host_timer_hz. A run that ends otherwise than by the guest's own exit is no error: see
+    net_peer, host_timer_hz. A run that ends otherwise than by the guest's own exit is no error: see
     `trace.status` ("budget", "crashed", ...). Bad arguments raise VmexitError."""
     if unknown:
         _unknown_options(unknown)
@@ -173,7 +174,7 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
                   disk1=disk1, disk_writable=disk_writable, input=input, input_file=input_file,
                   until_console=until_console, echo=echo, net_ack_every=net_ack_every,
                   net_ack_delay_us=net_ack_delay_us, net_peer_sends=net_peer_sends, net_frame_size=net_frame_size,
-                  net_window=net_window, opts=opts, host_timer_hz=host_timer_hz)
+                  net_window=net_window, net_peer=net_peer, opts=opts, host_timer_hz=host_timer_hz)
     from .scenarios import SCENARIOS
     if guest in SCENARIOS:
         return _run_scenario(guest, constants, profile, hypervisor, common)

@@ -33,7 +33,7 @@ from .costs import DEFAULT_PROFILE, PROFILES, load_profile
 from .errors import VmexitError
 from .hypervisors import HYPERVISORS
 from .optimizations import OPTIMIZATIONS, parse_opts
-from .options import RunOptionError, check_top, parse_size, run_options
+from .options import NET_PEERS, RunOptionError, check_top, parse_size, run_options
 from .render import RENDERERS, STACK_RENDERERS
 from .trace import domain_view, from_bytes, load as load_trace, merge_domains, write_atomic
 
@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame size of the peer's stream (60-1514, default 1514)")
     r.add_argument("--net-window", type=int, default=16, metavar="FRAMES",
                    help="frames the streaming peer sends ahead of the guest's ACKs (default 16)")
+    r.add_argument("--net-peer", choices=NET_PEERS, default="stream",
+                   help="the NIC's peer: stream (default: counts frames as segments, for the bundled guests) or "
+                        "tcp (a host at 10.0.2.2 answering ARP, ping and TCP: a sink on port 5001, a source on 5002)")
     r.add_argument("--opt", dest="opts", action="append", default=[], metavar="NAME[=VALUE]",
                    help="hypervisor-side optimization (repeatable): " + "; ".join(
                        f"{o.name}[={o.value}]: {o.summary}" for o in OPTIMIZATIONS.values()))
@@ -392,7 +395,7 @@ def _run_options(args, profile):
                        until_console=args.until_console, echo=_echo if args.console else None,
                        net_ack_every=args.net_ack_every, net_ack_delay_us=args.net_ack_delay_us,
                        net_peer_sends=args.net_peer_sends, net_frame_size=args.net_frame_size,
-                       net_window=args.net_window, opts=args.opts, hypervisor=args.hypervisor,
+                       net_window=args.net_window, net_peer=args.net_peer, opts=args.opts, hypervisor=args.hypervisor,
                        host_timer_hz=_host_timer_hz(args, profile))
 
 

@@ -28,6 +28,8 @@ RAM_MIN = 2 << 20          # the multiboot layout (GDT, information, stack) need
 RAM_MAX = 0xFEC00000       # RAM ends where the chipset's MMIO window begins (the I/O APIC, 0xfec00000)
 COUNT_MAX = (1 << 63) - 1  # instruction budgets are compared with 64-bit counters
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+#: The NIC's peers (devices/pc.py builds them): frames counted as segments, or a host with TCP/IP
+NET_PEERS = ("stream", "tcp")
 
 
 class RunOptionError(VmexitError):
@@ -113,6 +115,8 @@ LIMITS: tuple[Limit, ...] = (
           "give 1 to 1048576 frames"),
     Limit("net_rate_bps", "net_rate_bps", "net_rate_bps", lambda v: _is_int(v) and 1 <= v <= 10 ** 12,
           "give a link rate of 1 to 1e12 bits per second (or none: the peer's default)", optional=True),
+    Limit("net_peer", "--net-peer", "net_peer", lambda v: v in NET_PEERS, f"choose from {', '.join(NET_PEERS)}",
+          show=repr),
     Limit("host_timer_hz", "--host-timer-hz", "host_timer_hz", lambda v: _is_int(v) and v >= 0,
           "give 0 (off) or a host tick rate in Hz up to the profile's CPU clock"),
     Limit("disk_size", "disk_size", "disk_size", lambda v: _is_int(v) and v > 0 and v % 512 == 0,
@@ -132,6 +136,10 @@ def validate(options: Any) -> None:
             continue
         if not limit.ok(value):
             raise RunOptionError(limit.keyword, limit.flag, limit.show(value), limit.valid)
+    if options.net_peer == "tcp" and options.net_peer_sends:   # the tcp peer sends on its port 5002 instead
+        error = VmexitError("give net_peer_sends or net_peer='tcp', not both (the tcp peer sends on port 5002)")
+        error.cli = "give --net-peer-sends or --net-peer tcp, not both (the tcp peer sends on port 5002)"
+        raise error
     from .hypervisors import HYPERVISORS
     if options.hypervisor not in HYPERVISORS:
         raise RunOptionError("hypervisor", "--hypervisor", repr(options.hypervisor),
@@ -194,7 +202,7 @@ def run_options(*, memory: int | str = "64M", max_instructions: int | None = Non
                 input: str | bytes | None = None, input_file: str | os.PathLike | None = None,
                 until_console: str | None = None, echo: Callable[[bytes], None] | None = None,
                 net_ack_every: int = 2, net_ack_delay_us: float = 20.0, net_peer_sends: bool = False,
-                net_frame_size: int = 1514, net_window: int = 16,
+                net_frame_size: int = 1514, net_window: int = 16, net_peer: str = "stream",
                 opts: Mapping[str, Any] | Iterable[str] | None = None, hypervisor: str = "kvm",
                 host_timer_hz: int = 0):
     """session.RunOptions from the options as the command line and vmexit.run spell them, checked."""
@@ -204,6 +212,7 @@ def run_options(*, memory: int | str = "64M", max_instructions: int | None = Non
                       disk=_path("disk", disk), disk1=_path("disk1", disk1),
                       disk_writable=bool(disk_writable), net_ack_every=net_ack_every,
                       net_ack_delay_us=net_ack_delay_us, net_peer_sends=bool(net_peer_sends),
-                      net_frame_size=net_frame_size, net_window=net_window, optimizations=parse_opts(_opt_texts(opts)),
+                      net_frame_size=net_frame_size, net_window=net_window, net_peer=net_peer,
+                      optimizations=parse_opts(_opt_texts(opts)),
                       hypervisor=hypervisor, host_timer_hz=host_timer_hz, input=_typed(input, input_file),
                       until_console=until_console, echo=echo)

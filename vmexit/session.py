@@ -36,6 +36,7 @@ class RunOptions:
     net_rate_bps: int | None = None  # the peer's link rate when it streams (None: its default, 100 Mb/s)
     nic: bool = True                # whether the PC has the NIC and its peer (a Xen domU has none)
     net_dest_mac: str | None = None  # hex MAC the peer's frames go to (None: the NIC's own; xennet: domU's)
+    net_peer: str = "stream"        # the NIC's peer: "stream" (netpeer.py, frames as segments) or "tcp" (tcppeer.py)
     wake_preempts: bool = False     # several domains: an event waking a blocked domain ends the sender's slice
     optimizations: dict[str, int] = field(default_factory=dict)  # --opt NAME=VALUE (optimizations/)
     hypervisor: str = "kvm"         # a key of hypervisors.HYPERVISORS

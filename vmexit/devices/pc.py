@@ -30,6 +30,7 @@ from .pic import PIC8259
 from .pit import PIT8254
 from .pmtimer import PMTimer
 from .rtl8139 import MAC, RTL8139
+from .tcppeer import TcpPeer
 from .uart import UART16550
 
 
@@ -75,9 +76,12 @@ def _nic(w: Wiring) -> RTL8139:
                    on_transmit=lambda frame: w.devices["peer"].on_transmit(frame))
 
 
-def _peer(w: Wiring) -> TcpStreamPeer:
+def _peer(w: Wiring) -> TcpStreamPeer | TcpPeer:
     o, clock = w.options, w.clock
     rate = {} if o.net_rate_bps is None else {"rate_bps": o.net_rate_bps}  # None: the peer's own default
+    if o.net_peer == "tcp":   # a host at 10.0.2.2 for a guest with a TCP/IP stack (tcppeer.py)
+        return TcpPeer(clock.now, clock.freq_hz, w.devices["nic"].receive, NIC_IRQ, o.net_ack_delay_us * 1e-6,
+                       ack_every=o.net_ack_every, **rate)
     dest = bytes.fromhex(o.net_dest_mac) if o.net_dest_mac else MAC  # a bridged guest behind the NIC, or the NIC
     return TcpStreamPeer(clock.now, clock.freq_hz, w.devices["nic"].receive, NIC_IRQ, dest, o.net_ack_every,
                          o.net_ack_delay_us * 1e-6, o.net_peer_sends, o.net_frame_size, window=o.net_window,
@@ -153,7 +157,13 @@ def results(devices: dict, seconds: float, options) -> dict:
                 "count_run": pit.channels[0].reload},
         "lapic": {"timer_interrupts": lapic.fired_total, "eois": lapic.eois},
         "nic": _nic_results(nic, seconds, options),
+        **_peer_results(devices["peer"]),
     }
+
+
+def _peer_results(peer) -> dict:
+    """The TCP peer's counters (the stream peer's frames are the NIC's)."""
+    return {"net_peer": peer.results()} if isinstance(peer, TcpPeer) else {}
 
 
 def _nic_results(nic, seconds: float, options) -> dict | None:
