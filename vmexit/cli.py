@@ -588,12 +588,14 @@ def cmd_compare(args) -> int:
 
 def cmd_import(args) -> int:
     """A real host's exits as a trace: saved with -o, then the report asked for, as `vmexit report` prints it."""
-    from .importers import import_file
+    from .importers import import_file, notes
     _check_output(args)
     trace = import_file(args.importer, args.file, args.symbols, args.pid, load_profile(args.profile))
     if _save_output(trace, args) is None:
         return EXIT_USAGE
     _emit(_render(trace, args), args.report_file)
+    for note in notes(trace.meta):
+        print(f"vmexit: note: {note}", file=sys.stderr)
     return EXIT_OK
 
 

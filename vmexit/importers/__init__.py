@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..costs import DEFAULT_PROFILE, load_profile
+from ..exits import ExitReason
 from ..trace import Trace
 from . import perf, tracecmd
 from .build import exit_records, reason_counts, select, source_sha256, vm_keys
@@ -50,7 +51,7 @@ FORMATS: dict[str, Format] = {
                         "-e kvm:kvm_mmio; trace-cmd report > FILE"),
 }
 
-__all__ = ["FORMATS", "ImportFormatError", "SymbolFileError", "import_file"]
+__all__ = ["FORMATS", "ImportFormatError", "SymbolFileError", "import_file", "notes"]
 
 
 def import_file(fmt: str, path: str | Path, symbols: str | Path | None = None, pid: int | None = None,
@@ -109,3 +110,20 @@ def _domain(meta: dict, domid: int, pid: int, comm: str, exits) -> dict:
             "guest_sha256": meta["guest_sha256"], "instructions": 0, "cpi": meta["cpi"], "freq_hz": meta["freq_hz"],
             "cpu_cycles": int(exits["cost"][mine].sum(dtype=np.uint64)), "status": "imported",
             "detail": f"{int(mine.sum()):,} kvm_exit of process {pid}", "constants": {}}
+
+
+def notes(meta: dict) -> list[str]:
+    """What a reader of an imported trace's report should know that the report does not show."""
+    imp = meta["import"]
+    out = []
+    unknown = {n: c for n, c in imp["kernel_reasons"].items() if classify(n)[0] == ExitReason.UNKNOWN}
+    if unknown:
+        out.append(f"{sum(unknown.values()):,} exits of reasons vmexit has no row for count as UNKNOWN: "
+                   + ", ".join(f"{n} {c:,}" for n, c in sorted(unknown.items(), key=lambda kv: -kv[1])))
+    if imp["rips_not_kept"]:
+        out.append(f"{imp['rips_not_kept']:,} exits at 64-bit addresses outside the kernel's top 4 GiB (guest user "
+                   f"space) are at the unknown address 0")
+    if not imp["costs_measured"]:
+        out.append(f"no kvm_exit has a kvm_entry after it: every exit is priced by {meta['profile']} "
+                   f"(record kvm:kvm_entry to measure them)")
+    return out
