@@ -238,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _import_parser(sub) -> None:
     """`vmexit import FORMAT FILE`: a real host's kvm tracepoints as a trace (vmexit/importers)."""
     from .importers import FORMATS
-    im = sub.add_parser("import", help="read a real host's kvm exits (perf script / trace-cmd report text) as a trace")
-    im.add_argument("importer", metavar="FORMAT", choices=tuple(FORMATS), help="; ".join(f"{f.name}: {f.records}" for f in FORMATS.values()))
+    im = sub.add_parser("import", help="read a real host's kvm exits (perf script / trace-cmd report text) as a trace",
+                        description="Record: " + "; or ".join(f.records for f in FORMATS.values()))
+    im.add_argument("importer", metavar="FORMAT", choices=tuple(FORMATS),
+                    help=f"the tool that printed FILE: {' or '.join(FORMATS)}")
     im.add_argument("file", help="the text file (perf script or trace-cmd report output)")
     im.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")
     im.add_argument("--symbols", metavar="PATH", help="the guest kernel's System.map, vmlinux (ELF) or a JSON map "

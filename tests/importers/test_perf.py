@@ -13,6 +13,7 @@ from vmexit.costs import load_profile
 from vmexit.exits import Direction, ExitReason, Place
 from vmexit.api import Trace
 from vmexit.importers import import_file as _import_file
+from vmexit.importers import events
 from vmexit.importers.events import ImportFormatError
 from vmexit.render import RENDERERS
 from vmexit.trace import load
@@ -330,3 +331,9 @@ def test_without_kvm_entry_every_exit_is_priced(tmp_path, capsys):
     assert cli.main(["import", "perf", str(path), "--profile", "kvm-skylake"]) == 0
     assert "vmexit: note: no kvm_exit has a kvm_entry after it: every exit is priced by kvm-skylake" in \
         capsys.readouterr().err
+
+
+def test_events_packed_in_chunks_give_the_same_trace(files, monkeypatch):
+    whole = import_file("perf", *files).to_bytes()
+    monkeypatch.setattr(events, "CHUNK", 7)
+    assert import_file("perf", *files).to_bytes() == whole

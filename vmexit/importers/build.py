@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..exits import EXIT_DTYPE, Direction, ExitReason, Place
-from ..trace import Trace
 from .events import ENTRY, EXIT, MMIO, MSR, PIO, USERSPACE, Events, ImportFormatError
 from .reasons import classify
 from .symbolfile import fold

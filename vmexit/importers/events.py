@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import VmexitError
 
 EXIT, PIO, MMIO, ENTRY, USERSPACE, MSR = range(6)
+CHUNK = 1 << 16  # events read between packings into EVENT_DTYPE rows
 KINDS = {"kvm_exit": EXIT, "kvm_pio": PIO, "kvm_mmio": MMIO, "kvm_entry": ENTRY,
          "kvm_userspace_exit": USERSPACE, "kvm_msr": MSR}
 
@@ -128,7 +129,7 @@ def read(path: str | Path, split: Splitter, tool: str) -> Events:
         raise ImportFormatError(f"{path}: no such file") from None
     except OSError as e:
         raise ImportFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    rows, names, skipped, comms = [], {}, {}, {}
+    rows, chunks, names, skipped, comms = [], [], {}, {}, {}
     number = 0
     with f:
         try:
@@ -139,13 +140,17 @@ def read(path: str | Path, split: Splitter, tool: str) -> Events:
                 if isinstance(event, str):
                     raise ImportFormatError(f"{path}:{number}: {event}")
                 rows.append((event[0], number) + event[1:])
+                if len(rows) == CHUNK:  # packed as they come: EVENT_DTYPE rows, not tuples of Python ints
+                    chunks.append(np.array(rows, dtype=EVENT_DTYPE))
+                    rows.clear()
         except UnicodeDecodeError:
             raise ImportFormatError(f"{path}:{number + 1}: not UTF-8 text (is it {tool} text output?)") from None
         except OSError as e:
             raise ImportFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    events = Events(np.array(rows, dtype=EVENT_DTYPE), sorted(names, key=names.get), number, skipped, comms)
+    chunks.append(np.array(rows, dtype=EVENT_DTYPE))
+    events = Events(np.concatenate(chunks), sorted(names, key=names.get), number, skipped, comms)
     if not int((events.rows["kind"] == EXIT).sum()):
-        found = f" (it has {', '.join(f'{n} {k}' for k, n in sorted(_kinds(events).items()))})" if len(rows) else ""
+        found = f" (it has {', '.join(f'{n} {k}' for k, n in sorted(_kinds(events).items()))})" if len(events.rows) else ""
         raise ImportFormatError(f"{path}: no kvm_exit events in {tool} output{found}; record kvm:kvm_exit")
     return events
 
