@@ -4,8 +4,8 @@ multiboot guests), or a JSON map {name: address} (as `vmexit run --symbols` take
 System.map is `nm -n vmlinux` output, one `ADDRESS TYPE NAME` a line (scripts/mksysmap in the kernel
 tree); only text symbols (types T, t, W, w: code) are kept, since only code holds an exit's RIP, and the
 data symbols of a System.map include per-CPU offsets near 0 that would claim low addresses. From an
-ELF (any class, via pyelftools) the defined FUNC and NOTYPE symbols of the symbol table are kept, as
-loader.load_elf keeps them for a guest it runs.
+ELF (any class, via pyelftools) the FUNC and NOTYPE symbols of its executable sections are kept (the
+labels of our assembled guests, a vmlinux's functions; not the linker's _edata or _end).
 
 Addresses are folded to 32 bits as the trace stores them (fold): see the importers' docstring.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from elftools.common.exceptions import ELFError
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from ..errors import VmexitError
@@ -92,13 +93,14 @@ def _system_map(data: bytes, path: Path) -> dict[str, int]:
 
 
 def _elf(data: bytes, path: Path) -> dict[str, int]:
+    """FUNC and NOTYPE symbols defined in executable sections (not the linker's _edata, _end ...)."""
     try:
         elf = ELFFile(io.BytesIO(data))
         symtab = elf.get_section_by_name(".symtab")
         if symtab is None:
             raise SymbolFileError(f"--symbols {path}: the ELF has no symbol table (stripped)")
+        code = {i for i, sec in enumerate(elf.iter_sections()) if sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR}
         return {s.name: int(s["st_value"]) for s in symtab.iter_symbols()
-                if s.name and s["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE") and s["st_shndx"] != "SHN_UNDEF"
-                and s["st_shndx"] != "SHN_ABS"}
+                if s.name and s["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE") and s["st_shndx"] in code}
     except (ELFError, ValueError, KeyError, IndexError) as e:
         raise SymbolFileError(f"--symbols {path}: malformed ELF ({e})") from None
