@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=tuple(RENDERERS), default="text")
     c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
 
+    _import_parser(sub)
+
     rp = sub.add_parser("reproduce", help="run the KVM paper's experiments and write tables, JSON, traces, figures")
     rp.add_argument("--out", default="vmexit-reproduce", metavar="DIR", help="output directory (default vmexit-reproduce)")
     rp.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
@@ -245,6 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-D", dest="defines", type=_define, action="append", default=[], metavar="NAME=VALUE")
     b.add_argument("-o", "--output", required=True, metavar="FILE.elf")
     return p
+
+
+def _import_parser(sub) -> None:
+    """`vmexit import FORMAT FILE`: a real host's kvm tracepoints as a trace (vmexit/importers)."""
+    from .importers import FORMATS
+    im = sub.add_parser("import", help="read a real host's kvm exits (perf script / trace-cmd report text) as a trace",
+                        description="Record: " + "; or ".join(f.records for f in FORMATS.values()))
+    im.add_argument("importer", metavar="FORMAT", choices=tuple(FORMATS),
+                    help=f"the tool that printed FILE: {' or '.join(FORMATS)}")
+    im.add_argument("file", help="the text file (perf script or trace-cmd report output)")
+    im.add_argument("-o", "--output", metavar="FILE.npz", help="save the trace")
+    im.add_argument("--symbols", metavar="PATH", help="the guest kernel's System.map, vmlinux (ELF) or a JSON map "
+                    "{name: address}: names the functions of the exit addresses")
+    im.add_argument("--pid", type=int, metavar="N", help="only the exits of process N (perf script -F +pid) or thread N")
+    im.add_argument("--profile", help=f"the clock (its frequency) and the prices of exits without a kvm_entry "
+                    f"(default {DEFAULT_PROFILE})")
+    _report_options(im)
 
 
 def _emit(text: str, path: str | None) -> None:
@@ -583,6 +602,19 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def cmd_import(args) -> int:
+    """A real host's exits as a trace: saved with -o, then the report asked for, as `vmexit report` prints it."""
+    from .importers import import_file, notes
+    _check_output(args)
+    trace = import_file(args.importer, args.file, args.symbols, args.pid, load_profile(args.profile))
+    if _save_output(trace, args) is None:
+        return EXIT_USAGE
+    _emit(_render(trace, args), args.report_file)
+    for note in notes(trace.meta):
+        print(f"vmexit: note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
 # experiments ------------------------------------------------------------------------------------------
 def cmd_reproduce(args) -> int:
     from . import reproduce
@@ -835,8 +867,8 @@ USER_ERRORS = (VmexitError,)
 
 
 COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "build": cmd_build,
-            "validate": cmd_validate}
+            "compare": cmd_compare, "import": cmd_import, "reproduce": cmd_reproduce, "sweep": cmd_sweep,
+            "build": cmd_build, "validate": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:
