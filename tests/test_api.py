@@ -29,7 +29,7 @@ def test_import_is_light_and_load_needs_no_emulator(tmp_path, timer_trace):
 
 
 def test_public_names():
-    assert set(vmexit.__all__) == {"run", "load", "compare", "Trace", "Rows", "VmexitError", "RunOptionError",
+    assert set(vmexit.__all__) == {"run", "load", "compare", "import_trace", "Trace", "Rows", "VmexitError", "RunOptionError",
                                    "__version__"}
     for name in vmexit.__all__:
         assert getattr(vmexit, name) is not None

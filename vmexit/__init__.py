@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load", "compare", "Trace", "Rows", "VmexitError", "RunOptionError", "__version__"]
+__all__ = ["run", "load", "compare", "import_trace", "Trace", "Rows", "VmexitError", "RunOptionError", "__version__"]
 
 #: Each public name -> the module that defines it.
-_LAZY = {"run": "api", "load": "api", "compare": "api", "Trace": "api", "Rows": "api",
+_LAZY = {"run": "api", "load": "api", "compare": "api", "import_trace": "api", "Trace": "api", "Rows": "api",
          "VmexitError": "errors", "RunOptionError": "options"}
 
 if TYPE_CHECKING:
-    from .api import Rows, Trace, compare, load, run
+    from .api import Rows, Trace, compare, import_trace, load, run
     from .errors import VmexitError
     from .options import RunOptionError
 

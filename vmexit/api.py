@@ -5,6 +5,7 @@
     trace.count(reason="io", function="__ide_do_rw_disk")      # an int
     trace.report(by="reason")                                   # rows, as `--format json` gives them
     vmexit.compare("before.npz", trace)                         # the paper's Table 4, as rows
+    vmexit.import_trace("perf", "kvm.txt", symbols="System.map") # a real host's exits, as a trace
 
 The keyword arguments of `run` are the command line's run options (`--max-seconds` is max_seconds=,
 `-D` is constants=, `--opt` is opts=), checked by the same code (options.py); every bad argument
@@ -116,6 +117,16 @@ def _profile(profile: PathLike | None):
 def load(path: PathLike) -> Trace:
     """A trace saved by `vmexit run -o` or `Trace.save`; VmexitError when it is not a readable trace."""
     return Trace.of(_trace.load(path))
+
+
+def import_trace(fmt: str, path: PathLike, *, symbols: PathLike | None = None, pid: int | None = None,
+                 profile: PathLike | None = None) -> Trace:
+    """What `vmexit import FMT FILE` reads: a real host's kvm tracepoint text (`perf script` output for
+    fmt="perf", `trace-cmd report` for fmt="trace-cmd") as a trace, functions named from `symbols`
+    (System.map, ELF or JSON map), `pid` to keep one VM; VmexitError on a file it cannot read."""
+    from .importers import import_file
+    return Trace.of(import_file(fmt, os.fspath(path), None if symbols is None else os.fspath(symbols), pid,
+                                _profile(profile)))
 
 
 def _as_trace(value: Trace | PathLike, name: str) -> _trace.Trace:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vmexit
 from vmexit import analysis, cli, guests
 from vmexit.costs import load_profile
 from vmexit.exits import Direction, ExitReason, Place
 from vmexit.api import Trace
-from vmexit.importers import import_file as _import_file
 from vmexit.importers import events
 from vmexit.importers.events import ImportFormatError
 from vmexit.render import RENDERERS
@@ -20,9 +20,9 @@ from vmexit.trace import load
 
 from . import synth
 
-def import_file(*args, **kwargs) -> Trace:
-    """The import, with the API's queries (Trace.count)."""
-    return Trace.of(_import_file(*args, **kwargs))
+def import_file(fmt, path, symbols=None, **kwargs) -> Trace:
+    """The import through the Python API (vmexit.import_trace), which adds the queries (Trace.count)."""
+    return vmexit.import_trace(fmt, path, symbols=symbols, **kwargs)
 
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
