@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .costs import Profile
-from .domain import Domain
+from .domain import Domain, HwDomain
 from .host import Host
+from .hypervisors import HYPERVISORS
 from .loader import Image
 from .machine import X86Machine
 from .options import validate
@@ -64,7 +65,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
         on_end: Callable[[X86Machine, dict], None] | None = None) -> Trace:
     """Run the guest to its end (or budget) and return the trace; Ctrl-C ends it as 'interrupted'.
     on_end, if given, sees the machine and the devices by name when the run is over (tests use it)."""
-    domain = Domain(image, profile, options)
+    hardware = HYPERVISORS[options.hypervisor].hardware   # the host's real KVM (domain.HwDomain)
+    domain = (HwDomain if hardware else Domain)(image, profile, options)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * domain.clock.freq_hz)
     Host([domain]).run(options.max_instructions, max_cycles, progress)
     domain.close()
