@@ -41,6 +41,7 @@ failure: status `unsupported`, naming the instruction and its address) -- the tr
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import threading
@@ -157,6 +158,8 @@ class HwVCPU:
         self._max_cycles = max_cycles
         self.clock.start()
         vm, handlers = self.vm, self._handlers
+        collecting = gc.isenabled()
+        gc.disable()   # a collection inside an exit's handling would be measured as that exit's cost
         try:
             with _Kicker() as kicker:
                 while self.ending.end is None and self._before_entry(kicker):
@@ -171,6 +174,8 @@ class HwVCPU:
                     handlers.get(reason, self._unexpected)(t_exit)
         finally:
             self.clock.freeze()
+            if collecting:
+                gc.enable()
         return self.ending.end
 
     def _before_entry(self, kicker: _Kicker) -> bool:
