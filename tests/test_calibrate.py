@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import vmexit
-from vmexit import calibrate
 from vmexit.cli import EXIT_OK, EXIT_USAGE, main
 from vmexit.costs import CALIBRATED, DEFAULT_PROFILE, load_profile, parse_profile
 from vmexit.engine import kvmapi

@@ -15,7 +15,13 @@ Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, section
 A multiplexed hypercall's sub-operation may have its own key, `VMCALL/<name>:<subop>` (for example
 `VMCALL/grant_table_op:copy`, with its own per_item), looked up by name before VMCALL (call_price).
 Costs that are no exit -- the host's domain switch, entering a domain's event callback -- are in the
-optional `host` section (`domain_switch`, `event_upcall`: cycles and source each), 0 when absent.
+optional `host` section (`domain_switch`, `event_upcall`: cycles and source each), 0 when absent. A
+profile `vmexit calibrate` measured (calibrate.py) also has there the kernel part of each exit a
+`--hypervisor kvm-hw` run sees in user space (`kvm_hw_kernel/REASON[/in|out]`, hwvcpu.py).
+
+Profiles are found by name among the bundled ones, then among the user's (user_profile_dir(), where
+`vmexit calibrate` writes `calibrated.json`), else taken as a path; `calibrated`, kvm-hw's default,
+stands for the paper's host until it exists (FALLBACKS).
 """
 from __future__ import annotations
 

@@ -132,8 +132,7 @@ class HwDomain(Domain):
     hook point; a run of several domains is not offered."""
 
     def __init__(self, image: Image, profile: Profile, options, domid: int = 0, xen_host=None):
-        from .hwvcpu import HwVCPU, RealClock
-        from .hypervisors.ports import PortBus
+        from .hwvcpu import RealClock
         if options.max_instructions is not None:
             raise RunOptionError("max_instructions", "--max-instructions", str(options.max_instructions),
                                  "kvm-hw counts no guest instructions: give a real-time budget (--max-seconds)")
@@ -142,6 +141,15 @@ class HwDomain(Domain):
         self.hypervisor = HYPERVISORS[options.hypervisor]
         self.clock = RealClock(profile.freq_hz, *profile.cpi)
         self.machine = X86Machine(options.ram_size, engine="kvm")
+        try:
+            self._build(image, profile, options, domid)
+        except BaseException:
+            self.machine.engine.close()   # the VM's descriptors, before the error reaches the user
+            raise
+
+    def _build(self, image: Image, profile: Profile, options, domid: int) -> None:
+        from .hwvcpu import HwVCPU
+        from .hypervisors.ports import PortBus
         self.recorder = ExitRecorder(domain=domid)
         self.ending = Ending(self.machine.engine.counter)
         self.hooks = {}

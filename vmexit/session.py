@@ -2,7 +2,8 @@
 
 RunOptions is everything a run can be asked for, checked when made (options.py: the valid ranges, one
 check for the CLI and the Python API alike); the domain (domain.py) builds the machine, the devices,
-the vCPU and the exit model from them, and the host (host.py) runs it.
+the vCPU and the exit model from them, and the host (host.py) runs it. A hypervisor that is the host's
+real KVM (`hardware` in its registry entry: kvm-hw) gets a HwDomain, run by hwvcpu.py.
 """
 from __future__ import annotations
 
