@@ -132,8 +132,8 @@ def _loop(engine, limit_s: float) -> tuple[array, str | None]:
     returns vmexit's time per exit (KVM_RUN's return to the next KVM_RUN, ns) or why it stopped. A
     guest that has not finished after limit_s seconds of real time is given up (a probe that never
     completes on this host: measured, VMMCALL on a nested AMD host spins inside KVM)."""
-    from .hwvcpu import _Kicker
-    with _Kicker() as kicker:
+    from .hwvcpu import Kicker
+    with Kicker() as kicker:
         kicker.arm(int(limit_s * 1000), 0, 1000)   # a kick at limit_s (deadline and now in ms)
         return _enter_until_exit(engine, time.monotonic() + limit_s, limit_s)
 
@@ -236,12 +236,16 @@ DERIVED: dict[str, tuple[str, str]] = {
     "APIC_ACCESS": ("EPT_VIOLATION/user/in", "an MMIO exit, as the measured MMIO read to user space"),
     "VMCALL": ("CPUID", "an exit handled inside KVM, as the measured CPUID"),
 }
-#: The kernel part of each exit a kvm-hw run sees in user space (hwvcpu.py): host key -> kind.
-KERNEL_PARTS: dict[str, str] = {
-    "kvm_hw_kernel/IO_INSTRUCTION/in": "port_in", "kvm_hw_kernel/IO_INSTRUCTION/out": "port_out",
-    "kvm_hw_kernel/EPT_VIOLATION/in": "mmio_read", "kvm_hw_kernel/EPT_VIOLATION/out": "mmio_write",
-    "kvm_hw_kernel/APIC_ACCESS/in": "mmio_read", "kvm_hw_kernel/APIC_ACCESS/out": "mmio_write",
-    "kvm_hw_kernel/HLT": "hlt", "kvm_hw_kernel/INTERRUPT_WINDOW": "hlt", "kvm_hw_kernel/EXTERNAL_INTERRUPT": "hlt",
+#: The kernel part of each exit a kvm-hw run sees in user space (hwvcpu.py): host key -> the kind that
+#: measures it, and why when that kind stands in for another exit (derived).
+KERNEL_PARTS: dict[str, tuple[str, str]] = {
+    "kvm_hw_kernel/IO_INSTRUCTION/in": ("port_in", ""), "kvm_hw_kernel/IO_INSTRUCTION/out": ("port_out", ""),
+    "kvm_hw_kernel/EPT_VIOLATION/in": ("mmio_read", ""), "kvm_hw_kernel/EPT_VIOLATION/out": ("mmio_write", ""),
+    "kvm_hw_kernel/APIC_ACCESS/in": ("mmio_read", "the local APIC page is plain MMIO under kvm-hw"),
+    "kvm_hw_kernel/APIC_ACCESS/out": ("mmio_write", "the local APIC page is plain MMIO under kvm-hw"),
+    "kvm_hw_kernel/HLT": ("hlt", ""),
+    "kvm_hw_kernel/INTERRUPT_WINDOW": ("hlt", "an exit to user space that carries no data, as HLT"),
+    "kvm_hw_kernel/EXTERNAL_INTERRUPT": ("hlt", "a kick out of KVM_RUN to user space, as HLT's round trip"),
 }
 
 
@@ -298,13 +302,13 @@ def build_profile(name: str, host: dict, samples: int, measured: dict[str, Measu
 def _kernel_parts(measured: dict[str, Measurement], base: int, khz: int, where: str) -> dict:
     """Each user-space exit's round trip minus vmexit's measured part of it: what a kvm-hw run adds."""
     out = {}
-    for key, kind in KERNEL_PARTS.items():
+    for key, (kind, derived) in KERNEL_PARTS.items():
         m = measured[kind]
         user = int(np.median(m.user_ns)) * khz // 1_000_000 if m.user_ns is not None else 0
+        source = (f"measured by vmexit calibrate ({kind}.S): the round trip seen from the guest minus vmexit's "
+                  f"own part (KVM_RUN's return to the next KVM_RUN, median {user * 1_000_000 // khz} ns); {where}")
         out[key] = {"cycles": max(m.median() - base - user, 0),
-                    "source": f"measured by vmexit calibrate ({kind}.S): the round trip seen from the guest minus "
-                              f"vmexit's own part (KVM_RUN's return to the next KVM_RUN, median "
-                              f"{user * 1_000_000 // khz} ns); {where}"}
+                    "source": f"derived: {derived}; {source}" if derived else source}
     return out
 
 

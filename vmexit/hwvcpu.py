@@ -90,7 +90,7 @@ class RealClock(Clock):
             self._frozen = max(self.now(), 1)
 
 
-class _Kicker:
+class Kicker:
     """The timer signal that brings the guest back to user space at a deadline (module docstring)."""
 
     def __init__(self) -> None:
@@ -98,7 +98,7 @@ class _Kicker:
         self.armed: int | None = None
         self._previous = None
 
-    def __enter__(self) -> "_Kicker":
+    def __enter__(self) -> "Kicker":
         if self.enabled:
             self._previous = signal.signal(signal.SIGALRM, _kicked)
         return self
@@ -161,7 +161,7 @@ class HwVCPU:
         collecting = gc.isenabled()
         gc.disable()   # a collection inside an exit's handling would be measured as that exit's cost
         try:
-            with _Kicker() as kicker:
+            with Kicker() as kicker:
                 while self.ending.end is None and self._before_entry(kicker):
                     err = vm.enter()
                     t_exit = time.perf_counter_ns()
@@ -178,7 +178,7 @@ class HwVCPU:
                 gc.enable()
         return self.ending.end
 
-    def _before_entry(self, kicker: _Kicker) -> bool:
+    def _before_entry(self, kicker: Kicker) -> bool:
         """Fire what is due, check the budget, inject a pending interrupt, arm the kick; False to stop."""
         self._advance_devices(running=self._kick)
         self._kick = False

@@ -248,3 +248,15 @@ def test_a_kvm_hw_trace_reports_and_compares(tmp_path, capsys):
     assert main(["compare", str(model), str(real), "--by", "function"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "taskfile" in out and f"{11 * LOOPS}" in out
+
+
+@needs_kvm
+def test_registers_by_ioctl_give_the_same_trace_as_synced_ones(tmp_path, monkeypatch):
+    """A host without KVM_CAP_SYNC_REGS: registers through KVM_GET/SET_(S)REGS, the same exits."""
+    source = _guest(tmp_path)
+    synced = vmexit.run(source, hypervisor="kvm-hw")
+    monkeypatch.setattr(kvmapi, "CAP_SYNC_REGS", 0)   # capability 0 (KVM_CAP_IRQCHIP) gives no sync bits
+    by_ioctl = vmexit.run(source, hypervisor="kvm-hw")
+    assert synced.meta["kvm_hw"]["sync_regs"] and not by_ioctl.meta["kvm_hw"]["sync_regs"]
+    for field in ("rip", "reason", "direction", "qualifier", "value", "caller", "stack"):
+        assert np.array_equal(synced.exits[field], by_ioctl.exits[field]), field
