@@ -166,12 +166,14 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
     guest: a bundled guest ("timer", "ide", ...), a scenario of several domains ("xennet": the merged
     trace), an assembly source, a multiboot ELF32 kernel or a flat binary (with symbols=, load_addr=,
     entry=). The options are `vmexit run`'s: constants (-D, {NAME: int}), profile (name or file),
-    hypervisor (kvm, xen-pv, native), opts (--opt: {name: value or None} or ["coalesce=64"]), memory
-    (bytes or "64M"), max_instructions, max_seconds (virtual), disk, disk1, disk_writable, input (text
+    hypervisor (kvm, xen-pv, native, or kvm-hw: the host's real KVM), opts (--opt: {name: value or None}
+    or ["coalesce=64"]), memory (bytes or "64M"), max_instructions, max_seconds (virtual; real time
+    under kvm-hw), disk, disk1, disk_writable, input (text
     typed into the serial port, as is), input_file, until_console, console (True: echo to stderr, or a
     function of bytes), net_ack_every, net_ack_delay_us, net_peer_sends, net_frame_size, net_window,
     net_peer, host_timer_hz. A run that ends otherwise than by the guest's own exit is no error: see
-    `trace.status` ("budget", "crashed", ...). Bad arguments raise VmexitError."""
+    `trace.status` ("budget", "crashed", "unsupported": an instruction the host's KVM cannot run under
+    kvm-hw, ...). Bad arguments raise VmexitError (errors.KvmUnavailable: no usable /dev/kvm)."""
     if unknown:
         _unknown_options(unknown)
     constants = _constants(constants)

@@ -13,7 +13,8 @@ their output does not depend on where the runs ran.
 
 Exit codes (README, "Exit codes"): 0 the guest ended itself (debug-exit port or HLT with interrupts
 off), 2 bad input or usage (any errors.VmexitError; run options are checked by options.py, as for the
-Python API), 3 a budget stopped the run, 4 the guest crashed, 130 interrupted by the user (Ctrl-C),
+Python API; no usable /dev/kvm for kvm-hw), 3 a budget stopped the run, 4 the guest crashed, 5 this
+host's KVM cannot run an instruction of the guest (kvm-hw, status `unsupported`), 130 interrupted by the user (Ctrl-C),
 143 / 129 stopped by SIGTERM / SIGHUP (stopsignals.py: handled like Ctrl-C, the trace saved), 1 an
 internal error (a bug: please report it; --debug shows the traceback). A sweep exits with its worst
 run's code.
@@ -38,9 +39,10 @@ from .render import RENDERERS, STACK_RENDERERS
 from .trace import domain_view, from_bytes, load as load_trace, merge_domains, write_atomic
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BUDGET, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_UNSUPPORTED = 5   # kvm-hw: this host's KVM cannot run an instruction of the guest (hwvcpu.py)
 EXIT_MISMATCH = 6   # vmexit validate: the backends' access counts differ (or one failed to run the guest)
 STATUS_EXIT_CODES = {"exited": EXIT_OK, "halted": EXIT_OK, "console": EXIT_OK, "budget": EXIT_BUDGET, "crashed": EXIT_CRASH,
-                     "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK,
+                     "interrupted": EXIT_INTERRUPTED, "stopped": EXIT_OK, "unsupported": EXIT_UNSUPPORTED,
                      # a run of a sweep that did not end as a guest does (grid.py)
                      "error": EXIT_USAGE, "failed": EXIT_INTERNAL, "not run": EXIT_INTERRUPTED}
 
@@ -139,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("guests", help="list the bundled guests")
-    sub.add_parser("profiles", help="list the bundled cost profiles")
+    sub.add_parser("profiles", help="list the cost profiles: bundled, then the user's (vmexit calibrate)")
+    cal = sub.add_parser("calibrate", help="measure this host's KVM exit round trips into a cost profile")
+    cal.add_argument("-o", "--output", metavar="PROFILE.json",
+                     help="where to write the profile (default: calibrated.json in the user's profile folder)")
+    cal.add_argument("--samples", type=_int, default=1000, metavar="N", help="round trips per exit kind (default 1000)")
 
     r = sub.add_parser("run", help="run a guest and report its exits")
     r.add_argument("guest", help="bundled guest name, assembly source, multiboot ELF32 or flat binary, or a "
@@ -150,13 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="cost profile name or file (default: the hypervisor's, "
                    f"{DEFAULT_PROFILE} for kvm)")
     r.add_argument("--hypervisor", choices=tuple(HYPERVISORS), default="kvm",
-                   help="the exit model: kvm (default), xen-pv (paravirtual memory), native (no hypervisor)")
+                   help="the exit model: kvm (default), xen-pv (paravirtual memory), native (no hypervisor); "
+                        "kvm-hw runs the guest on this host's real KVM")
     r.add_argument("--host-timer-hz", type=int, default=0, metavar="HZ",
                    help="the host runs guest timers (PIT, LAPIC) on its own HZ tick, as a low-resolution "
                         "host does; 0 (default): they fire when due")
     r.add_argument("--memory", type=_size, default=64 << 20, help="guest RAM (default 64M)")
     r.add_argument("--max-instructions", type=_int, metavar="N", help="stop after N guest instructions")
-    r.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds of virtual time")
+    r.add_argument("--max-seconds", type=float, metavar="S",
+                   help="stop after S seconds of virtual time (real time under kvm-hw)")
     r.add_argument("--disk", metavar="IMG", help="IDE disk image (used as a copy unless --disk-writable)")
     r.add_argument("--disk1", metavar="IMG", help="the slave drive's image (also a copy unless --disk-writable)")
     r.add_argument("--disk-writable", action="store_true", help="write the guest's disk writes back to the images")
@@ -335,11 +343,32 @@ def cmd_guests(args) -> int:
 
 
 def cmd_profiles(args) -> int:
-    for name in PROFILES:
-        prof = load_profile(name)
-        print(f"{name}: {prof.description} ({prof.freq_hz / 1e9:.2f} GHz)")
+    from .costs import user_profile_dir, user_profiles
+    users = user_profiles()
+    for name in list(PROFILES) + list(users):
+        prof = load_profile(str(users[name]) if name in users else name)
+        where = f" [{users[name]}]" if name in users else ""
+        print(f"{name}: {prof.description} ({prof.freq_hz / 1e9:.2f} GHz){where}")
         for key, cycles in prof.costs.items():
             print(f"  {key:28s} {cycles:>7,} cycles  {prof.sources[key]}")
+    if not users:
+        print(f"(no profiles of your own in {user_profile_dir()}: `vmexit calibrate` writes one there)")
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    """Measure this host's KVM exits (calibrate.py) and write the profile atomically."""
+    from . import calibrate
+    output = Path(args.output) if args.output else calibrate.default_output()
+    if args.output and not output.resolve().parent.is_dir():
+        raise UsageError(f"cannot write profile {args.output}: directory {output.resolve().parent} does not exist")
+    doc, measured = calibrate.calibrate(args.samples, output.stem)
+    print(calibrate.summary(doc))
+    try:
+        calibrate.write_profile(doc, output)
+    except OSError as e:
+        raise UsageError(f"cannot write profile {output}: {e.strerror or e}") from None
+    print(f"\nwrote {output} (use it: --profile {output.stem if output.parent == calibrate.default_output().parent else output})")
     return EXIT_OK
 
 
@@ -468,7 +497,7 @@ def _ended(trace, saved: str) -> int:
     code = status_code(status)
     if code != EXIT_OK:
         where = trace.meta.get("end_address")
-        at = f" at 0x{where:x}" if where is not None else ""
+        at = f" at 0x{where:x}" if where is not None and status != "unsupported" else ""  # its detail has it
         print(f"vmexit: {status}: {trace.meta['detail']}{at}{saved}", file=sys.stderr)
     return code
 
@@ -866,9 +895,9 @@ def cmd_build(args) -> int:
 USER_ERRORS = (VmexitError,)
 
 
-COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "import": cmd_import, "reproduce": cmd_reproduce, "sweep": cmd_sweep,
-            "build": cmd_build, "validate": cmd_validate}
+COMMANDS = {"guests": cmd_guests, "profiles": cmd_profiles, "calibrate": cmd_calibrate, "run": cmd_run,
+            "report": cmd_report, "compare": cmd_compare, "import": cmd_import, "reproduce": cmd_reproduce,
+            "sweep": cmd_sweep, "build": cmd_build, "validate": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,18 @@ Optimize I/O Virtualization in KVM", Chinese Journal of Computers, 2010, section
 A multiplexed hypercall's sub-operation may have its own key, `VMCALL/<name>:<subop>` (for example
 `VMCALL/grant_table_op:copy`, with its own per_item), looked up by name before VMCALL (call_price).
 Costs that are no exit -- the host's domain switch, entering a domain's event callback -- are in the
-optional `host` section (`domain_switch`, `event_upcall`: cycles and source each), 0 when absent.
+optional `host` section (`domain_switch`, `event_upcall`: cycles and source each), 0 when absent. A
+profile `vmexit calibrate` measured (calibrate.py) also has there the kernel part of each exit a
+`--hypervisor kvm-hw` run sees in user space (`kvm_hw_kernel/REASON[/in|out]`, hwvcpu.py).
+
+Profiles are found by name among the bundled ones, then among the user's (user_profile_dir(), where
+`vmexit calibrate` writes `calibrated.json`), else taken as a path; `calibrated`, kvm-hw's default,
+stands for the paper's host until it exists (FALLBACKS).
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +45,12 @@ PROFILES: dict[str, str] = {
     "xen-pv-q9550": "xen-pv-q9550.json",
 }
 DEFAULT_PROFILE = "kvm76-q9550"
+#: The profile `vmexit calibrate` writes by default (into user_profile_dir()).
+CALIBRATED = "calibrated"
+#: A name that stands for another while no file of that name exists: `calibrated`, kvm-hw's default,
+#: is the paper's host until this host has been calibrated (a trace names the profile it used).
+FALLBACKS: dict[str, str] = {CALIBRATED: DEFAULT_PROFILE}
+PROFILE_DIR_ENV = "VMEXIT_PROFILE_DIR"
 
 _PLACE_NAMES = {Place.KERNEL: "kernel", Place.USER: "user"}
 _ALL_PLACE_NAMES = {**_PLACE_NAMES, Place.GUEST: "guest"}  # "guest" keys are optional: else as kernel
@@ -218,15 +231,40 @@ def _host_section(section, where: str) -> dict[str, int]:
     return out
 
 
+def user_profile_dir() -> Path:
+    """Where the user's own profiles live (`vmexit calibrate` writes there): $VMEXIT_PROFILE_DIR, else
+    $XDG_CONFIG_HOME/vmexit/profiles, else ~/.config/vmexit/profiles."""
+    if os.environ.get(PROFILE_DIR_ENV):
+        return Path(os.environ[PROFILE_DIR_ENV])
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "vmexit" / "profiles"
+
+
+def user_profiles() -> dict[str, Path]:
+    """The user's profiles by name (the file's name without .json), bundled names excepted."""
+    folder = user_profile_dir()
+    try:
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    except OSError:
+        return {}
+    return {p.stem: p for p in files if p.stem not in PROFILES}
+
+
 def load_profile(name_or_path: str | None) -> Profile:
-    """A bundled profile by name, or a profile file by path."""
+    """A bundled profile by name, a user's profile by name (user_profile_dir), or a profile file by path."""
     name_or_path = name_or_path or DEFAULT_PROFILE
+    users = user_profiles() if name_or_path not in PROFILES else {}
     if name_or_path in PROFILES:
         path = PROFILE_DIR / PROFILES[name_or_path]
+    elif name_or_path in users:
+        path = users[name_or_path]
+    elif name_or_path in FALLBACKS:
+        return load_profile(FALLBACKS[name_or_path])
     else:
         path = Path(name_or_path)
         if not path.exists():
-            raise ProfileError(f"unknown cost profile {name_or_path!r} (bundled: {', '.join(PROFILES)})")
+            known = ", ".join(list(PROFILES) + list(users))
+            raise ProfileError(f"unknown cost profile {name_or_path!r} (known: {known})")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

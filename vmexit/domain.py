@@ -11,7 +11,7 @@ from .codescan import CodeScanner
 from .costs import Profile
 from .devices import pc
 from .devices.unassigned import unassigned_gaps
-from .exits import ExitRecorder
+from .exits import ExitRecorder, Place
 from .hypervisors import HYPERVISORS, Hypervisor
 from .hypervisors.model import ModelContext
 from .loader import Image
@@ -122,6 +122,58 @@ class Domain:
                                  for name, value in sorted(options.optimizations.items())}
         return Trace(exits=self.recorder.records(), meta=meta, symbols=dict(self.image.symbols), emulated=emulated,
                      stacks=self.recorder.stacks.table())
+
+
+class HwDomain(Domain):
+    """A domain on the host's real KVM (`--hypervisor kvm-hw`): the same image, RAM layout, multiboot
+    state, devices and recorder as Domain, on the KVM engine, run by hwvcpu.HwVCPU instead of the
+    emulated vCPU and an exit model (hwvcpu.py says what is measured and what is not deterministic).
+    No instruction budget (KVM counts none: --max-seconds is real time there) and no optimization
+    hook point; a run of several domains is not offered."""
+
+    def __init__(self, image: Image, profile: Profile, options, domid: int = 0, xen_host=None):
+        from .hwvcpu import RealClock
+        if options.max_instructions is not None:
+            raise RunOptionError("max_instructions", "--max-instructions", str(options.max_instructions),
+                                 "kvm-hw counts no guest instructions: give a real-time budget (--max-seconds)")
+        self.domid, self.xen_host = domid, xen_host
+        self.image, self.profile, self.options = image, profile, options
+        self.hypervisor = HYPERVISORS[options.hypervisor]
+        self.clock = RealClock(profile.freq_hz, *profile.cpi)
+        self.machine = X86Machine(options.ram_size, engine="kvm")
+        try:
+            self._build(image, profile, options, domid)
+        except BaseException:
+            self.machine.engine.close()   # the VM's descriptors, before the error reaches the user
+            raise
+
+    def _build(self, image: Image, profile: Profile, options, domid: int) -> None:
+        from .hwvcpu import HwVCPU
+        from .hypervisors.ports import PortBus
+        self.recorder = ExitRecorder(domain=domid)
+        self.ending = Ending(self.machine.engine.counter)
+        self.hooks = {}
+        self.devices = pc.build(pc.Wiring(self.clock, self.machine, options, self.ending))
+        self.machine.load(image)
+        self.machine.boot_multiboot(image.entry)
+        devices, irqs = self.devices, self.devices[pc.INTERRUPTS]
+        timed = [TimedDevice(devices[name], _vector(pc.vector_of(name), devices[name], irqs))
+                 for name in pc.present(devices, pc.TIMED)]
+        ports = [(devices[name], Place.USER, pc.moves_timers(name)) for name in pc.present(devices, pc.PORTS)]
+        mmio = [(devices[name], pc.moves_timers(name)) for name in pc.MMIO]
+        mmio += [(gap, False) for gap in unassigned_gaps([dev for dev, _ in mmio])]
+        self.vcpu = HwVCPU(self.machine, self.clock, profile, self.recorder, irqs, timed, self.ending,
+                           lambda vcpu: PortBus(vcpu, self.machine, profile, ports, records=False), mmio)
+        self.model = self.vcpu   # its stats() are the run's meta under the hypervisor's key
+
+    def run(self, max_instructions=None, max_cycles=None, progress=None, until=None) -> RunEnd | None:
+        if until is not None:
+            raise ValueError("a kvm-hw domain runs alone on its host")
+        return self.vcpu.run(max_cycles)
+
+    def close(self) -> None:
+        super().close()
+        self.machine.engine.close()
 
 
 def _vector(vector, device, irqs):

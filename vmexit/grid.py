@@ -39,7 +39,7 @@ CONNECT_TIMEOUT_S = 20
 #: How often (host seconds) a run on a cluster asks whether the client was interrupted (_stop_check).
 STOP_POLL_S = 1.0
 #: Statuses of runs that did not end as planned (the progress bar's "failed").
-FAILED = ("error", "failed", "crashed")
+FAILED = ("error", "failed", "crashed", "unsupported")
 
 
 class ClusterError(VmexitError):

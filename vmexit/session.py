@@ -2,7 +2,8 @@
 
 RunOptions is everything a run can be asked for, checked when made (options.py: the valid ranges, one
 check for the CLI and the Python API alike); the domain (domain.py) builds the machine, the devices,
-the vCPU and the exit model from them, and the host (host.py) runs it.
+the vCPU and the exit model from them, and the host (host.py) runs it. A hypervisor that is the host's
+real KVM (`hardware` in its registry entry: kvm-hw) gets a HwDomain, run by hwvcpu.py.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .costs import Profile
-from .domain import Domain
+from .domain import Domain, HwDomain
 from .host import Host
+from .hypervisors import HYPERVISORS
 from .loader import Image
 from .machine import X86Machine
 from .options import validate
@@ -65,7 +67,8 @@ def run(image: Image, profile: Profile, options: RunOptions,
         on_end: Callable[[X86Machine, dict], None] | None = None) -> Trace:
     """Run the guest to its end (or budget) and return the trace; Ctrl-C ends it as 'interrupted'.
     on_end, if given, sees the machine and the devices by name when the run is over (tests use it)."""
-    domain = Domain(image, profile, options)
+    hardware = HYPERVISORS[options.hypervisor].hardware   # the host's real KVM (domain.HwDomain)
+    domain = (HwDomain if hardware else Domain)(image, profile, options)
     max_cycles = None if options.max_seconds is None else int(options.max_seconds * domain.clock.freq_hz)
     Host([domain]).run(options.max_instructions, max_cycles, progress)
     domain.close()

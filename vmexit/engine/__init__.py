@@ -25,9 +25,11 @@ The Unicorn engine counts exactly in either of two ways with the same results: a
 a small C helper compiled on first use (blockcount.py), or Unicorn's count mode (a callback per
 instruction) when there is no compiler or VMEXIT_PURE=1.
 
-Engines are listed in ENGINES (name -> "module:Class", imported when a run builds one). The one today
-is Unicorn (unicorn.py); a second (the host's KVM) goes beside it without touching devices, recorder,
-analysis or renderers.
+Engines are listed in ENGINES (name -> "module:Class", imported when a run builds one): Unicorn
+(unicorn.py), and the host's KVM (kvm.py, over the raw API in kvmapi.py), which runs the guest on the
+real CPU and so offers only RAM, registers and MMIO ranges -- no instruction counter and no traps: its
+exits come back from KVM_RUN, and a run loop of its own (hwvcpu.py) takes them to the same devices,
+recorder and stack walker. Neither is imported by analysis or renderers.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 #: Every engine, explicitly: name -> "module:Class".
 ENGINES: dict[str, str] = {
     "unicorn": ".unicorn:UnicornEngine",
+    "kvm": ".kvm:KvmEngine",      # the host's KVM (--hypervisor kvm-hw): kvm.py says what it offers
+    "kvm-irqchip": ".kvm:KvmIrqchipEngine",   # ... with KVM's in-kernel irqchip (vmexit calibrate only)
 }
 
 

@@ -25,6 +25,9 @@ class Hypervisor:
     #: the guest timers the host runs as its own timers (--host-timer-hz): KVM's in-kernel PIT and LAPIC
     #: timer are hrtimers of the host (arch/x86/kvm/i8254.c, lapic.c); natively there is no host
     host_timers: tuple[str, ...] = ("pit", "lapic")
+    #: the guest runs on the host's real KVM (domain.HwDomain, hwvcpu.py) rather than on an exit model
+    #: over the emulator: `builder` is then unused
+    hardware: bool = False
 
     def build(self, ctx):
         """The exit model for one domain (ctx: model.ModelContext)."""
@@ -48,4 +51,10 @@ HYPERVISORS: dict[str, Hypervisor] = {
                          hook_points=("io_exit", "timer_load", "page_fault")),
     "native": Hypervisor("native", "no hypervisor: nothing exits (the baseline)", "kvm76-q9550", ".native:build",
                          records=False, host_timers=()),
+    # The host's own KVM through /dev/kvm, with vmexit's devices in user space (hwvcpu.py). Its default
+    # profile is `calibrated`, what `vmexit calibrate` measured on this host, and the paper's host
+    # (kvm76-q9550) until there is one (costs.FALLBACKS); no optimization has a hook point here.
+    "kvm-hw": Hypervisor("kvm-hw", "the host's real KVM (/dev/kvm): port, MMIO and HLT exits measured, "
+                         "devices in vmexit", "calibrated", "", hypercalls.KVM, stats="kvm_hw", hook_points=(),
+                         host_timers=(), hardware=True),
 }
