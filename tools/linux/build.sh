@@ -33,6 +33,10 @@ WORK=$OUT/work
 SRC=$WORK/linux-source-$KSERIES
 OBJ=$WORK/build
 BB=$WORK/busybox
+# Fixed build stamps (Documentation/kbuild/reproducible-builds.rst): the same source, fragment and gcc
+# give the same bzImage and System.map on any machine, so traces of two builds name the same addresses.
+export KBUILD_BUILD_TIMESTAMP='Thu Jan  1 00:00:00 UTC 1970' KBUILD_BUILD_USER=vmexit KBUILD_BUILD_HOST=vmexit
+export KBUILD_BUILD_VERSION=1
 KMAKE=(make -C "$SRC" O="$OBJ" ARCH=i386 -j"$JOBS")
 
 step() { echo "==> $*"; }
@@ -132,7 +136,7 @@ fetch_busybox() {
     local dl=$WORK/deb
     rm -rf "$dl" "$BB"
     mkdir -p "$dl"
-    # apt's _apt user cannot write into root's home; download from a world-writable scratch folder.
+    # As root apt fetches into a folder its _apt user cannot write and says it downloads unsandboxed: harmless.
     (cd "$dl" && apt-get download busybox-static:i386) || die "apt-get download busybox-static:i386 failed"
     dpkg-deb -x "$dl"/busybox-static_*_i386.deb "$BB"
     cp "$dl"/busybox-static_*_i386.deb "$WORK/"
@@ -199,4 +203,4 @@ main() {
     echo "         -append 'console=ttyS0 vmexit.workload=shell'"
 }
 
-main
+main "$@"; exit  # on one line: bash reads a script as it runs, so an edit during a build cannot derail its end
