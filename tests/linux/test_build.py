@@ -90,7 +90,7 @@ def test_built_config_has_the_fragment(linux_kernel):
     built = parse_config(linux_kernel.config.read_text())
     wrong = {name: (value, built.get(name, "n")) for name, value in fragment().items()
              if built.get(name, "n") != value}
-    assert not wrong, f"wanted vs built: {wrong}"
+    assert not wrong, f"wanted vs built: {wrong}; rerun tools/linux/build.sh"
 
 
 @pytest.mark.parametrize("paper, linux", sorted(PAPER_FUNCTIONS.items()))
@@ -142,4 +142,4 @@ def test_initramfs_holds_init_busybox_and_a_console(linux_kernel):
 
 def test_initramfs_init_is_ours(linux_kernel):
     data = linux_kernel.initramfs.read_bytes()
-    assert (TOOLS / "init").read_bytes() in data
+    assert (TOOLS / "init").read_bytes() in data, "initramfs has another /init: rerun tools/linux/build.sh"

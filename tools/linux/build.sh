@@ -148,8 +148,13 @@ fetch_busybox() {
 # a device node without root, and every file gets the same mtime: the same inputs give the same bytes.
 build_initramfs() {
     step "packing initramfs.cpio (busybox + tools/linux/init)"
-    local gen=$WORK/gen_init_cpio list=$WORK/initramfs.list
+    local gen=$WORK/gen_init_cpio list=$WORK/initramfs.list stage=$WORK/initramfs
     [ -x "$gen" ] || cc -O2 -o "$gen" "$SRC/usr/gen_init_cpio.c"
+    # gen_init_cpio stamps regular files with their own mtime: stage them with mtime 0.
+    rm -rf "$stage"
+    mkdir -p "$stage"
+    cp "$BB/bin/busybox" "$INIT" "$stage/"
+    touch -d @0 "$stage/busybox" "$stage/init"
     cat > "$list" <<EOF
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
@@ -158,9 +163,9 @@ dir /proc 0755 0 0
 dir /sys 0755 0 0
 dir /tmp 1777 0 0
 dir /root 0700 0 0
-file /bin/busybox $BB/bin/busybox 0755 0 0
+file /bin/busybox $stage/busybox 0755 0 0
 slink /bin/sh busybox 0777 0 0
-file /init $INIT 0755 0 0
+file /init $stage/init 0755 0 0
 EOF
     "$gen" -t 0 "$list" > "$OUT/initramfs.cpio.tmp"
     mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
@@ -183,7 +188,9 @@ install_outputs() {
         echo "init_sha256=$(sha256sum "$INIT" | cut -d' ' -f1)"
         echo "gcc=$(gcc --version | head -1)"
         echo "bzImage_bytes=$(stat -c %s "$OUT/bzImage")"
+        echo "bzImage_sha256=$(sha256sum "$OUT/bzImage" | cut -d' ' -f1)"
         echo "initramfs_bytes=$(stat -c %s "$OUT/initramfs.cpio")"
+        echo "initramfs_sha256=$(sha256sum "$OUT/initramfs.cpio" | cut -d' ' -f1)"
     } > "$OUT/build-info"
     date -u +%Y-%m-%dT%H:%M:%SZ > "$OUT/READY"
 }
