@@ -182,7 +182,7 @@ install_outputs() {
     {
         echo "kernel_version=$(make -s -C "$SRC" kernelversion)"
         echo "linux_source_package=$(dpkg-query -W -f='${Package} ${Version}' "linux-source-$KSERIES")"
-        echo "busybox_package=$(dpkg-deb -f "$WORK"/busybox-static_*_i386.deb Package Version | tr '\n' ' ')"
+        echo "busybox_package=$(dpkg-deb --showformat='${Package}:${Architecture} ${Version}' -W "$WORK"/busybox-static_*_i386.deb)"
         echo "busybox_version=$("$BB/bin/busybox" 2>&1 | head -1 || true)"
         echo "fragment_sha256=$(sha256sum "$FRAGMENT" | cut -d' ' -f1)"
         echo "init_sha256=$(sha256sum "$INIT" | cut -d' ' -f1)"
