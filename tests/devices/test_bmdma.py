@@ -3,7 +3,7 @@ import struct
 
 from vmexit.devices.bmdma import BusMasterIDE
 from vmexit.devices.ide import Disk, IDEDisk
-from vmexit.devices.pci import BMDMA_BASE, PCIConfig
+from vmexit.devices.pci import BMDMA_BASE
 
 RAM = 1 << 20
 
@@ -62,24 +62,3 @@ def test_nien_keeps_the_interrupt_bit_low():
     struct.pack_into("<IHH", ram, 0x8000, 0x10000, 512, 0x8000)
     dma(ide, bm, 0, 1, 0xC8, True, 0x8000)
     assert bm.read(BMDMA_BASE + 2, 1) & 0x04 == 0 and irqs == [] and bm.transfers == 1
-
-
-def test_pci_config_space():
-    pci = PCIConfig()
-    pci.write(0xCF8, 4, 0x80000000 | (1 << 11) | (1 << 8))
-    assert pci.read(0xCFC, 4) == 0x70108086
-    pci.write(0xCF8, 4, 0x80000000 | (1 << 11) | (1 << 8) | 0x20)
-    assert pci.read(0xCFC, 4) == BMDMA_BASE | 1
-    pci.write(0xCF8, 4, 0x80000000 | (5 << 11))
-    assert pci.read(0xCFC, 4) == 0xFFFFFFFF
-    assert pci.read(0xCF8, 4) == 0x80000000 | (5 << 11)
-
-
-def test_pci_nic_function():
-    pci = PCIConfig()
-    pci.write(0xCF8, 4, 0x80000000 | (3 << 11))
-    assert pci.read(0xCFC, 4) == 0x813910EC
-    pci.write(0xCF8, 4, 0x80000000 | (3 << 11) | 0x10)
-    assert pci.read(0xCFC, 4) == 0xC101
-    pci.write(0xCF8, 4, 0x80000000 | (3 << 11) | 0x3C)
-    assert pci.read(0xCFC, 1) == 11
