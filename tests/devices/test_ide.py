@@ -152,7 +152,7 @@ def test_set_features_transfer_mode_shows_in_identify():
     assert set_mode(0x23) == 0x51 and ide.read(0x1F1, 1) == 0x04    # MWDMA3 does not exist: ABRT
     ide.write(0x1F1, 1, 0x82)                                       # write cache off
     ide.write(0x1F7, 1, 0xEF)
-    assert not identify(ide)[85] & 0x20 and ide.aborted == 1
+    assert not identify(ide)[85] & 0x20 and ide.aborted == {0xEF: 1}
 
 
 def test_power_and_flush_commands_complete():
@@ -163,6 +163,6 @@ def test_power_and_flush_commands_complete():
     ide.write(0x1F2, 1, 0)
     ide.write(0x1F7, 1, 0xE5)                               # CHECK POWER MODE: active
     assert ide.read(0x1F2, 1) == 0xFF
-    assert len(irqs) == 5 and ide.aborted == 0
+    assert len(irqs) == 5 and ide.aborted == {}
     ide.write(0x1F7, 1, 0x2F)                               # READ LOG EXT: no GPL feature set here
-    assert ide.read(0x1F7, 1) == 0x51 and ide.aborted == 1
+    assert ide.read(0x1F7, 1) == 0x51 and ide.aborted == {0x2F: 1}

@@ -6,8 +6,8 @@ Commands (ATA/ATAPI-6, T13/1410D): IDENTIFY DEVICE (0xEC), READ SECTORS (0x20/0x
 transfer mode 03h, write cache on/off 02h/82h; other subcommands abort), the power commands libata
 sends at shutdown (0xE0-0xE3, CHECK POWER MODE 0xE5: active), INITIALIZE DEVICE PARAMETERS (0x91),
 RECALIBRATE (0x10), and READ/WRITE DMA (0xC8/0xCA, EXT 0x25/0x35) when a bus-master engine is
-attached. Any other command aborts (error ABRT), as a drive without that feature set does, and is
-counted in `aborted`. The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
+attached. Any other command aborts (error ABRT), as a drive without that feature set does, and
+`aborted` counts it by opcode, naming what a guest asked for that vmexit does not model. The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
 write of a pair is the "previous" (HOB) byte, so Linux's __ide_do_rw_disk writes feature, nsector,
 lbal, lbam, lbah twice and then the device register: the 11 `outb` of the KVM paper.
 
@@ -120,7 +120,8 @@ class IDEDisk:
         self.dma_engine = None        # set by a bus-master DMA engine (devices/bmdma.py)
         self.dma_pending: tuple[int, int, bool] | None = None
         self.settings = [DriveSettings(), DriveSettings()]   # per drive: SET FEATURES' choices
-        self.aborted = 0              # commands answered with ABRT
+        self.aborted: dict[int, int] = {}   # opcode -> times answered with ABRT (commands not modeled)
+        self._opcode = 0
 
     # helpers ---------------------------------------------------------------------------------
     @property
@@ -150,7 +151,8 @@ class IDEDisk:
         return lba, count or 65536
 
     def _abort(self, error: int) -> None:
-        self.aborted += error == ER_ABRT
+        if error == ER_ABRT:
+            self.aborted[self._opcode] = self.aborted.get(self._opcode, 0) + 1
         self.error = error
         self.status = ST_DRDY | ST_DSC | ST_ERR
         self.remaining = 0
@@ -240,6 +242,7 @@ class IDEDisk:
 
     def _command(self, cmd: int) -> None:
         self.commands += 1
+        self._opcode = cmd
         if self._selected_absent():
             return
         self.active = self.disk
