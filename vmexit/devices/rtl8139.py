@@ -136,6 +136,7 @@ class RTL8139:
             self._set(0x10 + 4 * n, 4, TSD_OWN)   # descriptors owned by the driver
         self._set(0x38, 2, 0xFFF0)                # CAPR: ring empty (CAPR + 16 == CBR == 0)
         self._set(0x40, 4, HW_REVID_8139C)        # TCR: the chip's version bits
+        self.eeprom.pins(False, False, 0)         # 9346CR back in normal mode: chip select down
         self._set(0x58, 1, 0x10)                  # MSR: link up (LINKB clear), 100 Mb/s
         for off, value in MII_RESET:
             self._set(off, 2, value)
