@@ -160,3 +160,58 @@ def test_secondary_channel_registers_and_no_simplex():
     bm.write(BMDMA_BASE + 8, 1, 0x09)
     assert bm.read(BMDMA_BASE + 12, 4) == 0x12345674 and bm.read(BMDMA_BASE + 8, 1) == 0x09
     assert bm.read(BMDMA_BASE + 10, 1) == 0 and bm.transfers == 0 and bm.prd == 0
+
+
+def test_ata_piix_probe_then_a_64k_dd_read():
+    """The path Linux 6.1 takes, end to end over the PIIX3 function, the drive and the engine:
+    piix_pata_prereset's IDETIM enable bit per port, BAR4 from config space, ata_pci_bmdma_init's simplex
+    check, ata_sff_softreset (ata_devchk, SRST, classify), IDENTIFY (polled, nIEN) -> MWDMA2 with the
+    PIIX3's masks, SET FEATURES XFER 0x22, then one 64 KiB READ DMA (128 sectors, one PRD entry of
+    byte count 0 = 64 KiB) as dd bs=64k issues it, completed by the interrupt path."""
+    from vmexit.devices.pci import PCIConfig
+    pci = PCIConfig()
+
+    def config(reg, size):
+        pci.write(0xCF8, 4, 0x80000000 | 1 << 11 | 1 << 8 | reg & 0xFC)
+        return pci.read(0xCFC + (reg & 3), size)
+    assert [bool(config(r, 1) & 0x80) for r in (0x41, 0x43)] == [True, False]   # ata1 probed, ata2 not
+    bmdma = config(0x20, 4) & 0xFFFC
+    ide, bm, ram, irqs = make()
+    assert bmdma == BMDMA_BASE and not bm.read(bmdma + 2, 1) & 0x80 and not bm.read(bmdma + 10, 1) & 0x80
+    present = []
+    for dev in (0xA0, 0xB0):                                 # ata_devchk
+        ide.write(0x1F6, 1, dev)
+        for nsect, lbal in ((0x55, 0xAA), (0xAA, 0x55), (0x55, 0xAA)):
+            ide.write(0x1F2, 1, nsect)
+            ide.write(0x1F3, 1, lbal)
+        present.append((ide.read(0x1F2, 1), ide.read(0x1F3, 1)) == (0x55, 0xAA))
+    assert present == [True, False]
+    for ctl in (0x08, 0x0C, 0x08):                           # ata_bus_softreset
+        ide.write(0x3F6, 1, ctl)
+    signature = [ide.read(p, 1) for p in (0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5)]
+    assert signature == [0x01, 1, 1, 0, 0]                   # passed diagnostics, ATA device
+    ide.write(0x3F6, 1, 0x0A)                                # polled IDENTIFY: nIEN
+    ide.write(0x1F7, 1, 0xEC)
+    words = [ide.read(0x1F0, 4) for _ in range(128)]
+    mwdma = (words[63 // 2] >> 16 * (63 % 2)) & 0x07 & 0x06  # PIIX3: mwdma1-2
+    assert mwdma.bit_length() - 1 == 2
+    ide.write(0x1F1, 1, 0x03)
+    ide.write(0x1F2, 1, 0x20 | 2)
+    ide.write(0x1F7, 1, 0xEF)
+    assert ide.read(0x1F7, 1) == 0x50 and irqs == []
+    ide.write(0x3F6, 1, 0x08)                                # ata_sff_irq_on
+    bm.write(bmdma + 2, 1, bm.read(bmdma + 2, 1))            # ata_bmdma_irq_clear
+    for lba in range(128):
+        ide.disk.write(1000 + lba, bytes([lba]) * 512)
+    struct.pack_into("<IHH", ram, 0x8000, 0x20000, 0, 0x8000)
+    bm.write(bmdma + 4, 4, 0x8000)
+    bm.write(bmdma, 1, 0x08)
+    for reg, value in ((0x1F1, 0), (0x1F2, 128), (0x1F3, 1000 & 0xFF), (0x1F4, 1000 >> 8), (0x1F5, 0),
+                       (0x1F6, 0xE0)):
+        ide.write(reg, 1, value)
+    ide.write(0x1F7, 1, 0xC8)
+    bm.write(bmdma, 1, 0x09)
+    assert irqs == [1] and bm.read(bmdma + 2, 1) & 0x07 == 0x04                    # ata_bmdma_port_intr
+    assert ide.read(0x3F6, 1) == 0x50 and ide.read(0x1F7, 1) == 0x50
+    assert bytes(ram[0x20000:0x30000]) == b"".join(bytes([i]) * 512 for i in range(128))
+    assert bm.bytes_moved == 65536 and ide.sectors_read == 128
