@@ -97,3 +97,72 @@ def test_software_reset_leaves_the_ata_signature_and_selects_the_master():
     for ctl in (0x08, 0x0C, 0x08):
         ide.write(0x3F6, 1, ctl)
     assert [ide.read(p, 1) for p in range(0x1F1, 0x1F8)] == [0x01, 1, 1, 0, 0, 0xA0, 0x50]
+
+
+def identify(ide):
+    ide.write(0x1F6, 1, 0xA0)
+    ide.write(0x1F7, 1, 0xEC)
+    return [ide.read(0x1F0, 2) for _ in range(256)]
+
+
+def xfermask(w):
+    """libata's ata_id_xfermask: PIO from word 64 when word 53 bit 1 says it is valid, multiword DMA
+    from word 63, Ultra DMA from word 88 when word 53 bit 2 says so."""
+    pio = ((w[64] & 0x03) << 3 | 0x07) if w[53] & 2 else (1 << ((w[51] >> 8) + 1)) - 1
+    return pio, w[63] & 0x07, w[88] & 0xFF if w[53] & 4 else 0
+
+
+def test_identify_words_libata_checks():
+    ide, _ = make(size=3 << 20)
+    w = identify(ide)
+    n = (3 << 20) // 512
+    assert not w[0] & 0x8000                                # ata_id_is_ata
+    assert w[49] & 0x0300 == 0x0300                         # ata_id_has_lba, ata_id_has_dma
+    assert w[60] | w[61] << 16 == n                          # ata_id_u32(id, ATA_ID_LBA_CAPACITY)
+    assert w[83] & 0xC000 == 0x4000 and w[83] & 0x0400      # ata_id_has_lba48 ...
+    assert w[100] | w[101] << 16 | w[102] << 32 | w[103] << 48 == n  # ... and its capacity
+    assert max(b for b in range(1, 15) if w[80] >> b & 1) == 6       # ata_id_major_version: ATA-6
+    assert w[93] != 0                                       # not taken for SATA (ata_id_is_sata)
+    assert w[83] & 0x1000 and w[86] & 0x1000 and w[85] & 0x0020      # FLUSH CACHE, write cache on
+    pio, mwdma, udma = xfermask(w)
+    assert (pio, mwdma, udma) == (0x1F, 0x07, 0x3F)         # PIO 0-4, MWDMA 0-2, UDMA 0-5
+    # ata_piix's PIIX3 (piix_pata_mwdma): PIO 0-4, MWDMA 1-2, no UDMA: ata_dev_xfermask picks MWDMA2
+    host_pio, host_mwdma, host_udma = 0x1F, 0x06, 0
+    assert (pio & host_pio, (mwdma & host_mwdma).bit_length() - 1, udma & host_udma) == (0x1F, 2, 0)
+
+
+def test_set_features_transfer_mode_shows_in_identify():
+    """ata_dev_set_xfermode: feature 03h, the mode in the sector count; IDENTIFY's words 63/88 then show
+    the selected mode (bits 8-10 / 8-13), which ata_dev_revalidate reads back."""
+    ide, irqs = make(size=1 << 20)
+
+    def set_mode(mode):
+        ide.write(0x1F1, 1, 0x03)
+        ide.write(0x1F2, 1, mode)
+        ide.write(0x1F7, 1, 0xEF)
+        return ide.read(0x1F7, 1)
+    assert set_mode(0x22) == 0x50
+    w = identify(ide)
+    assert w[63] >> 8 == 0x04 and w[88] >> 8 == 0
+    assert set_mode(0x45) == 0x50                           # UDMA5
+    w = identify(ide)
+    assert w[63] >> 8 == 0 and w[88] >> 8 == 0x20
+    assert set_mode(0x0C) == 0x50                           # PIO4 (flow control): DMA selection stays
+    assert identify(ide)[88] >> 8 == 0x20
+    assert set_mode(0x23) == 0x51 and ide.read(0x1F1, 1) == 0x04    # MWDMA3 does not exist: ABRT
+    ide.write(0x1F1, 1, 0x82)                                       # write cache off
+    ide.write(0x1F7, 1, 0xEF)
+    assert not identify(ide)[85] & 0x20 and ide.aborted == {0xEF: 1}
+
+
+def test_power_and_flush_commands_complete():
+    ide, irqs = make(size=1 << 20)
+    for cmd in (0xE7, 0xEA, 0xE0, 0xE1):
+        ide.write(0x1F7, 1, cmd)
+        assert ide.read(0x1F7, 1) == 0x50 and ide.read(0x1F1, 1) == 0
+    ide.write(0x1F2, 1, 0)
+    ide.write(0x1F7, 1, 0xE5)                               # CHECK POWER MODE: active
+    assert ide.read(0x1F2, 1) == 0xFF
+    assert len(irqs) == 5 and ide.aborted == {}
+    ide.write(0x1F7, 1, 0x2F)                               # READ LOG EXT: no GPL feature set here
+    assert ide.read(0x1F7, 1) == 0x51 and ide.aborted == {0x2F: 1}

@@ -96,3 +96,94 @@ def test_dma_outside_ram_is_refused():
     nic.write(BASE + 0x20, 4, RAM - 10)        # TSAD0 running off the end of RAM
     nic.write(BASE + 0x10, 4, 100)
     assert sent == [] and nic.read(BASE + 0x3E, 2) & 0x08  # TER, nothing sent
+
+
+HW_REVID_MASK = 0x7CC00000
+
+
+def hw_revid(b30, b29, b28, b27, b26, b23, b22):
+    return b30 << 30 | b29 << 29 | b28 << 28 | b27 << 27 | b26 << 26 | b23 << 23 | b22 << 22
+
+
+def test_chip_version_is_an_rtl8139c_and_stays():
+    """rtl8139_init_board: TxConfig & HW_REVID_MASK against rtl_chip_info; "RTL-8139C" is
+    HW_REVID(1, 1, 1, 0, 1, 0, 0). rtl8139_hw_start's TxConfig write and a reset leave the bits."""
+    nic, *_ = make()
+    assert nic.read(BASE + 0x40, 4) & HW_REVID_MASK == hw_revid(1, 1, 1, 0, 1, 0, 0)
+    nic.write(BASE + 0x40, 4, 0x03000700)                 # rtl8139_tx_config
+    assert nic.read(BASE + 0x40, 4) == hw_revid(1, 1, 1, 0, 1, 0, 0) | 0x03000700
+    nic.write(BASE + 0x37, 1, 0x10)
+    assert nic.read(BASE + 0x40, 4) == hw_revid(1, 1, 1, 0, 1, 0, 0)
+
+
+def test_reset_clears_itself_at_once():
+    """rtl8139_chip_reset polls ChipCmd until CmdReset reads 0: the first read does."""
+    nic, *_ = make()
+    nic.write(BASE + 0x37, 1, 0x10)
+    assert nic.read(BASE + 0x37, 1) & 0x10 == 0
+
+
+def read_eeprom(nic, location, addr_len):
+    """8139too's read_eeprom, register access for register access (Cfg9346 at 0x50)."""
+    cfg = BASE + 0x50
+    ee_enb, ee_cs, ee_clk, ee_di, ee_do = 0x88, 0x08, 0x04, 0x02, 0x01
+    read_cmd = location | (6 << addr_len)
+    nic.write(cfg, 1, ee_enb & ~ee_cs)
+    nic.write(cfg, 1, ee_enb)
+    nic.read(cfg, 1)
+    for i in range(4 + addr_len, -1, -1):
+        data = ee_di if read_cmd & (1 << i) else 0
+        nic.write(cfg, 1, ee_enb | data)
+        nic.read(cfg, 1)
+        nic.write(cfg, 1, ee_enb | data | ee_clk)
+        nic.read(cfg, 1)
+    nic.write(cfg, 1, ee_enb)
+    nic.read(cfg, 1)
+    value = 0
+    for _ in range(16):
+        nic.write(cfg, 1, ee_enb | ee_clk)
+        nic.read(cfg, 1)
+        value = value << 1 | (1 if nic.read(cfg, 1) & ee_do else 0)
+        nic.write(cfg, 1, ee_enb)
+        nic.read(cfg, 1)
+    nic.write(cfg, 1, 0)
+    nic.read(cfg, 1)
+    return value
+
+
+def test_mac_from_the_eeprom_as_rtl8139_init_one_reads_it():
+    """addr_len = read_eeprom(ioaddr, 0, 8) == 0x8129 ? 8 : 6: a 93C46 takes 6 address bits, so the
+    8-bit probe reads word 0 shifted by two (and word 1's top bits) and the driver uses 6; then words
+    7-9 hold the MAC, low byte first."""
+    nic, *_ = make()
+    probe = read_eeprom(nic, 0, 8)
+    assert probe == (0x8129 << 2 | 0x10EC >> 14) & 0xFFFF and probe != 0x8129
+    assert read_eeprom(nic, 0, 6) == 0x8129
+    words = [read_eeprom(nic, 7 + i, 6) for i in range(3)]
+    assert b"".join(w.to_bytes(2, "little") for w in words) == MAC
+    assert nic.read(BASE + 0x50, 1) == 0                   # out of programming mode: the register
+    nic.write(BASE + 0x50, 1, 0xC0)                        # Cfg9346_Unlock
+    assert nic.read(BASE + 0x50, 1) == 0xC0
+
+
+def test_mii_link_up_at_100_full():
+    """mdio_read for phy 32 maps MII 0/1/4/5 to BMCR/BMSR/ANAR/ANLPAR; mii_check_media: BMSR link bit,
+    then mii_nway_result(advertise & lpa) -> 100 Mb/s full duplex (LPA_100FULL, 0x0100)."""
+    nic, *_ = make()
+    bmsr, anar, anlpar = (nic.read(BASE + off, 2) for off in (0x64, 0x66, 0x68))
+    assert bmsr & 0x0004 and bmsr & 0x0020                  # link status, negotiation complete
+    common = anar & anlpar
+    assert common & 0x0100 and nic.read(BASE + 0x62, 2) & 0x1000
+    assert nic.read(BASE + 0x58, 1) & 0x04 == 0             # MediaStatus: LINKB clear (link ok)
+
+
+def test_interrupt_line_level():
+    nic, ram, irqs, _ = make()
+    assert not nic.irq_asserted()
+    nic.receive(bytes(60))
+    assert nic.irq_asserted()
+    nic.write(BASE + 0x3C, 2, 0x0004)                       # RX masked: deasserted
+    assert not nic.irq_asserted()
+    nic.write(BASE + 0x3C, 2, 0x0005)
+    nic.write(BASE + 0x3E, 2, 0x0001)                       # acked
+    assert not nic.irq_asserted()

@@ -1,14 +1,20 @@
-"""ATA/IDE disk on the primary channel (command block 0x1f0-0x1f7, control block 0x3f6), PIO only.
+"""ATA/IDE disk on the primary channel (command block 0x1f0-0x1f7, control block 0x3f6): PIO, and DMA
+through the PIIX3's bus-master engine (bmdma.py).
 
 Commands (ATA/ATAPI-6, T13/1410D): IDENTIFY DEVICE (0xEC), READ SECTORS (0x20/0x21), WRITE SECTORS
-(0x30/0x31), READ/WRITE SECTORS EXT (0x24/0x34, LBA48), FLUSH CACHE (0xE7/0xEA), SET FEATURES
-(0xEF, accepted), and READ/WRITE DMA (0xC8/0xCA, EXT 0x25/0x35) when a bus-master engine is attached. The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
+(0x30/0x31), READ/WRITE SECTORS EXT (0x24/0x34, LBA48), FLUSH CACHE (0xE7/0xEA), SET FEATURES (0xEF:
+transfer mode 03h, write cache on/off 02h/82h; other subcommands abort), the power commands libata
+sends at shutdown (0xE0-0xE3, CHECK POWER MODE 0xE5: active), INITIALIZE DEVICE PARAMETERS (0x91),
+RECALIBRATE (0x10), and READ/WRITE DMA (0xC8/0xCA, EXT 0x25/0x35) when a bus-master engine is
+attached. Any other command aborts (error ABRT), as a drive without that feature set does, and
+`aborted` counts it by opcode, naming what a guest asked for that vmexit does not model. The taskfile registers are two-deep FIFOs for LBA48, as on real drives: the first
 write of a pair is the "previous" (HOB) byte, so Linux's __ide_do_rw_disk writes feature, nsector,
 lbal, lbam, lbah twice and then the device register: the 11 `outb` of the KVM paper.
 
 The drive is never busy in virtual time: after a command DRQ is up at once, so a driver's status poll
 succeeds on its first read (one status read per sector, by construction). IRQ14 is raised per
-sector when nIEN (device control bit 1) is clear. The master is always there; a slave exists when a
+sector when nIEN (device control bit 1) is clear, and each INTRQ edge also reaches the bus-master
+engine's interrupt bit (bmdma.py). The master is always there; a slave exists when a
 second image is given (--disk1), else it reads as absent (status 0). Both drives share the taskfile
 registers, as on a real channel; a command runs on the drive the device register selects.
 
@@ -17,6 +23,7 @@ machine was told the image is writable.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -81,6 +88,14 @@ def _ata_string(text: str, words: int) -> list[int]:
     return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
 
 
+@dataclass
+class DriveSettings:
+    """What SET FEATURES changed on one drive (IDENTIFY words 63, 85, 88 show it)."""
+    mwdma_selected: int = 0x0400    # power-on transfer mode: multiword DMA 2 (word 63 bit 10)
+    udma_selected: int = 0
+    write_cache: bool = True
+
+
 class IDEDisk:
     name = "ide"
     ports = PORTS
@@ -104,6 +119,9 @@ class IDEDisk:
         self.sectors_written = 0
         self.dma_engine = None        # set by a bus-master DMA engine (devices/bmdma.py)
         self.dma_pending: tuple[int, int, bool] | None = None
+        self.settings = [DriveSettings(), DriveSettings()]   # per drive: SET FEATURES' choices
+        self.aborted: dict[int, int] = {}   # opcode -> times answered with ABRT (commands not modeled)
+        self._opcode = 0
 
     # helpers ---------------------------------------------------------------------------------
     @property
@@ -117,6 +135,8 @@ class IDEDisk:
     def _raise(self) -> None:
         if not self.devctl & 0x02:
             self._irq()
+            if self.dma_engine is not None:
+                self.dma_engine.drive_interrupt()
 
     def _lba28(self) -> tuple[int, int]:
         r = self.regs
@@ -131,28 +151,74 @@ class IDEDisk:
         return lba, count or 65536
 
     def _abort(self, error: int) -> None:
+        if error == ER_ABRT:
+            self.aborted[self._opcode] = self.aborted.get(self._opcode, 0) + 1
         self.error = error
         self.status = ST_DRDY | ST_DSC | ST_ERR
         self.remaining = 0
         self._raise()
 
     def _identify(self) -> bytes:
+        """IDENTIFY DEVICE data (ATA/ATAPI-6 table 27): the words libata's ata_dev_configure and
+        ata_id_xfermask read. An ATA-6 parallel drive (word 93 set: ata_id_is_sata() would take an ATA-5+
+        drive with word 93 zero for SATA) with LBA48, PIO 0-4, multiword DMA 0-2 and Ultra DMA 0-5 (the
+        PIIX3 masks Ultra DMA off: ata_piix's piix_pata_mwdma), a write cache that is on and FLUSH CACHE
+        (EXT): so sd issues flushes as on a real disk."""
         w = [0] * 256
         n = self.disk.sectors
-        w[0] = 0x0040
+        mine = self.settings[(self.device >> 4) & 1]
+        w[0] = 0x0040                              # fixed device, ATA
         w[1], w[3], w[6] = min(n // (16 * 63), 16383), 16, 63
         w[10:20] = _ata_string("VMEXIT0001", 10)
         w[23:27] = _ata_string("1.0", 4)
         w[27:47] = _ata_string("VMEXIT HARDDISK", 20)
-        w[47] = 0x8010
-        w[49] = 0x0300           # LBA and DMA supported
-        w[53] = 0x0006
+        w[47] = 0x8010                             # READ/WRITE MULTIPLE up to 16 sectors (none set: w59)
+        w[49] = 0x0B00                             # IORDY, LBA and DMA supported
+        w[51] = 0x0200                             # PIO mode 2 timing (for drives without word 64)
+        w[53] = 0x0006                             # words 64-70 and 88 valid
         w[60], w[61] = min(n, 0x0FFFFFFF) & 0xFFFF, min(n, 0x0FFFFFFF) >> 16
-        w[80] = 0x007E           # ATA-1..6
-        w[83] = 0x4400           # LBA48 supported
-        w[86] = 0x0400           # LBA48 enabled
+        w[63] = 0x0007 | mine.mwdma_selected       # multiword DMA 0-2 supported, the selected one
+        w[64] = 0x0003                             # PIO 3 and 4
+        w[65:69] = [120, 120, 120, 120]            # minimum cycle times (ns): MWDMA, PIO, PIO with IORDY
+        w[80] = 0x007E                             # ATA-1..6
+        w[82] = 0x4020                             # write cache supported (bit 14: NOP)
+        w[83] = 0x7400                             # LBA48, FLUSH CACHE, FLUSH CACHE EXT (bit 14: valid)
+        w[84] = 0x4000
+        w[85] = 0x0020 if mine.write_cache else 0
+        w[86] = 0x3400                             # LBA48, FLUSH CACHE (EXT) enabled
+        w[87] = 0x4000
+        w[88] = 0x003F | mine.udma_selected        # Ultra DMA 0-5 supported, the selected one
+        w[93] = 0x400B                             # parallel: device 0 passed diagnostics, set by jumper
         w[100], w[101], w[102], w[103] = n & 0xFFFF, (n >> 16) & 0xFFFF, (n >> 32) & 0xFFFF, 0
         return b"".join(x.to_bytes(2, "little") for x in w)
+
+    def _set_features(self) -> None:
+        """SET FEATURES (ATA/ATAPI-6 8.37): the subcommand in the feature register."""
+        sub, value = self.regs["feature"][0], self.regs["nsect"][0]
+        mine = self.settings[(self.device >> 4) & 1]
+        if sub == 0x03:       # set transfer mode: nsect = PIO 08h-0Ch, MWDMA 20h-22h, UDMA 40h-45h
+            kind, mode = value >> 3, value & 7
+            if kind == 0x01 and mode <= 4 or kind == 0 and mode <= 1:
+                pass          # PIO (flow control) mode: the DMA selections stay
+            elif kind == 0x04 and mode <= 2:
+                mine.mwdma_selected, mine.udma_selected = 0x100 << mode, 0
+            elif kind == 0x08 and mode <= 5:
+                mine.mwdma_selected, mine.udma_selected = 0, 0x100 << mode
+            else:
+                self._abort(ER_ABRT)
+                return
+        elif sub in (0x02, 0x82):
+            mine.write_cache = sub == 0x02
+        else:
+            self._abort(ER_ABRT)
+            return
+        self._done()
+
+    def _done(self) -> None:
+        """A non-data command completed."""
+        self.status = ST_DRDY | ST_DSC
+        self.error = 0
+        self._raise()
 
     def _start_transfer(self, lba: int, count: int, writing: bool) -> None:
         if lba + count > self.disk.sectors:
@@ -176,6 +242,7 @@ class IDEDisk:
 
     def _command(self, cmd: int) -> None:
         self.commands += 1
+        self._opcode = cmd
         if self._selected_absent():
             return
         self.active = self.disk
@@ -204,10 +271,13 @@ class IDEDisk:
             self.error = 0
             self.status = ST_DRDY | ST_DSC | ST_BSY
             self.dma_engine.kick()
-        elif cmd in (0xE7, 0xEA, 0xEF, 0x91, 0x10):
-            self.status = ST_DRDY | ST_DSC
-            self.error = 0
-            self._raise()
+        elif cmd == 0xEF:
+            self._set_features()
+        elif cmd == 0xE5:      # CHECK POWER MODE: FFh, active or idle
+            self.regs["nsect"][0] = 0xFF
+            self._done()
+        elif cmd in (0xE7, 0xEA, 0x91, 0x10, 0xE0, 0xE1, 0xE2, 0xE3):
+            self._done()
         else:
             self._abort(ER_ABRT)
 
@@ -252,6 +322,9 @@ class IDEDisk:
         self.error = 0x01
         self.remaining = 0
         self.device = 0xA0
+        self.dma_pending = None
+        if self.dma_engine is not None:
+            self.dma_engine.abandon()
         for name, value in (("nsect", 1), ("lbal", 1), ("lbam", 0), ("lbah", 0), ("feature", 0)):
             self.regs[name] = [value, 0]
 
