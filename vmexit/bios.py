@@ -53,7 +53,12 @@ def mp_tables(cpu_signature: int) -> list[tuple[int, bytes]]:
     return [(EBDA, bytes(fp)), (MP_TABLE, table)]
 
 
+def memory_regions(ram_size: int) -> list[tuple[int, int, int]]:
+    """(base, length, type) of the PC's memory, in e820 types (1 usable, 2 reserved): usable RAM below
+    the EBDA, the EBDA and the BIOS area reserved, usable RAM from 1 MiB to the end of guest memory."""
+    return [(0, EBDA, 1), (EBDA, 0x100000 - EBDA, 2), (0x100000, ram_size - 0x100000, 1)]
+
+
 def memory_map(ram_size: int) -> bytes:
     """Multiboot mmap entries: {size = 20, u64 base, u64 length, u32 type (1 usable, 2 reserved)}."""
-    regions = [(0, EBDA, 1), (EBDA, 0x100000 - EBDA, 2), (0x100000, ram_size - 0x100000, 1)]
-    return b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in regions)
+    return b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in memory_regions(ram_size))

@@ -188,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--opt", dest="opts", action="append", default=[], metavar="NAME[=VALUE]",
                    help="hypervisor-side optimization (repeatable): " + "; ".join(
                        f"{o.name}[={o.value}]: {o.summary}" for o in OPTIMIZATIONS.values()))
-    r.add_argument("--symbols", metavar="MAP.json", help="symbol map {name: address} for a flat binary")
+    r.add_argument("--symbols", metavar="FILE", help="symbol map {name: address} for a flat binary; a Linux "
+                   "bzImage's System.map or vmlinux")
+    r.add_argument("--cmdline", metavar="TEXT", help="a Linux bzImage's kernel command line")
+    r.add_argument("--initrd", metavar="FILE", help="a Linux bzImage's initrd (initramfs)")
     r.add_argument("--load-addr", type=_int, default=0x100000, help="load address of a flat binary")
     r.add_argument("--entry", type=_int, help="entry point of a flat binary (default: load address)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -462,7 +465,8 @@ def cmd_run(args) -> int:
     if args.domain not in (None, 0):
         raise UsageError(f"--domain {args.domain}: a run of one guest has only domain 0")
     profile = _profile_for(args)
-    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry)
+    image = resolve(args.guest, dict(args.defines), args.symbols, args.load_addr, args.entry,
+                    cmdline=args.cmdline, initrd=args.initrd)
     _check_output(args)
     options = _run_options(args, profile)
     paper = None

@@ -39,14 +39,15 @@ class Domain:
         self.image, self.profile, self.options = image, profile, options
         self.hypervisor: Hypervisor = HYPERVISORS[options.hypervisor]
         self.clock = Clock(profile.freq_hz, *profile.cpi)
-        self.machine = X86Machine(options.ram_size)
+        # a Linux kernel runs in the engine's count mode (engine/unicorn.py: lazy flags inside `rep`)
+        self.machine = X86Machine(options.ram_size, block_counting=image.linux is None)
         self.recorder = ExitRecorder(domain=domid)
         self.ending = Ending(self.machine.engine.counter)
         self.hooks = self._attach_optimizations()
         wiring = pc.Wiring(self.clock, self.machine, options, self.ending, self.hooks.get("timer_load"))
         self.devices = pc.build(wiring)
         self.machine.load(image)  # an image that does not fit is bad input (LoadError), not a guest crash
-        self.machine.boot_multiboot(image.entry)
+        self.machine.boot(image)
         self.scanner = CodeScanner(self.machine.engine, lambda address, size: self.vcpu.code(address, size))
         self.vcpu = self._vcpu()
         self.model = self.hypervisor.build(self._model_context())

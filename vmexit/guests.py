@@ -1,13 +1,15 @@
 """The bundled guests (explicit table) and how a guest argument becomes an Image.
 
 A guest argument is a bundled name, a path to an assembly source (.S/.s/.asm, assembled here with the
-`-D` constants), a multiboot ELF32 file, or a flat binary with its JSON symbol map.
+`-D` constants), a multiboot ELF32 file, a Linux bzImage (bzimage.py), or a flat binary with its JSON
+symbol map.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from . import bzimage
 from .asm import AsmError, build_guest
 from .loader import Image, LoadError, load_elf, load_file
 
@@ -77,8 +79,16 @@ def build_source(path: Path, constants: dict[str, int]) -> Image:
 
 
 def resolve(arg: str, constants: dict[str, int] | None = None, symbols: str | None = None,
-            load_address: int = 0x100000, entry: int | None = None) -> Image:
+            load_address: int = 0x100000, entry: int | None = None, cmdline: str | None = None,
+            initrd: str | None = None) -> Image:
+    """The Image of a guest argument; a Linux bzImage ("HdrS" in its setup header) takes the kernel
+    command line, an initrd and its symbols (System.map or vmlinux) as well."""
     constants = constants or {}
+    linux = _bzimage(arg, constants, symbols, cmdline, initrd)
+    if linux is not None:
+        return linux
+    if cmdline is not None or initrd is not None:
+        raise LoadError(f"{arg}: --cmdline and --initrd apply only to a Linux bzImage")
     if arg in GUESTS:
         image = build_source(guests_dir() / GUESTS[arg][0], constants)
         image.name = arg
@@ -92,3 +102,21 @@ def resolve(arg: str, constants: dict[str, int] | None = None, symbols: str | No
         raise LoadError(f"unknown guest {arg!r} (bundled: {', '.join(GUESTS)}; or give a path)")
     return load_file(path, symbols, load_address, entry)
 
+
+
+def _bzimage(arg: str, constants: dict[str, int], symbols: str | None, cmdline: str | None,
+             initrd: str | None) -> Image | None:
+    """A Linux bzImage's Image, or None when the argument is not one."""
+    path = Path(arg)
+    if arg in GUESTS or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(0x206)
+    except OSError:
+        return None
+    if not bzimage.is_bzimage(head):
+        return None
+    if constants:
+        raise LoadError(f"{arg}: -D constants apply only to assembly sources")
+    return bzimage.load_file(path, cmdline or "", initrd, symbols)

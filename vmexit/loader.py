@@ -47,6 +47,7 @@ class Image:
     constants: dict[str, int] = field(default_factory=dict)   # -D values it was assembled with
     defaults: dict[str, int] = field(default_factory=dict)    # the constants its source sets by default
     elf: bytes | None = None                                   # the ELF assembled from a source
+    linux: object = None      # bzimage.LinuxBoot: a Linux kernel entered by the 32-bit boot protocol
 
 
 def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:

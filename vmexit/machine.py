@@ -39,11 +39,11 @@ class GuestCrash(Exception):
 
 
 class X86Machine:
-    def __init__(self, ram_size: int = 64 << 20, engine: str = "unicorn"):
+    def __init__(self, ram_size: int = 64 << 20, engine: str = "unicorn", block_counting: bool = True):
         if ram_size < (2 << 20) or ram_size % 4096:
             raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
         self.ram_size = ram_size
-        self.engine = engine_class(engine)(ram_size)
+        self.engine = engine_class(engine)(ram_size, block_counting=block_counting)
         self.ram = self.engine.ram
         self.reset_exception_state = self.engine.reset_exception_state
 
@@ -119,17 +119,56 @@ class X86Machine:
         return True
 
     # boot ----------------------------------------------------------------------------------------
+    def boot(self, image: Image) -> None:
+        """Enter the image as its loader would: a Linux bzImage by the 32-bit boot protocol, anything
+        else as a multiboot kernel."""
+        if image.linux is not None:
+            self.boot_linux(image.linux, image.entry)
+        else:
+            self.boot_multiboot(image.entry)
+
+    def _flat_segments(self, code: int, data: int) -> None:
+        """A GDT with flat 4 GiB code and data at these selectors, loaded; the BIOS tables."""
+        e = self.engine
+        gdt = bytearray(8 * (max(code, data) // 8 + 1))
+        struct.pack_into("<Q", gdt, code, 0x00CF9A000000FFFF)
+        struct.pack_into("<Q", gdt, data, 0x00CF92000000FFFF)
+        e.write(GDT_ADDRESS, bytes(gdt))
+        e.set_reg("gdtr", (0, GDT_ADDRESS, len(gdt) - 1, 0))
+        e.set_reg("cs", code)
+        for reg in ("ds", "es", "ss", "fs", "gs"):
+            e.set_reg(reg, data)
+        for address, blob in bios.bios_data_area() + bios.mp_tables(CPU_SIGNATURE):
+            e.write(address, blob)
+
+    def boot_linux(self, boot, entry: int) -> None:
+        """The 32-bit boot protocol (Documentation/arch/x86/boot.rst, "32-bit boot protocol"): the
+        command line, the initrd and boot_params in RAM, __BOOT_CS 0x10 / __BOOT_DS 0x18 flat, ESI =
+        boot_params, EBP = EDI = EBX = 0, interrupts off, paging off."""
+        from . import bzimage
+        if boot.kernel_end > self.ram_size:
+            raise LoadError(f"the kernel needs memory up to 0x{boot.kernel_end:x} to decompress: give --memory "
+                            f"{-(-boot.kernel_end >> 20)}M or more")
+        page = bzimage.zero_page(boot, bios.memory_regions(self.ram_size), self.ram_size)
+        initrd = bzimage.initrd_address(boot, self.ram_size)
+        e = self.engine
+        self._flat_segments(0x10, 0x18)
+        e.write(bzimage.ZERO_PAGE, page)
+        e.write(bzimage.CMDLINE, boot.cmdline + b"\0")
+        if boot.initrd:
+            e.write(initrd, boot.initrd)
+        for reg in ("eax", "ebx", "ecx", "edx", "edi", "ebp"):
+            e.set_reg(reg, 0)
+        e.set_reg("esi", bzimage.ZERO_PAGE)
+        e.set_reg("esp", BOOT_STACK)
+        e.set_reg("eflags", 0x2)
+        e.set_reg("eip", entry)
+
     def boot_multiboot(self, entry: int) -> None:
         e = self.engine
         # null, flat code (0x08), flat data (0x10): what GRUB leaves
-        e.write(GDT_ADDRESS, struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
-        e.set_reg("gdtr", (0, GDT_ADDRESS, 23, 0))
-        e.set_reg("cs", 0x08)
-        for reg in ("ds", "es", "ss", "fs", "gs"):
-            e.set_reg(reg, 0x10)
+        self._flat_segments(0x08, 0x10)
         mem_upper = (self.ram_size - (1 << 20)) // 1024
-        for address, data in bios.bios_data_area() + bios.mp_tables(CPU_SIGNATURE):
-            e.write(address, data)
         mmap = bios.memory_map(self.ram_size)
         e.write(MMAP_ADDRESS, mmap)
         # flags bit 0: mem_lower/mem_upper valid; bit 6: mmap_length/mmap_addr valid

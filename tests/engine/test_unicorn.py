@@ -106,3 +106,25 @@ def test_map_foreign_shares_another_engines_page():
     a.set_reg("eip", CODE)
     end = a.run(10)
     assert end.fault is not None and bytes(b.ram[0x5004:0x5008]) == bytes(4)   # read-only: the store faults
+
+
+@pytest.mark.parametrize("block_counting", [True, False])
+def test_slices_under_paging_keep_cr2_and_the_exception_state(block_counting):
+    # Identity-mapped first 4 MiB (PSE), 0xffffffff unmapped: ending a slice makes Unicorn look up
+    # that address; the guest's CR2 stays, and a later page fault arrives as #PF (14), not #DF (8).
+    import struct
+    e = engine_class("unicorn")(0x400000, block_counting=block_counting)
+    e.write(0x30000, struct.pack("<I", 0x83) + bytes(4092))
+    e.write(CODE, b"\x90" * 16 + bytes.fromhex("a100008000"))   # nops; mov eax, [0x800000] (unmapped)
+    e.set_reg("cr4", 0x10)
+    e.set_reg("cr3", 0x30000)
+    e.set_reg("cr0", 0x80000011)
+    e.set_reg("cr2", 0x1234)
+    e.set_reg("eip", CODE)
+    vectors = []
+    e.trap_interrupt(lambda v: (vectors.append(v), e.set_reg("eip", CODE + 21)))
+    for _ in range(3):
+        e.run(4)
+        assert e.reg("cr2") == 0x1234
+    e.run(8)
+    assert vectors == [14] and e.reg("cr2") == 0x800000

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vmexit.costs import load_profile
 from vmexit.exits import Direction, ExitReason, Place
 from vmexit.hypervisors.kvm import KVM_ENOSYS
 
@@ -301,3 +302,60 @@ buffer:
     m = t.exits[t.exits["reason"] == ExitReason.MSR_READ]
     assert m["rip"].tolist() == [t.symbols["buffer"]] and m["qualifier"].tolist() == [0x1B]
     assert int(m["value"][0]) == 0xFEE00900
+
+
+def test_cpuid_leaf_0x15_gives_the_tsc_and_apic_clocks():
+    t = run_inline("""
+    xor eax, eax
+    cpuid
+    out 0x80, eax
+    mov eax, 0x15
+    cpuid
+    out 0x81, eax
+    mov eax, ebx
+    out 0x82, eax
+    mov eax, ecx
+    out 0x83, eax
+""" + EXIT)
+    out = {int(r["qualifier"]): int(r["value"]) for r in t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]}
+    # the default profile's 2.83 GHz TSC over the LAPIC's 1 GHz crystal: 283/100
+    freq = load_profile(None).freq_hz
+    assert out[0x80] == 0x15 and out[0x83] == 1_000_000_000
+    assert out[0x83] * out[0x82] // out[0x81] == freq and (out[0x81], out[0x82]) == (100, 283)
+
+
+def test_page_fault_error_code_says_write_for_push_and_call():
+    # 8-12 MiB mapped present but read-only (PDE 0x81, CR0.WP on): a push and a call with ESP there
+    # fault as "present, write" (error code 3); a plain read of the page does not fault. The handler
+    # prints each error code, then makes the page writable.
+    t = run_inline(IDT_SETUP + PAGING + """
+    mov dword ptr [0x30008], 0x800081
+    mov eax, cr0
+    or eax, 0x10000
+    mov cr0, eax
+    mov eax, cr3
+    mov cr3, eax
+    mov ebx, dword ptr [0x800100]
+    mov esp, 0x800100
+    push eax
+    mov dword ptr [0x30008], 0x800081
+    mov eax, cr3
+    mov cr3, eax
+    call target
+    mov al, 0x55
+    out 0x81, al
+""" + EXIT + """
+target:
+    ret
+handler:
+    pop eax                          # the error code
+    out 0x80, al
+    mov dword ptr [0x30008], 0x800083
+    mov eax, cr3
+    mov cr3, eax
+    iretd
+""" + IDT_DATA)
+    assert t.meta["status"] == "exited"
+    io = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    assert io["qualifier"].tolist() == [0x80, 0x80, 0x81, 0xF4]
+    assert io["value"].tolist()[:2] == [3, 3]

@@ -6,7 +6,8 @@ Receive: the run's input (`--input`, `--input-file`) arrives as if typed on a li
 one byte every character time (10 bits at 115,200 / divisor baud) after the previous one was read, so
 none is ever lost and the timing is the virtual clock's. A byte in RBR sets LSR.DR; with IER.ERBFI the
 UART interrupts (IRQ4, level while data is ready; IIR 0x04, else 0x01 for none). When the input is
-used up DR stays clear. LSR never reads 0xff, so drivers that probe for a UART find one.
+used up DR stays clear. With IER.ETBEI, THR empty interrupts (IIR 0x02, below received data) when
+ETBEI is enabled and after every byte written; reading IIR or writing THR clears it. LSR never reads 0xff, so drivers that probe for a UART find one.
 Divisor latch, FCR (accepted) and scratch registers hold what is written.
 Register map: National Semiconductor PC16550D datasheet.
 """
@@ -42,6 +43,7 @@ class UART16550:
         self.rbr: int | None = None     # the byte waiting in the receive buffer
         self._next: int | None = 0 if self.input else None   # cycle the next byte arrives (scheduled)
         self._armed = False             # the first byte waits until the guest sets the line up
+        self.thre_pending = False       # a THR-empty interrupt waits (IER.ETBEI)
         self.regs = {"ier": 0, "lcr": 0x03, "mcr": 0, "scr": 0, "dll": 0x01, "dlm": 0}
 
     # receive: a timed device -------------------------------------------------------------------
@@ -66,6 +68,15 @@ class UART16550:
         if self._raise is not None and self.rbr is not None and self.regs["ier"] & 1:
             self._raise()
 
+    def _transmitted(self) -> None:
+        """THR is empty again (at once: transmission takes no virtual time): with IER.ETBEI the UART
+        interrupts with IIR 0x02 until IIR is read or THR written (an interrupt-driven driver sends
+        its next byte from that interrupt)."""
+        if self.regs["ier"] & 2:
+            self.thre_pending = True
+            if self._raise is not None:
+                self._raise()
+
     def _arm(self) -> None:
         if not self._armed and self.input and self._now is not None:
             self._armed = True
@@ -88,7 +99,12 @@ class UART16550:
         if off == 1:
             return self.regs["dlm"] if dlab else self.regs["ier"]
         if off == 2:
-            return 0x04 if self.rbr is not None and self.regs["ier"] & 1 else 0x01
+            if self.rbr is not None and self.regs["ier"] & 1:
+                return 0x04
+            if self.thre_pending:
+                self.thre_pending = False  # reading IIR with THRE the source clears it (PC16550D, table 4)
+                return 0x02
+            return 0x01
         if off == 3:
             return self.regs["lcr"]
         if off == 4:
@@ -116,6 +132,7 @@ class UART16550:
             if dlab:
                 self.regs["dll"] = value
             else:
+                self._transmitted()
                 self.output.append(value)
                 if self._echo is not None:
                     self._echo(bytes((value,)))
@@ -125,10 +142,15 @@ class UART16550:
             if dlab:
                 self.regs["dlm"] = value
             else:
+                was = self.regs["ier"]
                 self.regs["ier"] = value & 0x0F
                 if value & 1:
                     self._arm()
                     self._interrupt()
+                if value & 2 and not was & 2:
+                    self._transmitted()  # enabling ETBEI with THR empty interrupts at once
+                elif not value & 2:
+                    self.thre_pending = False
         elif off == 3:
             self.regs["lcr"] = value
         elif off == 4:

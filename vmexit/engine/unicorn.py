@@ -41,7 +41,12 @@ UNTIL = 0xFFFFFFFF
 class UnicornEngine:
     name = "unicorn"
 
-    def __init__(self, ram_size: int):
+    def __init__(self, ram_size: int, block_counting: bool = True):
+        """block_counting False: Unicorn's count mode even where the helper is there. A Linux kernel
+        needs it: a slice the helper stops inside a `rep` string instruction leaves Unicorn's lazy
+        flags stale (cc_op), so EFLAGS reads back with bits of an operand in it (IF among them: Linux
+        saw interrupts enabled by a pushf/popf pair, measured on Debian's 6.1 kernel); count mode has
+        not shown it."""
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
@@ -52,7 +57,7 @@ class UnicornEngine:
                          if name not in ("gdtr", "idtr", "tr")}
         # Exact counting a block at a time with the compiled helper when it is there (blockcount.py),
         # else Unicorn's count mode: the same counts either way.
-        lib = blockcount.helper()
+        lib = blockcount.helper() if block_counting else None
         self._blocks = blockcount.BlockCounting(self.uc, lib, self._read_ram) \
             if lib is not None and blockcount.hook_range_offset() is not None else None
         self._installed = False
@@ -70,6 +75,7 @@ class UnicornEngine:
         self._keep: list = []  # callbacks libunicorn holds pointers to
         self._code_watch = None  # see watch_code
         self._stopped_at_edge = False
+        self._cr2 = 0  # the guest's CR2 (see _undo_stray_fault)
         self._entries: dict[int, int] = {}  # block starts entered without an edge -> block size
         self._foreign: dict[int, object] = {}  # guest-physical page -> the ctypes anchor of the RAM mapped there
 
@@ -172,6 +178,7 @@ class UnicornEngine:
     # running ---------------------------------------------------------------------------------------
     def run(self, count: int) -> SliceEnd:
         """Run at most `count` instructions from the current EIP."""
+        self._cr2 = self.reg("cr2")
         if self._blocks is not None:
             return self._run_blocks(count)
         fault = None
@@ -181,6 +188,18 @@ class UnicornEngine:
         except UcError as e:
             fault = _fault(e)
         return self._end(fault)
+
+    def _undo_stray_fault(self) -> None:
+        """Unicorn 2.1.4 drops the translation at emu_start's `until` address when a run ends (in count
+        mode; the helper's ctl_remove_cache does the same): it looks the address up as an instruction
+        fetch, and under guest paging, with 0xffffffff unmapped, that lookup takes a page fault that is
+        never delivered but leaves CR2 = the address and old_exception = #PF, so the guest's next
+        page fault becomes #DF and the one after a triple fault that stops Unicorn without a word
+        (measured; Linux's first #PF after paging is on, test_wp_bit, hit it). Put back the CR2 of
+        the last page fault really delivered (or the one before the slice) and clear the state."""
+        if self.reg("cr2") != self._cr2:
+            self.set_reg("cr2", self._cr2)
+            self.reset_exception_state()
 
     def _run_blocks(self, count: int) -> SliceEnd:
         """run() with the helper: Unicorn runs without a count, the helper counts (blockcount.py) and
@@ -225,6 +244,7 @@ class UnicornEngine:
         return eip
 
     def _end(self, fault: Fault | None) -> SliceEnd:
+        self._undo_stray_fault()
         raw = self.counter.raw()
         limit = self.counter.limit()
         return SliceEnd(executed=min(raw, limit), exhausted=raw > limit, fault=fault)
@@ -255,6 +275,8 @@ class UnicornEngine:
         """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
         def handled(vector: int) -> None:
             self._settle()
+            if vector == 14:
+                self._cr2 = self.reg("cr2")  # a page fault really taken: its CR2 is the guest's
             fn(vector)
             self._entered()
         self._hook(UC_HOOK_INTR, HOOK_INTR_CFUNC, handled, 1)

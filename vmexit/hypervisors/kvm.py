@@ -5,6 +5,9 @@ Where each device is handled follows KVM-76 (the KVM paper's version): the PIT (
 kernel; the UART, the IDE disk, the ACPI PM timer, isa-debug-exit and the rest are QEMU devices in user
 space. Ports nobody claims still exit and go to QEMU, which returns all ones.
 
+CPUID: leaf 1 as the profile's CPU, leaf 0x15 the TSC and APIC clocks (tsc_leaf), KVM's signature at
+0x40000000, an invariant TSC at 0x80000007; other leaves read zeros.
+
 Exits modeled (VMX basic exit reasons, perf kvm stat names): IO_INSTRUCTION (ports.py), VMCALL with
 KVM's hypercall ABI (Documentation/virt/kvm/x86/hypercalls.rst: nr in EAX, arguments in EBX, ECX, EDX,
 ESI, result in EAX; an unknown nr returns -KVM_ENOSYS, -1000) and the KVM paper's XKVM_IO_COALESCE
@@ -14,8 +17,10 @@ EPT_VIOLATION for MMIO, TRIPLE_FAULT.
 """
 from __future__ import annotations
 
+import math
 import struct
 
+from ..devices.lapic import APIC_BUS_HZ
 from ..exits import Place
 from ..optimizations import coalesce_static
 from . import hypercalls as names
@@ -43,11 +48,22 @@ DEVICE_PLACES: dict[str, Place] = {
 }
 
 KVM_ENOSYS = 1000
+TSC_LEAF = 0x15  # the highest basic leaf: leaves 2-0x14 read as zeros
 SIGNATURE = "KVMKVMKVM\0\0\0"
 
 
 def place_of(device) -> Place:
     return DEVICE_PLACES.get(device.name, Place.USER)
+
+
+def tsc_leaf(freq_hz: int) -> tuple[int, int, int, int]:
+    """CPUID 0x15 (Intel SDM vol. 2A, CPUID, "Time Stamp Counter and Nominal Core Crystal Clock"):
+    EAX/EBX the TSC's ratio to the crystal, ECX the crystal in Hz. The crystal here is the local
+    APIC's 1 GHz bus clock (lapic.py), so a kernel knows both the TSC and the APIC timer rate without
+    calibrating them against the PIT (Linux: native_calibrate_tsc sets lapic_timer_period from it and
+    skips calibrate_APIC_clock's 100-tick wait, which spins on rdtsc)."""
+    g = math.gcd(freq_hz, APIC_BUS_HZ)
+    return APIC_BUS_HZ // g, freq_hz // g, APIC_BUS_HZ, 0
 
 
 def cpuid(profile, signature: str, hypervisor_leaves: int):
@@ -58,11 +74,13 @@ def cpuid(profile, signature: str, hypervisor_leaves: int):
     def answer(leaf: int, sub: int) -> tuple[int, int, int, int]:
         if leaf == 0:
             b, d, c = regs("GenuineIntel")
-            return 1, b, c, d
+            return TSC_LEAF, b, c, d
         if leaf == 1:
             # edx 0x0781abfd: FPU DE PSE TSC MSR PAE MCE CX8 APIC SEP PGE CMOV PAT MMX FXSR SSE SSE2
             # (no MTRR, MCA, VME, ...); ecx bit 31: a hypervisor is present
             return profile.cpuid_signature, 0x00010800, 0x80000000, 0x0781ABFD
+        if leaf == TSC_LEAF:
+            return tsc_leaf(profile.freq_hz)
         if leaf == 0x40000000:
             b, c, d = regs(signature)
             return hypervisor_leaves, b, c, d

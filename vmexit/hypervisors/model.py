@@ -24,6 +24,10 @@ from ..machine import ERROR_CODE_VECTORS, GuestCrash
 from .msr import MSRFile
 
 APIC_PAGE = 0xFEE00000
+#: Instructions that write the stack with no memory operand in capstone's view: their page fault is a
+#: write (a user stack page still copy-on-write after fork faults "present, write"; Linux kills a
+#: process whose fault on a present page says "read", as busybox's init showed).
+STACK_WRITERS = frozenset({"push", "pushal", "pushfd", "pushf", "call", "lcall", "enter"})
 _VMCALLS = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # vmcall (Intel), vmmcall (AMD; KVM accepts both)
 
 
@@ -126,6 +130,8 @@ class ExitModel:
         if not code:
             return False
         for insn in disasm_detail().disasm(code, eip, 1):
+            if insn.mnemonic in STACK_WRITERS:
+                return True
             for op in insn.operands:
                 if op.type == X86_OP_MEM and op.access & 2:
                     return True
