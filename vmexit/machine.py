@@ -43,7 +43,8 @@ class X86Machine:
         if ram_size < (2 << 20) or ram_size % 4096:
             raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
         self.ram_size = ram_size
-        self.engine = engine_class(engine)(ram_size, block_counting=block_counting)
+        # block_counting is the Unicorn engine's choice (engine/unicorn.py); other engines count nothing
+        self.engine = engine_class(engine)(ram_size, **({} if block_counting else {"block_counting": False}))
         self.ram = self.engine.ram
         self.reset_exception_state = self.engine.reset_exception_state
 
