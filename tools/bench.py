@@ -9,6 +9,9 @@ Cases (guests in guests/bench/):
                  bare Unicorn MIPS on the loop
   kernel-boot    tests/kernels/sched.c booted until its console says it is done: vmexit's wall time /
                  qemu-system-i386 TCG's to the same line; skipped without gcc and ld or QEMU
+  linux-boot     the Linux 6.1 kernel of tools/linux/build.sh booted to its busybox prompt: vmexit's wall
+                 time / qemu-system-i386 TCG's to the same prompt; skipped when the kernel is not built
+                 ($VMEXIT_LINUX_DIR or ~/.cache/vmexit/linux) or QEMU is missing
   exit-heavy     port I/O every few instructions with frame pointers: exits/s with full attribution
                  (caller and the whole frame-pointer stack), and the ratio of bare Unicorn's time to
                  vmexit's on the same image
@@ -192,10 +195,36 @@ def kernel_boot(runs: int = 3) -> dict:
             "kernel_boot_ratio": min(walls) / qemu_wall}
 
 
-def _qemu_until_console(qemu: str, elf: Path, text: str, timeout: float = 120.0) -> float:
+LINUX_CMDLINE = "console=ttyS0 acpi=off vmexit.workload=shell"
+LINUX_PROMPT = "/ # "
+
+
+def linux_boot() -> dict:
+    """The Linux kernel and initramfs of tools/linux/build.sh from loading to busybox's prompt: vmexit's
+    wall time / QEMU TCG's (one run each: a boot takes tens of seconds here, not a fraction of one)."""
+    from vmexit import bzimage
+    row = {"case": "linux-boot"}
+    d = Path(os.environ.get("VMEXIT_LINUX_DIR") or Path.home() / ".cache/vmexit/linux")
+    qemu = shutil.which("qemu-system-i386")
+    if not (d / "READY").exists():
+        return {**row, "skipped": f"no Linux kernel built in {d}: run tools/linux/build.sh"}
+    if qemu is None:
+        return {**row, "skipped": "qemu-system-i386 not found"}
+    t0 = time.perf_counter()
+    image = bzimage.load_file(d / "bzImage", LINUX_CMDLINE, d / "initramfs.cpio", d / "System.map")
+    trace = session.run(image, load_profile(None), session.RunOptions(until_console=LINUX_PROMPT))
+    wall = time.perf_counter() - t0
+    assert trace.meta["status"] == "console", trace.meta["detail"]
+    qemu_wall = _qemu_until_console(qemu, d / "bzImage", LINUX_PROMPT,
+                                    extra=["-initrd", str(d / "initramfs.cpio"), "-append", LINUX_CMDLINE])
+    return {**row, "instructions": trace.meta["instructions"], "exits": len(trace.exits), "vmexit_wall_s": wall,
+            "qemu_wall_s": qemu_wall, "linux_boot_ratio": wall / qemu_wall}
+
+
+def _qemu_until_console(qemu: str, elf: Path, text: str, timeout: float = 120.0, extra: list[str] = ()) -> float:
     """Seconds from launching QEMU (TCG) on the kernel until its serial console has printed `text`;
     QEMU is killed then."""
-    cmd = [qemu, "-accel", "tcg", "-kernel", str(elf), "-display", "none", "-monitor", "none",
+    cmd = [qemu, "-accel", "tcg", "-kernel", str(elf), *extra, "-display", "none", "-monitor", "none",
            "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
     out = b""
     t0 = time.perf_counter()
@@ -393,6 +422,7 @@ def main() -> int:
     rows.append(exit_light_gcc(15_000_000 // scale))
     rows.append(irq_off(1000 * scale, 4, 90_000 // scale))
     rows.append(kernel_boot())
+    rows.append(linux_boot())
     heavy = exit_heavy(200_000 // scale)
     rows.append(heavy)
     rows.append(memset(200 // scale))
