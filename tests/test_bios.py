@@ -24,16 +24,22 @@ def test_mp_floating_pointer_and_table():
     assert table[:4] == b"PCMP" and sum(table) & 0xFF == 0
     count, lapic = struct.unpack_from("<H", table, 34)[0], struct.unpack_from("<I", table, 36)[0]
     assert lapic == 0xFEE00000
-    kinds, pos, routes = [], 44, {}
+    kinds, pos, routes, buses = [], 44, {}, {}
     for _ in range(count):
         kind = table[pos]
         kinds.append(kind)
+        if kind == 1:
+            buses[table[pos + 1]] = table[pos + 2:pos + 8]
         if kind == 3:
-            irq, apic, pin = table[pos + 5], table[pos + 6], table[pos + 7]
-            routes[irq] = (apic, pin)
+            flags, bus, irq, apic, pin = struct.unpack_from("<HBBBB", table, pos + 2)
+            routes[buses[bus].strip(), irq] = (apic, pin, flags)
         pos += 20 if kind == 0 else 8
-    assert kinds.count(0) == 1 and kinds.count(2) == 1 and kinds.count(1) == 1 and kinds.count(4) == 2
-    assert routes[0] == (1, 2) and routes[14] == (1, 14) and 2 not in routes and len(routes) == 15
+    assert kinds.count(0) == 1 and kinds.count(2) == 1 and kinds.count(4) == 2
+    assert buses == {0: b"PCI   ", 1: b"ISA   "}    # the PCI bus's MP id is its bus number (Linux matches them)
+    isa = {irq: r for (bus, irq), r in routes.items() if bus == b"ISA"}
+    assert isa[0] == (1, 2, 0) and isa[14] == (1, 14, 0) and 2 not in isa and len(isa) == 15
+    # the NIC, 00:03.0 INTA#: source IRQ device 3 << 2 | INTA (0), to pin 11, edge, active high
+    assert {irq: r for (bus, irq), r in routes.items() if bus == b"PCI"} == {0x0C: (1, 11, 0x0005)}
 
 
 def test_multiboot_memory_map_covers_guest_ram():
