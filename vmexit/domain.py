@@ -40,7 +40,8 @@ class Domain:
         self.hypervisor: Hypervisor = HYPERVISORS[options.hypervisor]
         self.clock = Clock(profile.freq_hz, *profile.cpi)
         # a Linux kernel runs in the engine's count mode (engine/unicorn.py: lazy flags inside `rep`)
-        self.machine = X86Machine(options.ram_size, block_counting=image.linux is None)
+        linux = image.linux is not None   # a large kernel: see engine/unicorn.py's two choices
+        self.machine = X86Machine(options.ram_size, block_counting=not linux, watch_every_block=linux)
         self.recorder = ExitRecorder(domain=domid)
         self.ending = Ending(self.machine.engine.counter)
         self.hooks = self._attach_optimizations()

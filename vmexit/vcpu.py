@@ -115,6 +115,7 @@ class VCPU:
         self._slice_base = 0
         self._exhausted = False
         self.paging = False   # whether the guest pages (frame pointers are then virtual)
+        self._cr0 = machine.engine.register("cr0")
         self.halted = False
         # an interrupt waits while IF=0: catch the instruction that opens the window (an engine flag,
         # so that the look after each popf is skipped without a call into Python while it is clear)
@@ -154,8 +155,11 @@ class VCPU:
         return icount
 
     def code(self, eip: int, size: int) -> bytes | None:
-        """Guest bytes at a linear address (read straight from RAM while the guest does not page)."""
-        if self.paging:
+        """Guest bytes at a linear address (read straight from RAM while the guest does not page). CR0 is
+        read afresh while `paging` says no: the guest may have switched paging on inside the slice, and
+        the code scanner sees each block once (a block read as physical bytes at a virtual address is
+        empty, and would never have its traps: every rdtsc of a Linux boot ran untrapped that way)."""
+        if self.paging or self._cr0() & 0x80000000:
             return self.m.read_virtual(eip, size)
         return self._ram[eip:eip + size]
 
