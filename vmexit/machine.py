@@ -39,16 +39,12 @@ class GuestCrash(Exception):
 
 
 class X86Machine:
-    def __init__(self, ram_size: int = 64 << 20, engine: str = "unicorn", block_counting: bool = True,
-                 watch_every_block: bool = False):
+    def __init__(self, ram_size: int = 64 << 20, engine: str = "unicorn", **engine_options):
         if ram_size < (2 << 20) or ram_size % 4096:
             raise ValueError("RAM size must be a multiple of 4 KiB and at least 2 MiB")
         self.ram_size = ram_size
-        # block_counting and watch_every_block are the Unicorn engine's choices (engine/unicorn.py); other
-        # engines count nothing and scan nothing
-        choices = {k: v for k, v in (("block_counting", block_counting), ("watch_every_block", watch_every_block))
-                   if v != (k == "block_counting")}
-        self.engine = engine_class(engine)(ram_size, **choices)
+        # engine_options: the engine's own choices (Unicorn's block_counting, watch_every_block)
+        self.engine = engine_class(engine)(ram_size, **engine_options)
         self.ram = self.engine.ram
         self.reset_exception_state = self.engine.reset_exception_state
 

@@ -334,10 +334,7 @@ class UnicornEngine:
 
         def on_edge(cur, _prev) -> None:
             tb = cur.contents
-            if fn(tb.pc, tb.size):
-                self.uc.ctl_remove_cache(tb.pc, tb.pc + tb.size)
-                self.counter.stop_after_current()
-                self._stopped_at_edge = True
+            self._show(fn, tb.pc, tb.size)
         self._hook(UC_HOOK_EDGE_GENERATED, HOOK_EDGE_GEN_CFUNC, on_edge, 2)
         if self._every_block:
             self._watch_every_block(fn)
@@ -355,11 +352,16 @@ class UnicornEngine:
             if (pc, size) in shown:
                 return
             shown.add((pc, size))
-            if fn(pc, size):
-                self.uc.ctl_remove_cache(pc, pc + size)
-                self.counter.stop_after_current()
-                self._stopped_at_edge = True
+            self._show(fn, pc, size)
         self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, on_block, 2)
+
+    def _show(self, fn, pc: int, size: int) -> None:
+        """A block about to run shown to the code watch: one that needs a trap it lacks is dropped and
+        the slice stopped before it, so that it runs translated anew with its trap."""
+        if fn(pc, size):
+            self.uc.ctl_remove_cache(pc, pc + size)
+            self.counter.stop_after_current()
+            self._stopped_at_edge = True
 
     def _entered(self) -> None:
         """A trap moved EIP or delivered an exception: the block there runs without an edge."""
