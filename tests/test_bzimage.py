@@ -163,6 +163,15 @@ def test_resolve_recognizes_a_bzimage_and_reads_system_map(kernel_bytes, tmp_pat
         resolve(str(path), symbols=str(smap))
 
 
+def test_static_functions_sharing_a_name_are_all_kept():
+    # two files' static io_serial_in: an exit in the second one must not be charged to the first
+    text = ("c1021ea3 t io_serial_in\nc1021eb0 t mem32_serial_out\nc112fdc5 t io_serial_in\n"
+            "c112fdd2 t io_serial_out\nc112fdc5 t io_serial_in\n")
+    assert bzimage.parse_system_map(text, "System.map") == {
+        "io_serial_in": 0xC1021EA3, "mem32_serial_out": 0xC1021EB0, "io_serial_in@c112fdc5": 0xC112FDC5,
+        "io_serial_out": 0xC112FDD2}
+
+
 # Linux itself ------------------------------------------------------------------------------------------
 def linux_dir() -> Path:
     return Path(os.environ.get("VMEXIT_LINUX_DIR") or Path.home() / ".cache/vmexit/linux")

@@ -106,6 +106,13 @@ class Trace(_trace.Trace):
         """One domain's exits of a run of several, as a trace of their own (`--domain N`)."""
         return Trace.of(_trace.domain_view(self, domid))
 
+    def between(self, start: str | None = None, end: str | None = None) -> "Trace":
+        """The exits after the console printed `start` up to its printing `end` (either None: from the
+        run's start / to its end), as a trace of their own with the window's instructions and virtual
+        time (`--from-console START --to-console END`; window.py)."""
+        from .window import between
+        return Trace.of(between(self, start, end))
+
 
 def _profile(profile: PathLike | None):
     if profile is None:

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, analysis, grid, papers, stopsignals, timeline
+from . import __version__, analysis, grid, papers, stopsignals, timeline, window
 from .costs import DEFAULT_PROFILE, PROFILES, load_profile
 from .errors import VmexitError
 from .hypervisors import HYPERVISORS
@@ -114,6 +114,13 @@ def _grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (and no progress lines off a terminal)")
 
 
+def _window_options(p: argparse.ArgumentParser, what: str = "report on") -> None:
+    p.add_argument("--from-console", metavar="TEXT", help=f"{what} only the exits after the guest's console "
+                   "printed TEXT (a workload's start line; window.py)")
+    p.add_argument("--to-console", metavar="TEXT", help=f"{what} only the exits up to the console's printing TEXT "
+                   "(after --from-console's text)")
+
+
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=analysis.BY_CHOICES, default="function",
                    help=f"group exits by {', '.join(analysis.BY_CHOICES)} (default function)")
@@ -132,6 +139,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="write a flame graph of the exit stacks, or with --interval a "
                    "timeline (.svg or .png; needs matplotlib)")
     p.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
+    _window_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--domain", type=int, metavar="N", help="compare domain N's exits of each trace")
     c.add_argument("--format", choices=tuple(RENDERERS), default="text")
     c.add_argument("--report-file", metavar="FILE", help="write the report to FILE instead of stdout")
+    _window_options(c, "compare")
 
     _import_parser(sub)
 
@@ -221,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="vmexit-reproduce", metavar="DIR", help="output directory (default vmexit-reproduce)")
     rp.add_argument("--profile", default=DEFAULT_PROFILE, help=f"cost profile name or file (default {DEFAULT_PROFILE})")
     rp.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
+    rp.add_argument("--linux", action="store_true", help="Tables 1-3 from the Linux kernel of tools/linux/build.sh "
+                    "($VMEXIT_LINUX_DIR or ~/.cache/vmexit/linux) instead: linux.md, linux.json, traces")
     _grid_options(rp)
 
     sw = sub.add_parser("sweep", help="run one guest under every combination of constants / options")
@@ -292,6 +303,7 @@ def _render(trace, args, profile=None) -> str:
     --plot writes its figure beside it."""
     top = None if args.top == 0 else args.top
     stack_format = args.format in STACK_RENDERERS
+    trace = window.between(trace, args.from_console, args.to_console)
     if args.plot and Path(args.plot).suffix not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot}: the file must end in .png or .svg")
     try:
@@ -630,6 +642,7 @@ def cmd_compare(args) -> int:
     before, after = load_trace(args.before), load_trace(args.after)
     if args.domain is not None:
         before, after = domain_view(before, args.domain), domain_view(after, args.domain)
+    before, after = (window.between(t, args.from_console, args.to_console) for t in (before, after))
     rep = analysis.compare(before, after, args.by, None if args.top == 0 else args.top)
     _emit(RENDERERS[args.format](rep), args.report_file)
     return EXIT_OK
@@ -655,6 +668,8 @@ def cmd_reproduce(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    if args.linux:
+        return _reproduce_linux(args, profile, out)
     figures = not args.no_figures
     if figures:
         try:
@@ -677,6 +692,26 @@ def cmd_reproduce(args) -> int:
         raise UsageError(f"cannot write to {out}: {e.strerror or e}") from None
     print(f"{len(reproduce.RUNS)} runs, {len(reps)} tables: {out / 'reproduce.md'}, {out / 'reproduce.json'}"
           f"{', figures in ' + str(out / 'figures') if figures else ''} ({len(written)} files)")
+    return EXIT_OK
+
+
+def _reproduce_linux(args, profile, out: Path) -> int:
+    """`vmexit reproduce --linux`: the Linux runs (linuxpaper.py), then their tables."""
+    from . import linuxpaper
+    d = linuxpaper.check_built(linuxpaper.linux_dir())
+    names = list(linuxpaper.RUNS)
+    traces_dir = _output_dir(out / "traces")
+    outcomes, stopped = _run_grid(linuxpaper.jobs(profile, d), names, args, traces_dir, names)
+    missing = [(name, o) for name, o in zip(names, outcomes)
+               if o is None or o.data is None or o.status != "console"]
+    if stopped or missing:
+        return _unfinished(missing, len(names), stopped, traces_dir)
+    try:
+        reps = linuxpaper.reports({name: from_bytes(o.data) for name, o in zip(names, outcomes)})
+        written = linuxpaper.write(out, reps)
+    except OSError as e:
+        raise UsageError(f"cannot write to {out}: {e.strerror or e}") from None
+    print(f"{len(names)} Linux runs, {len(reps)} tables: {written[0]}, {written[1]}")
     return EXIT_OK
 
 

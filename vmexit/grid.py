@@ -55,6 +55,7 @@ class Job:
     profile: Profile
     options: object             # session.RunOptions
     scenario: bool = False
+    image: dict = field(default_factory=dict)   # guests.resolve's other arguments (a bzImage's cmdline, initrd, symbols)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def _trace(job: Job, progress=None):
     if job.scenario:
         run = scenarios.run_scenario(job.guest, dict(job.constants), job.profile, job.options, progress)
         return merge_domains(run.traces, {"name": job.guest, **run.host})
-    return session.run(guests.resolve(job.guest, dict(job.constants)), job.profile, job.options, progress)
+    return session.run(guests.resolve(job.guest, dict(job.constants), **job.image), job.profile, job.options,
+                       progress)
 
 
 def _versioned(index: int, job: Job, stop: str | None = None) -> tuple[str, Outcome]:
