@@ -21,8 +21,9 @@
 # writes fill io_out[] (struct io_insn) and go to the hypervisor in one XKVM_IO_COALESCE vmcall.
 #
 # Exits by construction (tests/test_guests.py): 29 port exits per request (17 iowrite8, 11 ioread8,
-# 1 iowrite32) plus the status polls, SECTORS / SECTORS_PER_REQ requests each way; 53 at the probe
-# (24 iowrite8, 29 ioread8); PMTMR_LOOPS acpi_pm_read exits; 7 in ata_pci_init.
+# 1 iowrite32) plus the status polls, SECTORS / SECTORS_PER_REQ requests each way; 61 at the probe
+# (27 iowrite8, 34 ioread8) with no slave, whose registers read back as on QEMU (devices/ide.py);
+# PMTMR_LOOPS acpi_pm_read exits; 7 in ata_pci_init.
 .include "lib/boot.S"
 
 .ifndef SECTORS
@@ -341,10 +342,11 @@ ata_pci_init:
 
 # --- drivers/ata/libata-sff.c (2.6.27) ---
 # The probe first: libata's error handler resets every new port (ata_eh_reset -> ata_sff_softreset ->
-# ata_sff_postreset) before it issues a command, and that path selects a device eight times with one
-# master and no slave -- which is why, per call site, ata_sff_dev_select's iowrite8 is the busiest one
-# (Table 3): every other iowrite8 call site runs once per command, it runs once per command and eight
-# times more. The kernel's sleeps on this path (msleep(150) after SRST, udelay(20) around it) are
+# ata_sff_postreset) before it issues a command, and that path selects a device eleven times with one
+# master and no slave (whose registers read back what was written, so ata_devchk finds it and
+# classification keeps it) -- which is why, per call site, ata_sff_dev_select's iowrite8 is the busiest
+# one (Table 3): every other iowrite8 call site runs once per command, it runs once per command and
+# eleven times more. The kernel's sleeps on this path (msleep(150) after SRST, udelay(20) around it) are
 # omitted: they idle, and idling does not exit.
 
 # ata_eh_reset(): soft reset, classify, post-reset. Returns 0 when device 0 is an ATA disk.

@@ -180,13 +180,17 @@ def test_bonnie_dma_path_by_construction(vmexit_run):
     assert t.meta["ide"]["dma_transfers"] == requests
     io, funcs, callers = _io_by_function(t)
     sites = io["caller"]
-    # probe (ata_eh_reset): ata_devchk x2 (select + 6 writes + 2 reads each), select 0, SRST (3 control
-    # writes), wait_ready (1 status read), 2 selects, classify x2 (select, tf_read = 7 reads, and as
-    # both show an ATA signature -- the absent slave reads 0 -- one status read to tell an ATA disk
-    # from nobody), postreset (select 1, control write). A select is one iowrite8 and one ioread8.
-    selects_at_probe = 2 + 1 + 2 + 2 + 1
+    # probe (ata_eh_reset): ata_devchk x2 (select + 6 writes + 2 reads each; both devices read back
+    # what was written, as on QEMU, so devmask is 3), select 0, SRST (3 control writes),
+    # wait_after_reset (wait_ready: 1 status read; for device 1: select, nsect and lbal reads,
+    # wait_ready; then selects 0, 1, 0), classify x2 (select, tf_read = 7 reads; the master shows the
+    # ATA signature and one status read tells an ATA disk from nobody; the absent slave's error 00h
+    # and LBA mid/high FFh/FFh make it "present with a failed diagnostic": ATA, no status read),
+    # postreset (select 1 and select 0, both classes being ATA, control write). A select is one
+    # iowrite8 and one ioread8.
+    selects_at_probe = 2 + 1 + 4 + 2 + 2
     probe_writes = 2 * 6 + 3 + 1 + selects_at_probe
-    probe_reads = 2 * 2 + 1 + 2 * (7 + 1) + selects_at_probe
+    probe_reads = 2 * 2 + (1 + 2 + 1) + 2 * 7 + 1 + selects_at_probe
     # per request: iowrite8 x17 (select 1, tf_load 11, setup 1, exec_command 1, start 1, stop 1,
     # irq_clear 1); ioread8 x11 (ata_dev_select's two ata_wait_idle, the select's pause, tf_load's
     # ata_wait_idle, setup, exec_command's pause, start, stop x2, irq_clear, check_status) + the polls

@@ -60,9 +60,56 @@ def test_past_the_end_and_unknown_command():
 
 
 def test_slave_is_absent():
+    """QEMU's ide_ioport_read with the master there and the slave selected but absent: error, status and
+    alternate status read 00h, the device register reads as written, and a command is ignored."""
+    ide, irqs = make()
+    ide.write(0x1F6, 1, 0xB0)
+    assert [ide.read(p, 1) for p in (0x1F1, 0x1F6, 0x1F7, 0x3F6)] == [0, 0xB0, 0, 0]
+    ide.write(0x1F7, 1, 0xEC)
+    assert ide.read(0x1F7, 1) == 0 and irqs == [] and ide.aborted == {}
+    ide.write(0x1F6, 1, 0xA0)
+    assert ide.read(0x1F7, 1) == 0x50 and ide.read(0x1F1, 1) == 0
+
+
+def test_absent_slave_reads_back_the_taskfile_written():
+    """Each taskfile write reaches both drives' copies (QEMU ide_ioport_write), so the absent slave's
+    count and LBA registers read what was written last, and with HOB set the byte written before it."""
     ide, _ = make()
     ide.write(0x1F6, 1, 0xB0)
-    assert ide.read(0x1F7, 1) == 0
+    values = {0x1F2: (0x12, 0x34), 0x1F3: (0x56, 0x78), 0x1F4: (0x9A, 0xBC), 0x1F5: (0xDE, 0xF0)}
+    for port, (first, second) in values.items():
+        ide.write(port, 1, first)
+        ide.write(port, 1, second)
+    assert [ide.read(p, 1) for p in values] == [second for _, second in values.values()]
+    ide.write(0x3F6, 1, 0x80)                                # HOB: the previous byte of each pair
+    assert [ide.read(p, 1) for p in values] == [first for first, _ in values.values()]
+    ide.write(0x3F6, 1, 0x00)
+    ide.write(0x1F6, 1, 0xA0)                                # the master's copy holds the same values
+    assert [ide.read(p, 1) for p in values] == [second for _, second in values.values()]
+
+
+def test_a_command_changes_only_the_copy_of_the_drive_it_ran_on():
+    """CHECK POWER MODE answers FFh in the master's sector count; the absent slave's copy keeps the
+    value written (QEMU: the command sets s->nsector of the drive it ran on)."""
+    ide, _ = make()
+    ide.write(0x1F2, 1, 0x07)
+    ide.write(0x1F6, 1, 0xA0)
+    ide.write(0x1F7, 1, 0xE5)
+    assert ide.read(0x1F2, 1) == 0xFF
+    ide.write(0x1F6, 1, 0xB0)
+    assert ide.read(0x1F2, 1) == 0x07
+
+
+def test_power_on_taskfile_is_each_drives_signature(tmp_path):
+    """QEMU resets the bus at power-on (ide_bus_reset -> ide_reset -> ide_set_signature): count 01h, LBA
+    low 01h, LBA mid/high 00h/00h for a disk, FFh/FFh for no drive."""
+    ide, _ = make()
+    assert [ide.read(p, 1) for p in range(0x1F2, 0x1F6)] == [1, 1, 0, 0]
+    ide.write(0x1F6, 1, 0xB0)
+    assert [ide.read(p, 1) for p in range(0x1F2, 0x1F6)] == [1, 1, 0xFF, 0xFF]
+    two = IDEDisk(Disk(size=4096), lambda: None, slave=Disk(size=4096))
+    two.write(0x1F6, 1, 0xB0)
+    assert [two.read(p, 1) for p in range(0x1F1, 0x1F8)] == [0, 1, 1, 0, 0, 0xB0, 0x50]
 
 
 def test_image_is_a_copy_unless_writable(tmp_path):
@@ -86,17 +133,21 @@ def test_image_is_a_copy_unless_writable(tmp_path):
 
 
 def test_software_reset_leaves_the_ata_signature_and_selects_the_master():
-    """What libata's ata_devchk / ata_sff_dev_classify read: written registers read back, the slave is
-    absent (reads 0), and SRST leaves diagnostic code 01h and signature 01h/01h/00h/00h."""
+    """What libata's ata_devchk / ata_sff_dev_classify read: written registers read back on both devices
+    (the absent slave too, as on QEMU, but with error and status 00h), and SRST leaves diagnostic code
+    01h and signature 01h/01h/00h/00h on the master, 01h/01h/FFh/FFh (no device) on the absent slave."""
     ide, _ = make(size=1 << 20)
-    ide.write(0x1F2, 1, 0x55)
-    ide.write(0x1F3, 1, 0xAA)
-    assert (ide.read(0x1F2, 1), ide.read(0x1F3, 1)) == (0x55, 0xAA)
-    ide.write(0x1F6, 1, 0xB0)
-    assert [ide.read(p, 1) for p in (0x1F1, 0x1F2, 0x1F3, 0x1F7)] == [0, 0, 0, 0]
+    for dev in (0xA0, 0xB0):
+        ide.write(0x1F6, 1, dev)
+        ide.write(0x1F2, 1, 0x55)
+        ide.write(0x1F3, 1, 0xAA)
+        assert (ide.read(0x1F2, 1), ide.read(0x1F3, 1)) == (0x55, 0xAA)
+    assert [ide.read(p, 1) for p in (0x1F1, 0x1F7)] == [0, 0]
     for ctl in (0x08, 0x0C, 0x08):
         ide.write(0x3F6, 1, ctl)
     assert [ide.read(p, 1) for p in range(0x1F1, 0x1F8)] == [0x01, 1, 1, 0, 0, 0xA0, 0x50]
+    ide.write(0x1F6, 1, 0xB0)
+    assert [ide.read(p, 1) for p in range(0x1F1, 0x1F8)] == [0, 1, 1, 0xFF, 0xFF, 0xB0, 0]
 
 
 def identify(ide):

@@ -99,7 +99,8 @@ def test_bonnie_coalesced_variant_loads_the_taskfile_in_one_exit():
     assert after.meta["console"] == before.meta["console"] == "bonnie: start\nbonnie: ok\n"
     assert count(after, ExitReason.VMCALL, qualifier=XKVM_IO_COALESCE) == requests
     assert len(after.emulated) == 11 * requests
-    assert functions(after).count("iowrite8") == functions(before).count("iowrite8") - 11 * requests == 120
+    # left: 6 iowrite8 a request outside ata_sff_tf_load and the probe's 27 (test_guests counts them)
+    assert functions(after).count("iowrite8") == functions(before).count("iowrite8") - 11 * requests == 6 * requests + 27
 
 
 def functions(t) -> list[str]:

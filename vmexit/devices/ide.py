@@ -15,8 +15,20 @@ The drive is never busy in virtual time: after a command DRQ is up at once, so a
 succeeds on its first read (one status read per sector, by construction). IRQ14 is raised per
 sector when nIEN (device control bit 1) is clear, and each INTRQ edge also reaches the bus-master
 engine's interrupt bit (bmdma.py). The master is always there; a slave exists when a
-second image is given (--disk1), else it reads as absent (status 0). Both drives share the taskfile
-registers, as on a real channel; a command runs on the drive the device register selects.
+second image is given (--disk1). A command runs on the drive the device register selects.
+
+Two drives, one channel, as QEMU's PIIX IDE models it (hw/ide/core.c): each drive keeps its own copy of
+the taskfile registers, and a register write goes to both copies (ide_ioport_write writes ifs[0] and
+ifs[1]), while a read answers from the selected drive's copy (ide_ioport_read reads
+idebus_active_if()). So the two copies differ only where a command (CHECK POWER MODE here) or a
+reset left them apart. With the slave absent and selected, ide_ioport_read answers, the master being
+there: nsector, LBA low/mid/high (and their HOB bytes) from the slave's copy, i.e. the values written
+(which is what makes libata's ata_devchk, writing 55h/AAh and reading them back, find a "device 1" on
+QEMU); the device register as written; the error register, the status and the alternate status
+(ide_status_read) 00h. Commands to the absent slave are ignored (ide_exec_cmd). A reset (power-on:
+ide_bus_reset; SRST: ide_bus_perform_srst) puts each drive's signature in its copy (ide_set_signature):
+sector count 01h, LBA low 01h, LBA mid/high 00h/00h for a disk and FFh/FFh for an absent drive, which
+libata's ata_dev_classify takes for an unknown device.
 
 The disk is a copy: writes go to an overlay of sectors, and reach the user's file only when the
 machine was told the image is writable.
@@ -104,7 +116,8 @@ class IDEDisk:
         self.disks = [disk, slave]
         self.active = disk      # the drive the last command went to: its transfer stays with it
         self._irq = irq14
-        self.regs = {r: [0, 0] for r in ("feature", "nsect", "lbal", "lbam", "lbah")}  # [cur, hob]
+        # per drive: register -> [cur, hob]; power-on is a reset (QEMU: ide_bus_reset -> ide_reset)
+        self.taskfile = [self._signature(d) for d in self.disks]
         self.device = 0xA0
         self.devctl = 0
         self.status = ST_DRDY | ST_DSC
@@ -129,8 +142,22 @@ class IDEDisk:
         """The selected drive's image (the device register's DEV bit)."""
         return self.disks[(self.device >> 4) & 1]
 
+    @property
+    def regs(self) -> dict[str, list[int]]:
+        """The selected drive's copy of the taskfile registers."""
+        return self.taskfile[(self.device >> 4) & 1]
+
     def _selected_absent(self) -> bool:
         return self.disks[(self.device >> 4) & 1] is None
+
+    @staticmethod
+    def _signature(disk: Disk | None) -> dict[str, list[int]]:
+        """A drive's taskfile after a reset, as QEMU's ide_reset and ide_set_signature leave it: count
+        01h, LBA low 01h, LBA mid/high 00h/00h (the ATA signature) for a disk, FFh/FFh where no drive
+        is; HOB bytes and feature 00h."""
+        mid_high = 0 if disk is not None else 0xFF
+        return {"feature": [0, 0], "nsect": [1, 0], "lbal": [1, 0], "lbam": [mid_high, 0],
+                "lbah": [mid_high, 0]}
 
     def _raise(self) -> None:
         if not self.devctl & 0x02:
@@ -317,7 +344,8 @@ class IDEDisk:
     def _software_reset(self) -> None:
         # ATA/ATAPI-6, software reset protocol: SRST selects device 0 and leaves the diagnostic code (01h: passed) in the
         # error register and the ATA signature in the taskfile (sector count 01h, LBA low 01h,
-        # LBA mid/high 00h), which libata's ata_sff_dev_classify() reads to tell ATA from ATAPI.
+        # LBA mid/high 00h), which libata's ata_sff_dev_classify() reads to tell ATA from ATAPI;
+        # an absent slave's copy gets FFh/FFh (QEMU ide_bus_perform_srst resets both drives).
         self.status = ST_DRDY | ST_DSC
         self.error = 0x01
         self.remaining = 0
@@ -325,18 +353,15 @@ class IDEDisk:
         self.dma_pending = None
         if self.dma_engine is not None:
             self.dma_engine.abandon()
-        for name, value in (("nsect", 1), ("lbal", 1), ("lbam", 0), ("lbah", 0), ("feature", 0)):
-            self.regs[name] = [value, 0]
+        self.taskfile = [self._signature(d) for d in self.disks]
 
     # port interface --------------------------------------------------------------------------
     def read(self, port: int, size: int) -> int:
         if port == 0x1F0:
             return self._data_read(size)
-        if self._selected_absent() and port != 0x3F6:
-            return 0
         hob = 1 if self.devctl & 0x80 else 0
-        if port == 0x1F1:
-            return self.error
+        if port == 0x1F1:      # QEMU ide_ioport_read: 0 for an absent slave
+            return 0 if self._selected_absent() else self.error
         if port == 0x1F2:
             return self.regs["nsect"][hob]
         if port == 0x1F3:
@@ -357,9 +382,10 @@ class IDEDisk:
             return
         value &= 0xFF
         names = {0x1F1: "feature", 0x1F2: "nsect", 0x1F3: "lbal", 0x1F4: "lbam", 0x1F5: "lbah"}
-        if port in names:
-            reg = self.regs[names[port]]
-            reg[1], reg[0] = reg[0], value
+        if port in names:      # both drives' copies (QEMU ide_ioport_write)
+            for regs in self.taskfile:
+                reg = regs[names[port]]
+                reg[1], reg[0] = reg[0], value
             self.devctl &= 0x7F  # a taskfile write clears HOB
         elif port == 0x1F6:
             self.device = value | 0xA0
