@@ -55,6 +55,15 @@ def stop_like_ctrl_c() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def check() -> None:
+    """Raise Stopped again if a signal arrived and the run is still going: the handler's exception can
+    be lost when it fires on entry to a ctypes callback (a Python function's first instruction, before
+    its try block), where ctypes reports it and carries on; and the signals after the first only
+    note themselves. The run loop calls this between slices, so the stop is late by one slice at most."""
+    if _received:
+        raise Stopped(_received[0])
+
+
 def exit_code() -> int:
     """The exit code of an interrupted command: 128 + the first signal that stopped it (130: Ctrl-C)."""
     return 128 + _received[0] if _received else EXIT_SIGINT

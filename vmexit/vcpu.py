@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import stopsignals
 from .clock import Clock
 from .codescan import CodeScanner, Trap
 from .costs import Profile
@@ -540,6 +541,7 @@ class VCPU:
             self.scanner.skip = None  # the window check it was for did not run first
         self.paging = bool(self.engine.reg("cr0") & 0x80000000)
         self._run_engine(limit)
+        stopsignals.check()
         if progress is not None:
             progress(self.clock.icount, self.clock.now())
 
