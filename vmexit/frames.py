@@ -76,7 +76,7 @@ def _regs():
 
 #: pushes of no operand and their size (capstone's names in 32-bit mode: pushf is the 16-bit one)
 _PUSHES = {"pushal": 32, "pushad": 32, "pushfd": 4, "pushf": 2}
-_STOPS = frozenset({"ret", "retf", "iret", "iretd", "ud2", "int3", "sysenter", "sysexit", "syscall", "sysret"})
+_STOPS = frozenset({"ret", "retf", "ljmp", "lcall", "iret", "iretd", "ud2", "int3", "sysenter", "sysexit", "syscall", "sysret"})
 
 
 class Function:
@@ -213,7 +213,8 @@ def _moves(insn, state: State) -> State:
             if src.mem.base == EBP and kind == FRAMED:
                 return (4 - src.mem.disp, kind, -1)
         return (None, kind, -1)
-    return (None, OTHER, -1)
+    esp_written = bool(written & esp_regs)
+    return (None if esp_written else depth, OTHER if written & ebp_regs else kind, -1 if esp_written else saved)
 
 
 class FrameAnalysis:
