@@ -3,6 +3,9 @@ leaf called from two framed functions names each as its caller, with the full st
 or where the frame is set up, the plain frame-pointer walk is unchanged."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -237,3 +240,61 @@ def test_the_analysis_finds_where_the_frame_is_set_up():
     assert f.states[ret + 6] == (4, FRAMED, -1) and f.states[ret + 7] == (0, ENTRY, -1)
     inner = at("ioread16", b"\xb8\xff\xff")
     assert fa.frame_depth(inner) == 4 and fa.frame_depth(at("ioread16", b"\x66\xed")) is None
+
+
+# a real Linux kernel (tools/linux/build.sh; skipped when not built) --------------------------------------
+def test_linux_ioread16_names_the_rtl8139_functions_that_call_it():
+    """6.1's ioread16 reads the port before any frame (objdump of vmlinux: `in ax, dx; movzx; ret` on its
+    port path): its callers are 8139too's functions, never the IRQ core that calls rtl8139_interrupt."""
+    from vmexit import bzimage
+    d = Path(os.environ.get("VMEXIT_LINUX_DIR") or Path.home() / ".cache/vmexit/linux")
+    if not (d / "READY").exists():
+        pytest.skip("Linux kernel not built: run tools/linux/build.sh")
+    image = bzimage.load_file(d / "bzImage", "console=ttyS0 acpi=off quiet vmexit.workload=net vmexit.count=16",
+                              d / "initramfs.cpio", d / "System.map")
+    t = session.run(image, load_profile(None), session.RunOptions(net_peer="tcp",
+                                                                  until_console="workload net done"))
+    assert t.meta["status"] == "console", t.meta["detail"]
+    table = SymbolTable(t.symbols)
+    e = t.exits[table.names_of(t.exits["rip"]) == "ioread16"]
+    callers = table.names_of(e["caller"].astype(np.uint64) - 1)
+    # every caller is a return address right after a call in the kernel's code (vmlinux): `call ioread16`,
+    # or an indirect call (8139too's mdio_read, called through mii->mdio_read, tail-jumps to ioread16)
+    text = _text(d / "vmlinux")
+    calls = {_call_before(text, int(c)) for c in e["caller"]}
+    assert calls <= {t.symbols["ioread16"], "indirect"} and t.symbols["ioread16"] in calls
+    assert "__handle_irq_event_percpu" not in set(callers)
+    irq = e[callers == "rtl8139_interrupt"]
+    assert len(irq) > 0
+    for stack in {int(s) for s in irq["stack"]}:
+        frames = t.stacks.get(stack)
+        assert table.name(frames[1] - 1) == "__handle_irq_event_percpu"   # the level the frame pointer shows
+
+
+def _text(vmlinux: Path):
+    """A reader of the kernel's bytes at a virtual address, from the ELF's loadable segments."""
+    from elftools.elf.elffile import ELFFile
+    with vmlinux.open("rb") as f:
+        elf = ELFFile(f)
+        segments = [(s["p_vaddr"], s.data()) for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+
+    def read(address: int, size: int) -> bytes:
+        for start, data in segments:
+            if start <= address and address + size <= start + len(data):
+                return data[address - start:address - start + size]
+        raise AssertionError(f"0x{address:x} is in no segment of vmlinux")
+    return read
+
+
+def _call_before(text, ret: int):
+    """The target of the call instruction that ends at ret ("indirect" for one through a register or
+    memory), or None."""
+    from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+    if text(ret - 5, 1) == b"\xe8":
+        return (ret + int.from_bytes(text(ret - 4, 4), "little", signed=True)) & 0xFFFFFFFF
+    md = Cs(CS_ARCH_X86, CS_MODE_32)
+    for size in range(2, 8):
+        insns = list(md.disasm(text(ret - size, size), ret - size))
+        if len(insns) == 1 and insns[0].mnemonic == "call" and insns[0].size == size:
+            return "indirect"
+    return None
