@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmexit import analysis, session
+from vmexit import analysis, guests, session
 from vmexit.asm import assemble
 from vmexit.costs import load_profile
 from vmexit.exits import ExitReason
@@ -160,6 +160,23 @@ def test_the_return_address_is_read_through_the_guests_page_tables():
     t = run(prefix=PAGING)
     assert t.meta["status"] == "exited"
     assert stacks_of(t) == EXPECTED
+
+
+def test_every_xen_hypercall_names_the_function_that_called_its_stub(vmexit_run):
+    # pvmm.S: `call HYPERCALL_x` calls the 32-byte stub `mov eax, x; int 0x82; ret` in the hypercall page;
+    # only the page's start is a symbol, the other stubs are found from the call before the return address
+    t = vmexit_run("fork", hypervisor="xen-pv")
+    page = t.symbols["hypercall_page"]
+    calls = t.exits[(t.exits["reason"] == ExitReason.VMCALL) & (t.exits["rip"] >= page)]
+    assert len(calls) > 0 and len(set(calls["qualifier"].tolist())) >= 5
+    segment = guests.resolve("fork").segments[0]   # the guest's code as loaded
+    base, data = segment.address, segment.data
+    for rip, nr, caller in zip(calls["rip"], calls["qualifier"], calls["caller"]):
+        assert int(rip) == page + 32 * int(nr) + 5                      # at the stub's int 0x82
+        at = int(caller) - 5 - base
+        assert data[at] == 0xE8                                          # the caller's `call rel32` ...
+        target = (int(caller) + int.from_bytes(data[at + 1:at + 5], "little", signed=True)) & 0xFFFFFFFF
+        assert target == page + 32 * int(nr)                             # ... to this very stub
 
 
 # the static analysis alone -------------------------------------------------------------------------------

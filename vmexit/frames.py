@@ -19,8 +19,10 @@ lookup for every exit and a little more only at such exits:
    still the caller's, the function's own standard frame (`mov ebp, esp` right after `push ebp`, at
    depth 4), or anything else. Where paths meet with different facts, the facts become unknown. When
    at the exit address EBP is provably still the caller's and the depth k is known, the return address
-   is at [ESP + k]; in every other case (frame set up, unknown, address not reached) the plain walk is
-   used, exactly as without symbols.
+   is at [ESP + k]; where the frame is set up or the facts are unknown the plain walk is used, exactly
+   as without symbols. An address the walk does not reach (code past a `ret` with no symbol of its
+   own: the stubs of Xen's hypercall page after the first) is tried with k = 0 when [ESP] follows a
+   direct `call T` and the walk from T reaches the address with nothing pushed and EBP untouched.
 2. Dynamic, at the exit: the dword R = [ESP + k] is accepted only if R is the instruction after a call
    in its own function, whose analysis has the standard frame set up there at a known depth d, and
    EBP == ESP + k + d (the caller's frame pointer sits exactly where that call site's frame puts it).
@@ -42,6 +44,8 @@ from typing import Callable
 
 MAX_FUNCTION = 1 << 16   # bytes from a start analysed at most (a start with no next one is bounded so)
 PAGE = 0x1000
+CACHE_LIMIT = 1 << 16    # return addresses remembered (then the caches start afresh)
+UNREACHED = -1           # slot(): the exit address is not reached from its symbol
 _JUMP = 1                # capstone's CS_GRP_JUMP
 
 # what EBP holds
@@ -226,17 +230,21 @@ class FrameAnalysis:
         self._read = read_code
         self._functions: dict[int, Function | None] = {}
         self._frames: dict[int, int | None] = {}
+        self._targets: dict[int, int | None] = {}   # return address -> the direct call's target
 
-    def function(self, address: int) -> Function | None:
-        i = bisect.bisect_right(self._starts, address) - 1
-        if i < 0:
-            return None
-        start = self._starts[i]
-        if start not in self._functions:
+    def function(self, address: int, start: int | None = None) -> Function | None:
+        """The analysis of the function holding address: from the last start at or below it, or from
+        `start` (a call's target); either ends at the next start above it."""
+        i = bisect.bisect_right(self._starts, address if start is None else start) - 1
+        if start is None:
+            if i < 0:
+                return None
+            start = self._starts[i]
+        function = self._functions.get(start)
+        if function is None:
             end = self._starts[i + 1] if i + 1 < len(self._starts) else start + MAX_FUNCTION
-            self._functions[start] = Function(start, self._code(start, min(end, start + MAX_FUNCTION)))
-        function = self._functions[start]
-        return function if function is not None and address < function.end else None
+            function = self._functions[start] = Function(start, self._code(start, min(end, start + MAX_FUNCTION)))
+        return function if start <= address < function.end else None
 
     def _code(self, start: int, end: int) -> bytes:
         """The bytes from start to end, or up to the first page that cannot be read."""
@@ -253,12 +261,34 @@ class FrameAnalysis:
         return bytes(out)
 
     def slot(self, rip: int) -> int | None:
-        """k when at rip the return address is at [ESP + k] (EBP still the caller's), else None."""
+        """k when at rip the return address is at [ESP + k] (EBP still the caller's); UNREACHED when
+        the analysis from rip's symbol does not reach it; else None (the plain walk)."""
         function = self.function(rip)
-        state = function.states.get(rip) if function is not None else None
-        if state is None or state[1] != ENTRY or state[0] is None or state[0] < 0:
+        if function is None:
+            return None
+        state = function.states.get(rip)
+        if state is None:
+            return UNREACHED
+        if state[1] != ENTRY or state[0] is None or state[0] < 0:
             return None
         return state[0]
+
+    def entered(self, rip: int, ret: int) -> bool:
+        """For an unreached rip (code past a `ret` at no symbol of its own, as the stubs of Xen's
+        hypercall page): whether `ret` follows a direct call to a start from which rip is reached with
+        nothing pushed and EBP untouched (the return address is then at [ESP])."""
+        target = self._targets.get(ret, UNREACHED)
+        if target == UNREACHED:
+            raw = self._read((ret - 5) & 0xFFFFFFFF, 5)
+            target = (ret + struct.unpack_from("<i", raw, 1)[0]) & 0xFFFFFFFF \
+                if raw and len(raw) == 5 and raw[0] == 0xE8 else None
+            if len(self._targets) >= CACHE_LIMIT:
+                self._targets.clear()
+            self._targets[ret] = target
+        if target is None or target > rip:
+            return False
+        function = self.function(rip, start=target)
+        return function is not None and function.states.get(rip) == (0, ENTRY, -1)
 
     def frame_depth(self, ret: int) -> int | None:
         """d when ret follows a call in a function whose standard frame is set up there at depth d (its
@@ -271,8 +301,9 @@ class FrameAnalysis:
             state = function.states.get(ret)
             if state is not None and state[1] == FRAMED and state[0] is not None:
                 d = state[0]
-        if len(self._frames) < 1 << 16:
-            self._frames[ret] = d
+        if len(self._frames) >= CACHE_LIMIT:
+            self._frames.clear()
+        self._frames[ret] = d
         return d
 
 
@@ -295,18 +326,18 @@ class FramelessExits:
         self.accepted = 0   # exits given their return address from ESP (tests read it)
 
     def walk(self, rip: int, ebp: int, paging: bool) -> tuple[int, int]:
-        walker = self._walker
+        walker, analysis = self._walker, self.analysis
         k = self._slots.get(rip)
         if k is None:
-            k = self.analysis.slot(rip)
+            k = analysis.slot(rip)
             if k is None:
                 self.framed.add(rip)
                 return walker.walk_virtual(ebp) if paging else walker.walk(ebp)
             self._slots[rip] = k
-        at = (self._esp() + k) & 0xFFFFFFFF
+        at = (self._esp() + max(k, 0)) & 0xFFFFFFFF
         ret = self._dword(at, paging)
-        if ret is not None:
-            d = self.analysis.frame_depth(ret)
+        if ret is not None and (k != UNREACHED or analysis.entered(rip, ret)):
+            d = analysis.frame_depth(ret)
             if d is not None and (at + d) & 0xFFFFFFFF == ebp:
                 self.accepted += 1
                 return walker.walk_under(ret, ebp, paging)
