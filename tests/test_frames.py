@@ -13,7 +13,7 @@ from vmexit import analysis, guests, session
 from vmexit.asm import assemble
 from vmexit.costs import load_profile
 from vmexit.exits import ExitReason
-from vmexit.frames import ENTRY, FRAMED, FrameAnalysis
+from vmexit.frames import ENTRY, FRAMED, OTHER, FrameAnalysis
 from vmexit.symbols import SymbolTable
 
 from .conftest import inline_image
@@ -223,12 +223,21 @@ joins:
 .Lj:
     in al, dx
     ret
+gpr:
+    push ebp
+    mov ebp, eax                        # EBP as a general register (code built without frame pointers)
+    add esp, -8
+    in al, dx
+    add esp, 8
+    pop ebp
+    out dx, al
+    ret
 """
 
 
 def _analysis():
     code, labels = assemble(SHRINK_WRAPPED, base=0x1000)
-    starts = [labels[n] for n in ("ioread16", "saves", "joins")]
+    starts = [labels[n] for n in ("ioread16", "saves", "joins", "gpr")]
     return FrameAnalysis(starts, lambda a, n: code[a - 0x1000:a - 0x1000 + n]), code, labels
 
 
@@ -255,6 +264,9 @@ def test_the_analysis_finds_where_the_frame_is_set_up():
     assert ret in f.returns and f.states[ret] == (36, FRAMED, -1) and fa.frame_depth(ret) == 36
     assert f.states[ret + 3] == (16, FRAMED, -1)              # lea esp, [ebp - 12]: 4 + 12
     assert f.states[ret + 6] == (4, FRAMED, -1) and f.states[ret + 7] == (0, ENTRY, -1)
+    g = fa.function(labels["gpr"])
+    assert g.states[at("gpr", b"\xec")] == (12, OTHER, 4) and fa.slot(at("gpr", b"\xec")) is None
+    assert fa.slot(at("gpr", b"\xee")) == 0                   # `pop ebp` took the caller's EBP back
     inner = at("ioread16", b"\xb8\xff\xff")
     assert fa.frame_depth(inner) == 4 and fa.frame_depth(at("ioread16", b"\x66\xed")) is None
 

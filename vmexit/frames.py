@@ -78,9 +78,16 @@ def _regs():
     return esp, ebp, x86.X86_OP_REG, x86.X86_OP_IMM, x86.X86_OP_MEM, x86.X86_REG_EBP, x86.X86_REG_ESP
 
 
+@functools.lru_cache(maxsize=1)
+def _cs_error():
+    from capstone import CsError
+    return CsError
+
+
 #: pushes of no operand and their size (capstone's names in 32-bit mode: pushf is the 16-bit one)
 _PUSHES = {"pushal": 32, "pushad": 32, "pushfd": 4, "pushf": 2}
-_STOPS = frozenset({"ret", "retf", "ljmp", "lcall", "iret", "iretd", "ud2", "int3", "sysenter", "sysexit", "syscall", "sysret"})
+_STOPS = frozenset({"ret", "retf", "ljmp", "lcall", "iret", "iretd", "ud2", "int3",
+                    "sysenter", "sysexit", "syscall", "sysret"})
 
 
 class Function:
@@ -162,7 +169,7 @@ def _effect(insn, state: State) -> State:
         if ops and ops[0].type == REG and ops[0].reg in ebp_regs:
             if kind == FRAMED and depth == 4:
                 return (0, ENTRY, -1)
-            if kind == ENTRY and depth is not None and depth == saved:
+            if kind != FRAMED and depth is not None and depth == saved:   # the caller's EBP, pushed here
                 return (depth - 4, ENTRY, -1)
             return (None if depth is None else depth - 4, OTHER, -1)
         if ops and ops[0].type == REG and ops[0].reg in esp_regs:
@@ -194,7 +201,7 @@ def _moves(insn, state: State) -> State:
     depth, kind, saved = state
     try:
         written = set(insn.regs_access()[1])
-    except Exception:   # capstone without access details for this instruction: assume the worst
+    except _cs_error():   # capstone without access details for this instruction: assume the worst
         written = esp_regs | ebp_regs
     if not written & (esp_regs | ebp_regs):
         return state
@@ -203,12 +210,13 @@ def _moves(insn, state: State) -> State:
     if dst is not None and dst.reg == EBP:
         if m == "mov" and src.type == REG and src.reg == ESP and kind == ENTRY and depth == 4 and saved == 4:
             return (4, FRAMED, -1)
-        return (depth, OTHER, -1)
+        return (depth, OTHER, saved)   # the caller's EBP may still be saved: `pop ebp` there restores it
     if dst is not None and dst.reg == ESP and not written & ebp_regs:
         if m == "mov" and src.type == REG and src.reg == EBP:
             return (4 if kind == FRAMED else None, kind, -1)
         if m in ("add", "sub") and src.type == IMM and depth is not None:
-            depth = depth - src.imm if m == "add" else depth + src.imm
+            imm = (src.imm + (1 << 31)) % (1 << 32) - (1 << 31)   # a 32-bit immediate, signed
+            depth = depth - imm if m == "add" else depth + imm
             return (depth, kind, saved if saved <= depth else -1)
         if m == "lea" and src.type == MEM and src.mem.index == 0 and src.mem.segment == 0:
             if src.mem.base == ESP and depth is not None:
