@@ -237,7 +237,7 @@ class FrameAnalysis:
         self._starts = sorted({int(a) for a in starts})
         self._read = read_code
         self._functions: dict[int, Function | None] = {}
-        self._frames: dict[int, int | None] = {}
+        self.depths: dict[int, int | None] = {}   # frame_depth's answers, by return address
         self._targets: dict[int, int | None] = {}   # return address -> the direct call's target
 
     def function(self, address: int, start: int | None = None) -> Function | None:
@@ -301,17 +301,17 @@ class FrameAnalysis:
     def frame_depth(self, ret: int) -> int | None:
         """d when ret follows a call in a function whose standard frame is set up there at depth d (its
         EBP is then the ESP after the return + d - 4), else None."""
-        if ret in self._frames:
-            return self._frames[ret]
+        if ret in self.depths:
+            return self.depths[ret]
         function = self.function(ret)
         d = None
         if function is not None and ret in function.returns:
             state = function.states.get(ret)
             if state is not None and state[1] == FRAMED and state[0] is not None:
                 d = state[0]
-        if len(self._frames) >= CACHE_LIMIT:
-            self._frames.clear()
-        self._frames[ret] = d
+        if len(self.depths) >= CACHE_LIMIT:
+            self.depths.clear()
+        self.depths[ret] = d
         return d
 
 
@@ -331,7 +331,7 @@ class FramelessExits:
         self._esp = esp
         self._ram = ram
         self._read_virtual = read_virtual
-        self.accepted = 0   # exits given their return address from ESP (tests read it)
+        self._depths = analysis.depths   # read first on the exit path
 
     def walk(self, rip: int, ebp: int, paging: bool) -> tuple[int, int]:
         walker, analysis = self._walker, self.analysis
@@ -342,17 +342,21 @@ class FramelessExits:
                 self.framed.add(rip)
                 return walker.walk_virtual(ebp) if paging else walker.walk(ebp)
             self._slots[rip] = k
-        at = (self._esp() + max(k, 0)) & 0xFFFFFFFF
-        ret = self._dword(at, paging)
+        at = (self._esp() + (k if k > 0 else 0)) & 0xFFFFFFFF
+        if paging:
+            ret = self._dword(at)
+        else:
+            ram = self._ram
+            ret = _DWORD(ram, at)[0] if at + 4 <= len(ram) else None
         if ret is not None and (k != UNREACHED or analysis.entered(rip, ret)):
-            d = analysis.frame_depth(ret)
+            d = self._depths.get(ret, UNREACHED)
+            if d == UNREACHED:
+                d = analysis.frame_depth(ret)
             if d is not None and (at + d) & 0xFFFFFFFF == ebp:
-                self.accepted += 1
                 return walker.walk_under(ret, ebp, paging)
         return walker.walk_virtual(ebp) if paging else walker.walk(ebp)
 
-    def _dword(self, address: int, paging: bool) -> int | None:
-        if paging:
-            raw = self._read_virtual(address, 4)
-            return None if raw is None else _DWORD(raw)[0]
-        return _DWORD(self._ram, address)[0] if address + 4 <= len(self._ram) else None
+    def _dword(self, address: int) -> int | None:
+        """A dword at a linear address under the guest's paging."""
+        raw = self._read_virtual(address, 4)
+        return None if raw is None else _DWORD(raw)[0]
