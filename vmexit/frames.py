@@ -34,6 +34,13 @@ When accepted, the exit's caller is R and its stack is R followed by the chain w
 always (the caller's frame). Deterministic: the analysis reads the guest's code at the first exit at
 an address (the same run reads the same bytes), and is kept for the run. Code patched later (Linux's
 static keys) keeps the first analysis; step 2 still checks every exit.
+
+Not covered (the plain walk stays): a frameless function called from another frameless one (its caller
+has no frame to check against), an exit after `and esp, -16` or an alloca before the frame exists
+(depth unknown), code reached only through a jump table. Cost, measured with a guest of 200,000 port
+exits (CPU time, Unicorn with the block-counting helper): an exit where the frame is set up 2.7 ->
+2.9 us (the set lookup), one at a frameless leaf 2.6 -> 4.1 us (the ESP read through the engine, the
+dword, two dict lookups, the chain). Linux's net workload: 15,695 of its 37,163 exits are of this kind.
 """
 from __future__ import annotations
 
