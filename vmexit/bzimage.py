@@ -132,8 +132,10 @@ def zero_page(boot: LinuxBoot, e820: list[tuple[int, int, int]], ram_size: int) 
     return bytes(page)
 
 
-def parse_system_map(text: str, where: str) -> dict[str, int]:
-    """Text symbols of a System.map (`nm -n` output: hex address, type letter, name)."""
+def parse_system_map(text: str, where: str, starts: list[int] | None = None) -> dict[str, int]:
+    """Text symbols of a System.map (`nm -n` output: hex address, type letter, name); `starts`, when
+    given, gets every text symbol's address, also those of a static name several functions share (frames.py
+    needs every function's start)."""
     symbols = []
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -147,12 +149,14 @@ def parse_system_map(text: str, where: str) -> dict[str, int]:
             raise LoadError(f"{where}:{lineno}: {parts[0]!r} is not a hex address") from None
         if parts[1] in TEXT_TYPES:
             symbols.append((parts[2], address))
+            if starts is not None:
+                starts.append(address)
     return unique_names(symbols)
 
 
 def unique_names(pairs: list[tuple[str, int]]) -> dict[str, int]:
     """name -> address with every function kept: a kernel has hundreds of static functions that share a
-    name with another file's (6.1: 452 names, `io_serial_in` of 8250_port.c and of early_printk.c among
+    name with another file's (6.1 here: 269 names for 968 functions, `io_serial_in` of 8250_port.c and early_printk.c among
     them). The lowest address keeps the plain name; each other copy is `name@address` (hex, as in
     System.map), so an exit in it is not charged to its namesake."""
     symbols: dict[str, int] = {}
@@ -165,8 +169,8 @@ def unique_names(pairs: list[tuple[str, int]]) -> dict[str, int]:
     return symbols
 
 
-def elf_symbols(data: bytes, where: str) -> dict[str, int]:
-    """Function symbols of a vmlinux ELF."""
+def elf_symbols(data: bytes, where: str, starts: list[int] | None = None) -> dict[str, int]:
+    """Function symbols of a vmlinux ELF (`starts`: as for parse_system_map)."""
     import io
 
     from elftools.common.exceptions import ELFError
@@ -175,34 +179,37 @@ def elf_symbols(data: bytes, where: str) -> dict[str, int]:
         symtab = ELFFile(io.BytesIO(data)).get_section_by_name(".symtab")
         if symtab is None:
             raise LoadError(f"{where}: the ELF has no symbol table (stripped)")
-        return unique_names([(sym.name, sym["st_value"]) for sym in symtab.iter_symbols()
-                             if sym.name and sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF"])
+        functions = [(sym.name, sym["st_value"]) for sym in symtab.iter_symbols()
+                     if sym.name and sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF"]
+        if starts is not None:
+            starts.extend(address for _, address in functions)
+        return unique_names(functions)
     except (ELFError, struct.error, ValueError, KeyError) as e:
         raise LoadError(f"{where}: malformed ELF ({e})") from None
 
 
-def read_symbols(path: str | Path) -> dict[str, int]:
-    """A System.map or a vmlinux ELF, by content."""
+def read_symbols(path: str | Path, starts: list[int] | None = None) -> dict[str, int]:
+    """A System.map or a vmlinux ELF, by content (`starts`: as for parse_system_map)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise LoadError(f"{path}: cannot read symbols ({e.strerror})") from None
     if data[:4] == b"\x7fELF":
-        return elf_symbols(data, str(path))
+        return elf_symbols(data, str(path), starts)
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise LoadError(f"{path}: neither a System.map nor an ELF file") from None
-    return parse_system_map(text, str(path))
+    return parse_system_map(text, str(path), starts)
 
 
 def load(data: bytes, name: str, cmdline: str = "", initrd: bytes = b"",
-         symbols: dict[str, int] | None = None) -> Image:
+         symbols: dict[str, int] | None = None, starts: list[int] | None = None) -> Image:
     """An Image of a bzImage: the protected-mode kernel at 0x100000, entered at code32_start."""
     boot, kernel = parse(data, name, cmdline, initrd)
     return Image(name=name, sha256=hashlib.sha256(data).hexdigest(), entry=KERNEL_ADDRESS,
                  segments=[Segment(KERNEL_ADDRESS, kernel, len(kernel))], symbols=dict(symbols or {}),
-                 kind="bzimage", linux=boot)
+                 kind="bzimage", linux=boot, starts=list(starts or []))
 
 
 def load_file(path: str | Path, cmdline: str = "", initrd: str | Path | None = None,
@@ -215,5 +222,6 @@ def load_file(path: str | Path, cmdline: str = "", initrd: str | Path | None = N
         raise LoadError(f"{e.filename}: no such file") from None
     except OSError as e:
         raise LoadError(f"{e.filename}: cannot read ({e.strerror})") from None
-    table = read_symbols(symbols) if symbols is not None else {}
-    return load(data, path.name, cmdline, ramdisk, table)
+    starts: list[int] = []
+    table = read_symbols(symbols, starts) if symbols is not None else {}
+    return load(data, path.name, cmdline, ramdisk, table, starts)

@@ -71,7 +71,8 @@ class Domain:
                              host_timer=name in hv.host_timers) for name in pc.present(devices, pc.TIMED)]
         host_hz = self.options.host_timer_hz if hv.host_timers else 0
         return VCPU(self.machine, self.clock, self.profile, self.recorder, irqs, timed, self.ending, self.scanner,
-                    records=hv.records, host_timer_hz=host_hz)
+                    records=hv.records, host_timer_hz=host_hz,
+                    function_starts=[*self.image.symbols.values(), *self.image.starts])
 
     def _model_context(self) -> ModelContext:
         devices = self.devices

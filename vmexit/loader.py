@@ -48,6 +48,7 @@ class Image:
     defaults: dict[str, int] = field(default_factory=dict)    # the constants its source sets by default
     elf: bytes | None = None                                   # the ELF assembled from a source
     linux: object = None      # bzimage.LinuxBoot: a Linux kernel entered by the 32-bit boot protocol
+    starts: list[int] = field(default_factory=list)   # code symbols' addresses, a shared static name's too
 
 
 def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:

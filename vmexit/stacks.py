@@ -19,6 +19,9 @@ remembered per EBP as a struct layout that unpacks exactly the frames (EBP, retu
 read, with their values. The next exit with that EBP unpacks them in one call and reuses the stack when
 they are unchanged: exact, since the walk depends on nothing else, and locals between the frames may
 change freely. A few walks are kept per EBP (one EBP is reached through several call paths).
+
+At an exit where the function has not set up its frame (frames.py), the stack is the return address
+found there followed by the chain from EBP (`walk_under`).
 """
 from __future__ import annotations
 
@@ -62,6 +65,9 @@ class StackTable:
             sid = self._ids[frames] = len(self._stacks)
             self._stacks.append(frames)
         return sid
+
+    def frames(self, sid: int) -> tuple:
+        return self._stacks[sid]
 
     def table(self) -> "Stacks":
         return Stacks.of(self._stacks)
@@ -122,6 +128,7 @@ class FrameWalker:
         self.depth = depth
         self._cache: dict[int, list[tuple]] = {}
         self._layouts: dict[str, Callable] = {}
+        self._under: dict[tuple[int, int], tuple[int, int]] = {}
 
     def walk(self, ebp: int) -> tuple[int, int]:
         entries = self._cache.get(ebp)
@@ -140,6 +147,19 @@ class FrameWalker:
         if read and read[-1] + 8 - ebp <= CACHE_SPAN:
             self._remember(ebp, read, result)
         return result
+
+    def walk_under(self, ret: int, ebp: int, paging: bool) -> tuple[int, int]:
+        """An exit whose function has no frame set up (frames.py): its return address `ret`, then the
+        chain from EBP (the caller's frame), DEPTH addresses at most."""
+        caller, sid = self.walk_virtual(ebp) if paging else self.walk(ebp)
+        key = (ret, sid)
+        found = self._under.get(key)
+        if found is None:
+            if len(self._under) >= CACHE_ENTRIES:
+                self._under.clear()
+            frames = ((ret,) + self.table.frames(sid))[:self.depth]
+            found = self._under[key] = (ret, self.table.intern(frames))
+        return found
 
     def _remember(self, ebp: int, read: list[int], result: tuple[int, int]) -> None:
         """Keep a walk as a struct layout that unpacks exactly the frames it read (and skips what lies

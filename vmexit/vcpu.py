@@ -35,6 +35,7 @@ from .clock import Clock
 from .codescan import CodeScanner, Trap
 from .costs import Profile
 from .exits import Direction, ExitReason, ExitRecorder, Place
+from .frames import FrameAnalysis, FramelessExits
 from .stacks import FrameWalker
 
 #: The instructions that can open an interrupt window (set IF), as capstone names them: the slice
@@ -91,7 +92,7 @@ class TimedDevice:
 class VCPU:
     def __init__(self, machine: X86Machine, clock: Clock, profile: Profile, recorder: ExitRecorder,
                  irqs, timed: list[TimedDevice], ending: Ending, scanner: CodeScanner, records: bool = True,
-                 host_timer_hz: int = 0):
+                 host_timer_hz: int = 0, function_starts=()):
         self.m = machine
         self.engine = machine.engine
         self.clock = clock
@@ -132,6 +133,10 @@ class VCPU:
         self._current = self.counter.current
         self._ram = machine.ram
         self.frames = FrameWalker(machine.ram, recorder.stacks, machine.translate)  # exit stacks (stacks.py)
+        # exits where the function's frame is not set up (frames.py): only with the guest's function starts
+        self.frameless = FramelessExits(FrameAnalysis(function_starts, self.code), self.frames,
+                                        self.engine.register("esp"), machine.ram, machine.read_virtual) \
+            if function_starts else None
 
     @property
     def _window_wanted(self) -> bool:
@@ -174,8 +179,12 @@ class VCPU:
         base, per_item = price or self._prices[reason][place][direction]
         cost = base + per_item * size if per_item else base
         clock = self.clock
+        frameless = self.frameless
         if ebp:
-            caller, stack = self.frames.walk_virtual(ebp) if self.paging else self.frames.walk(ebp)
+            if frameless is None or rip in frameless.framed:
+                caller, stack = self.frames.walk_virtual(ebp) if self.paging else self.frames.walk(ebp)
+            else:
+                caller, stack = frameless.walk(rip, ebp, self.paging)
         else:
             caller = stack = 0
         self.rec.append(icount, icount * clock.cpi_num // clock.cpi_den + clock.extra, rip, reason, place,
