@@ -51,6 +51,9 @@ def test_timer_counts_by_construction(timer_trace):
     assert t.count(function="mask_and_ack_8259A") == 3 * TICKS    # inb 0x21, outb 0x21, outb 0x20
     # do_IRQ calls mask_and_ack_8259A, timer_interrupt and unmask_8259A_irq: 3 + 2 + 1 exits per tick
     assert t.count(caller="do_IRQ") == 6 * TICKS
+    # within: the exit's own function or any on its stack; do_IRQ's callees have no callees that exit
+    assert t.count(within="do_IRQ") == 6 * TICKS and t.count(within="timer_interrupt") == 2 * TICKS
+    assert t.count(within="mask_and_ack_8259A", function="timer_interrupt") == 0
     assert t.count(reason=["hlt", "interrupt"]) == TICKS           # every tick: out of a HLT or while running
     assert t.count(port=0xF4, direction="out") == 1
     assert t.count(direction="in") + t.count(direction="out") + t.count(direction="none") == 215
@@ -178,3 +181,18 @@ def test_bad_filters_raise_vmexit_error(timer_trace, filters, message):
 def test_bad_report_arguments_raise_vmexit_error(timer_trace, call, message):
     with pytest.raises(vmexit.VmexitError, match=message):
         call(timer_trace)
+
+
+def test_within_in_a_run_of_several_domains():
+    # each domain's stacks are resolved with its own symbols: within a domain's function, as by its
+    # name, counts that domain's exits under it and none of the other's
+    from vmexit.costs import load_profile
+    from vmexit.scenarios import run_scenario
+    from vmexit.session import RunOptions
+    from vmexit.trace import merge_domains
+    run = run_scenario("xennet", {"MESSAGES": 4}, load_profile("xen-pv-q9550"), RunOptions(max_seconds=0.002))
+    t = vmexit.Trace.of(merge_domains(run.traces, {"name": "xennet", **run.host}))
+    for d in (0, 1):
+        own = vmexit.Trace.of(run.traces[d])
+        top = own.report("caller", 1)[0]["caller"]
+        assert t.count(within=f"d{d}:{top}") == own.count(within=top) > 0

@@ -65,7 +65,7 @@ def test_the_paper_functions_6_1_sites_exist_in_the_kernel(linux):
     for table in ("table1", "table2", "table3"):
         for row in papers.kvm_paper()["tables"][table]["rows"]:
             site = row["linux61"]
-            for name in (site.get("function"), site.get("caller")):
+            for name in (site.get("function"), site.get("caller"), site.get("within")):
                 assert name is None or name in names, (table, row["function"], name)
 
 
@@ -111,7 +111,7 @@ def test_net_every_byte_reaches_the_peer_one_tsd_write_per_frame(runs):
 def test_compute_one_lapic_tick_and_eoi_per_millisecond(runs):
     w = window(runs, "linux-specjbb")
     ticks = w.meta["virtual_seconds"] * 1000   # HZ=1000 on the LAPIC timer, periodic
-    eois = fcount(w, function="native_apic_mem_write", caller="__sysvec_apic_timer_interrupt")
+    eois = fcount(w, function="native_apic_mem_write", within="__sysvec_apic_timer_interrupt")
     assert abs(eois - ticks) <= 1, (eois, ticks)
 
 

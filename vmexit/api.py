@@ -76,7 +76,8 @@ class Trace(_trace.Trace):
         return str(self.meta.get("console", ""))
 
     def count(self, *, reason: Any = None, function: Any = None, address: Any = None, port: Any = None,
-              direction: Any = None, caller: Any = None, domain: Any = None, **unknown: Any) -> int:
+              direction: Any = None, caller: Any = None, within: Any = None, domain: Any = None,
+              **unknown: Any) -> int:
         """The number of exits that meet every filter given (None: no condition); each filter takes
         one value or a list of values (any of them):
 
@@ -84,9 +85,10 @@ class Trace(_trace.Trace):
         function: the name of the function holding the exit address ("putc"; "d1:putc" for one domain
         of a run of several); address: the exit address; port: an I/O port (I/O exits only);
         direction: "in" or "out" ("read"/"write"); caller: the calling function's name, or the return
-        address as an integer; domain: a domid or a domain's name."""
+        address as an integer; within: a function the exit is in or below, however deep (its stack);
+        domain: a domid or a domain's name."""
         return filters.count(self, reason=reason, function=function, address=address, port=port,
-                             direction=direction, caller=caller, domain=domain, **unknown)
+                             direction=direction, caller=caller, within=within, domain=domain, **unknown)
 
     def mask(self, **where: Any) -> "np.ndarray":
         """The boolean numpy mask of the exits `count` would count, one per exit: trace.exits[mask]."""

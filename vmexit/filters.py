@@ -24,7 +24,7 @@ from .symbols import DOMAIN_SHIFT, UNKNOWN, SymbolTable
 from .trace import Trace, domains_of
 
 CHUNK = 1 << 16
-FILTERS = ("reason", "function", "address", "port", "direction", "caller", "domain")
+FILTERS = ("reason", "function", "address", "port", "direction", "caller", "within", "domain")
 
 #: Short names for exit reasons (a name may stand for several: "mmio" is both MMIO exits).
 REASON_ALIASES: dict[str, tuple[ExitReason, ...]] = {
@@ -169,11 +169,17 @@ def compile_filters(trace: Trace, **filters: Any) -> Mask:
 
 def _symbol_tests(trace: Trace, given: dict) -> list[Mask]:
     """function= by the symbol holding the exit address; caller= by the symbol holding the return
-    address (a name), or the return address itself (an integer)."""
+    address (a name), or the return address itself (an integer); within= by the exit address or any
+    return address of the exit's stack."""
     tests: list[Mask] = []
-    if "function" not in given and "caller" not in given:
+    if "function" not in given and "caller" not in given and "within" not in given:
         return tests
     symbols = Symbols.of(trace)
+    if "within" in given:
+        inside = _functions(symbols, "within", given["within"])
+        under, wanted_w = _stacks_through(trace, symbols, inside), np.array(inside, dtype=np.int64)
+        tests.append(lambda ex: under[ex["stack"].astype(np.int64)]
+                     | np.isin(symbols.table.index(symbols.where(ex, "rip")), wanted_w))
     if "function" in given:
         wanted = np.array(_functions(symbols, "function", given["function"]), dtype=np.int64)
         tests.append(lambda ex: np.isin(symbols.table.index(symbols.where(ex, "rip")), wanted))
@@ -185,6 +191,24 @@ def _symbol_tests(trace: Trace, given: dict) -> list[Mask]:
         tests.append(lambda ex: np.isin(symbols.table.index(symbols.where(ex, "caller")), wanted_c)
                      | np.isin(ex["caller"], np.array(numbers, dtype=np.uint32)))
     return tests
+
+
+def _stacks_through(trace: Trace, symbols: Symbols, wanted: list[int]) -> np.ndarray:
+    """Per stack id of the trace, whether one of its return addresses lies in a wanted function: the
+    exits "within" it however deep (inlining and frameless leaves move the immediate caller, not this)."""
+    stacks = trace.stacks
+    if stacks is None:
+        raise VmexitError("within=: the trace has no exit stacks (recorded since trace format 4)")
+    n = len(stacks.starts) - 1
+    frames = stacks.frames.astype(np.uint64)
+    if symbols.merged:   # a stack belongs to one domain: the one of any exit that has it
+        owner = np.zeros(max(n, 1), dtype=np.uint64)
+        owner[trace.exits["stack"].astype(np.int64)] = trace.exits["domain"]
+        frames |= np.repeat(owner[:n], np.diff(stacks.starts).astype(np.int64)) << np.uint64(DOMAIN_SHIFT)
+    hit = np.isin(symbols.table.index(frames), np.array(wanted, dtype=np.int64)).astype(np.int64)
+    per_stack = np.add.reduceat(np.append(hit, 0), stacks.starts[:-1].astype(np.int64)) if n else hit[:0]
+    per_stack[np.diff(stacks.starts.astype(np.int64)) == 0] = 0
+    return per_stack > 0
 
 
 def _is_hex(text: str) -> bool:

@@ -100,12 +100,13 @@ def workload(trace: Trace, name: str) -> Trace:
 
 
 # the tables --------------------------------------------------------------------------------------------
-SITE_FILTERS = ("function", "caller", "reason")   # what a linux61 site may name
+SITE_FILTERS = ("function", "caller", "within", "reason")   # what a linux61 site may name (filters.py)
 
 
 def _site_exits(t: Trace, site: dict) -> tuple[int, int]:
-    """Exits (and their cycles) at a 6.1 site: a function, with its caller and the exit reason when
-    given; (0, 0) when the trace has no such symbol."""
+    """Exits (and their cycles) at a 6.1 site: a function, with its caller, a function it runs under
+    (`within`: where inlining or an indirect call makes the immediate caller a helper) and the exit
+    reason when given; (0, 0) when the trace has no such symbol."""
     given = {k: site[k] for k in SITE_FILTERS if site.get(k)}
     try:
         m = filters.mask(t, **given)
@@ -119,6 +120,7 @@ def _site(site: dict) -> str:
         return "- (no such exit)"
     text = site.get("function") or "any function"
     text += f" <- {site['caller']}" if site.get("caller") else ""
+    text += f" under {site['within']}" if site.get("within") else ""
     return text + (f" ({site['reason']})" if site.get("reason") else "")
 
 
