@@ -294,23 +294,35 @@ class UnicornEngine:
         That block stays counted one instruction at a time (the callback may end the slice inside it).
         With `only_if` (a flag()), fn is called only while the flag is set and EFLAGS has all the
         `eflags` bits: decided in C where the helper is there, without a call into Python."""
+        if self._blocks is not None and address != 0:
+            self._trap_block_in_helper(address, fn, only_if, eflags)
+            return
         if self._blocks is not None:
             self._blocks.pin(address)
         if only_if is None:
             self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
             return
-        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
-        if self._blocks is not None and eflags_at is not None:
-            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
-            self._keep.append(ptr)
-            self._blocks.gated_hook(address, ptr, only_if, eflags_at, eflags)
-            return
+        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, self._gated(fn, only_if, eflags), 2, address, address)
+
+    def _gated(self, fn, only_if: ctypes.c_int32, eflags: int):
+        """fn, called only while `only_if` is set and EFLAGS has the `eflags` bits (checked in Python)."""
         read = self._scalars["eflags"].read
 
         def gated(pc: int, size: int) -> None:
             if only_if.value and read() & eflags == eflags:
                 fn(pc, size)
-        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, gated, 2, address, address)
+        return gated
+
+    def _trap_block_in_helper(self, address: int, fn, only_if, eflags: int) -> None:
+        """trap_block through the helper's one block hook (a table in C: libunicorn would walk a list
+        of every bounded block hook at each block start). The gate is checked in C where EFLAGS can be
+        read there."""
+        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
+        if only_if is not None and eflags_at is None:
+            fn, only_if = self._gated(fn, only_if, eflags), None
+        ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
+        self._keep.append(ptr)
+        self._blocks.add_trap(address, ptr, only_if, eflags_at, eflags)
 
     def forget_code(self, address: int) -> None:
         """Drop the translated block at `address`, if any, so that it is translated again (with the
@@ -344,15 +356,23 @@ class UnicornEngine:
         previous block): a block first reached by an indirect jump or a return (the jump cache misses,
         cpu_exec looks it up with no previous block) or one spanning two pages is never reported. A
         large kernel reaches most of its code that way (measured on Linux 6.1: none of its rdtsc was
-        trapped), so there a block hook shows each (address, size) once, stopped before it runs as an
-        edge's block is."""
-        shown: set[tuple[int, int]] = set()
+        trapped), so there every block start is looked up as it runs, and one not shown before (or
+        not with this size: translated anew) is shown, stopped before it runs as an edge's block is.
+        The look-up is the helper's (C, in its block hook, before its counting) where it is there,
+        else a Python block hook's: the same blocks are shown at the same points either way."""
+        def on_new(pc: int, size: int) -> None:
+            self._show(fn, pc, size)
+        if self._blocks is not None:
+            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, on_new, 2)
+            self._keep.append(ptr)
+            self._blocks.watch(ptr)
+            return
+        shown: dict[int, int] = {}  # block start -> the size it was last shown with
 
         def on_block(pc: int, size: int) -> None:
-            if (pc, size) in shown:
-                return
-            shown.add((pc, size))
-            self._show(fn, pc, size)
+            if shown.get(pc) != size:
+                shown[pc] = size
+                on_new(pc, size)
         self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, on_block, 2)
 
     def _show(self, fn, pc: int, size: int) -> None:
