@@ -17,6 +17,7 @@ import ctypes
 import functools
 import struct
 
+import numpy as np
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EIP
 
@@ -261,13 +262,21 @@ class CpuState:
     with a second set of values. `locate` returns None where that fails; callers then use
     RegisterReader, which gives the same numbers."""
 
-    __slots__ = ("_eip", "_ebp", "eflags_address")
+    __slots__ = ("_eip", "_ebp", "eflags_address", "eip_address", "env", "ctx_eax")
 
-    def __init__(self, eip_address: int, ebp_address: int, eflags_address: int | None = None):
+    def __init__(self, eip_address: int, ebp_address: int, eflags_address: int | None = None,
+                 env: int | None = None, ctx_eax: int = 0):
         self._eip = ctypes.c_uint32.from_address(eip_address)
         self._ebp = ctypes.c_uint32.from_address(ebp_address)
+        self.eip_address = eip_address
         #: where EFLAGS is kept (its IF bit is exact at any time), if found and checked
         self.eflags_address = eflags_address
+        #: the live address of EAX, and its offset in a saved context (a context is a copy of the
+        #: CPU state: live address = env + context offset - ctx_eax)
+        self.env, self.ctx_eax = env, ctx_eax
+
+    def live(self, ctx_offset: int) -> int | None:
+        return None if self.env is None else self.env + ctx_offset - self.ctx_eax
 
     def __call__(self) -> tuple[int, int]:
         return self._eip.value, self._ebp.value
@@ -301,7 +310,8 @@ class CpuState:
                 env = cls._scan(uc, base, offs, regs)
             if env is None:
                 return None
-            return cls(env + offs["eip"], env + offs["ebp"], _eflags_at(uc, env, ctx))
+            return cls(env + offs["eip"], env + offs["ebp"], _eflags_at(uc, env, ctx), env,
+                       ctx.find(struct.pack("<Q", _PATTERNS["eax"])))
         finally:
             for k, r in regs.items():
                 uc.reg_write(r, saved[k])
@@ -367,19 +377,96 @@ def _eflags_at(uc: Uc, env: int, ctx: bytes) -> int | None:
         uc.reg_write(UC_X86_REG_EFLAGS, saved)
 
 
-class ExceptionStateReset:
-    """Resets old_exception to -1 (what QEMU does after delivering an exception)."""
+@functools.lru_cache(maxsize=None)
+def field_offset(register: int, values: tuple[int, int]) -> int | None:
+    """Offset in a saved context of a register Unicorn keeps as a plain 32-bit field (a control
+    register: uc_reg_read returns the field as it is), found on a throwaway engine: the one offset
+    where two values written to it show. None where not exactly one."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    images = []
+    for value in values:
+        uc.reg_write(register, value)
+        images.append(np.frombuffer(bytes(uc.context_save()), dtype="<u4"))
+    n = min(len(images[0]), len(images[1]))
+    found = np.flatnonzero((images[0][:n] == values[0]) & (images[1][:n] == values[1]))
+    return int(found[0]) * 4 if len(found) == 1 else None
 
-    def __init__(self, uc: Uc):
+
+def register_at(uc: Uc, cpu: "CpuState | None", register: int, values: tuple[int, int]) -> int | None:
+    """The live address of such a register of `uc` (field_offset), checked against uc_reg_read; None
+    where it cannot be located."""
+    offset = field_offset(register, values)
+    if cpu is None or offset is None or cpu.live(offset) is None:
+        return None
+    address = cpu.live(offset)
+    return address if ctypes.c_uint32.from_address(address).value == uc.reg_read(register) & 0xFFFFFFFF else None
+
+
+class ExceptionStateReset:
+    """Resets old_exception to -1 (what QEMU does after delivering an exception): in the live CPU state
+    where it is located (`cpu`), else through a saved context (a copy of the whole state each way)."""
+
+    def __init__(self, uc: Uc, cpu: "CpuState | None" = None):
         self._uc = uc
         self._offset = old_exception_offset()
         self._ctx = uc.context_save()
+        address = cpu.live(self._offset) if cpu is not None else None
+        self._live = ctypes.c_int32.from_address(address) if address is not None else None
 
     def __call__(self) -> None:
+        if self._live is not None:
+            self._live.value = -1
+            return
         self._uc.context_update(self._ctx)
         address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
         ctypes.c_int32.from_address(address + self._offset).value = -1
         self._uc.context_restore(self._ctx)
+
+
+class FieldRegister:
+    """A register read straight from its field in the live CPU state (~0.1 us) and written through
+    libunicorn (a control register's write has side effects: hidden flags, the TLB)."""
+
+    __slots__ = ("_field", "write")
+
+    def __init__(self, address: int, through: "ScalarRegister"):
+        self._field = ctypes.c_uint32.from_address(address)
+        self.write = through.write
+
+    def read(self) -> int:
+        return self._field.value
+
+
+def remove_cache(uc: Uc):
+    """uc.ctl_remove_cache without the binding's encoding of the call each time: a callable
+    (begin, end)."""
+    from unicorn import UcError
+    from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
+    from unicorn.unicorn_py3.unicorn import uclib
+    code, ctl, uch, u64 = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE, uclib.uc_ctl, uc._uch, ctypes.c_uint64
+
+    def remove(begin: int, end: int) -> None:
+        status = ctl(uch, code, u64(begin), u64(end))
+        if status:
+            raise UcError(status)
+    return remove
+
+
+def emu_start(uc: Uc):
+    """uc.emu_start as the binding does it (an exception a callback kept is raised after the run),
+    one Python layer less: a callable (begin, until, count)."""
+    from unicorn import UcError
+    from unicorn.unicorn_py3.unicorn import uclib
+    start, uch = uclib.uc_emu_start, uc._uch
+
+    def run(begin: int, until: int, count: int) -> None:
+        uc._hook_exception = None
+        status = start(uch, begin, until, 0, count)
+        if status:
+            raise UcError(status)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
+    return run
 
 
 def flush_tlb(uc: Uc) -> None:

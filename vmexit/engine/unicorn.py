@@ -24,8 +24,9 @@ from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_EDGE_GEN_CFUNC, H
 from unicorn import x86_const as X
 
 from . import Fault, SliceEnd, blockcount
-from ._uc import (CpuState, ExceptionStateReset, InstructionCounter, RegisterReader, RegisterWriter,
-                  ScalarRegister, add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
+from ._uc import (CpuState, ExceptionStateReset, FieldRegister, InstructionCounter, RegisterReader,
+                  RegisterWriter, ScalarRegister, add_raw_hook, emu_start, flush_tlb, mmio_map_raw, raw_callback,
+                  register_at, remove_cache)
 
 #: Register names the rest of vmexit uses -> Unicorn's ids.
 REGISTERS: dict[str, int] = {
@@ -36,6 +37,12 @@ REGISTERS: dict[str, int] = {
 
 #: emu_start's end address: never reached (runs end from callbacks and counts)
 UNTIL = 0xFFFFFFFF
+
+#: Control registers read straight from the CPU state where located: two values that locate each
+#: (written on a throwaway engine, _uc.field_offset). Every slice reads CR0 and CR2, and every look at
+#: guest code under paging CR0, CR3 and CR4.
+FIELDS: dict[str, tuple[int, int]] = {
+    "cr0": (0x11, 0x13), "cr2": (0x5EB0A000, 0x1AB2C000), "cr3": (0x5EB0A000, 0x1AB2C000), "cr4": (0x10, 0x210)}
 
 
 class UnicornEngine:
@@ -63,10 +70,15 @@ class UnicornEngine:
             if lib is not None and blockcount.hook_range_offset() is not None else None
         self._installed = False
         self.counter = self._blocks.counter if self._blocks else InstructionCounter(self.uc)
-        self.reset_exception_state = ExceptionStateReset(self.uc)
-        # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
-        # libunicorn; both give the same numbers (tests/test_vcpu.py checks the traces).
-        self.eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        # EIP and EBP at every exit, EIP and the control registers by name, and the exception-state
+        # reset: straight from the CPU state when it can be located, else through libunicorn; both
+        # give the same numbers (tests/test_vcpu.py checks the traces).
+        cpu = CpuState.locate(self.uc)
+        self.eip_ebp = cpu or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        self.reset_exception_state = ExceptionStateReset(self.uc, cpu)
+        self._locate_fields(cpu)
+        self._emu_start = emu_start(self.uc)
+        self._remove_cache = remove_cache(self.uc)
         # Unicorn adds its instruction-counting hook at the first emu_start with a count, and only
         # blocks translated after that are counted: start (and at once stop) counting before any
         # block is translated, here or by a look at the code (watch_code). The helper's hooks are
@@ -80,6 +92,16 @@ class UnicornEngine:
         self._cr2 = 0  # the guest's CR2 (see _undo_stray_fault)
         self._entries: dict[int, int] = {}  # block starts entered without an edge -> block size
         self._foreign: dict[int, object] = {}  # guest-physical page -> the ctypes anchor of the RAM mapped there
+
+    def _locate_fields(self, cpu: CpuState | None) -> None:
+        """EIP and the FIELDS registers read from the CPU state where it is located."""
+        if cpu is None:
+            return
+        self._scalars["eip"] = FieldRegister(cpu.eip_address, self._scalars["eip"])
+        for name, values in FIELDS.items():
+            address = register_at(self.uc, cpu, REGISTERS[name], values)
+            if address is not None:
+                self._scalars[name] = FieldRegister(address, self._scalars[name])
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
@@ -186,7 +208,7 @@ class UnicornEngine:
         fault = None
         eip = self._enter()
         try:
-            self.uc.emu_start(eip, UNTIL, 0, count)
+            self._emu_start(eip, UNTIL, count)
         except UcError as e:
             fault = _fault(e)
         return self._end(fault)
@@ -215,7 +237,7 @@ class UnicornEngine:
         fault = None
         while True:
             try:
-                self.uc.emu_start(eip, UNTIL, 0, 0)
+                self._emu_start(eip, UNTIL, 0)
             except UcError as e:
                 blocks.counter.settle(self.eip_ebp()[0], done=True)
                 fault = _fault(e)
@@ -230,7 +252,7 @@ class UnicornEngine:
                 self._scan_entry(eip)
         # what the end of an emu_start does in count mode: drop the translation at its `until`
         # address (side effects included: see BlockCounting.install)
-        self.uc.ctl_remove_cache(UNTIL, UNTIL + 1)
+        self._remove_cache(UNTIL, UNTIL + 1)
         return self._end(fault)
 
     def _enter(self) -> int:
