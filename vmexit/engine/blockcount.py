@@ -11,6 +11,10 @@ hook, and code is translated in one of two ways.
   then back: the only translations made while it is off are ours). Its block hook adds its whole
   count, or, when that would cross the limit, stops the run before it; the rest of the slice then runs
   that block counted one by one again.
+The same C block hook is the engine's only one: before counting it shows the code watch a block start
+it has not shown (or not with this size), and after counting it calls the block's own callbacks
+(engine.trap_block) from a table, each gated on a flag and EFLAGS bits where asked -- one look-up in
+C per block, where libunicorn would walk a list of every bounded block hook at each block start.
 Where the guest may still be stopped inside a block-counted block, the count is settled from EIP and
 the block's instruction addresses: an exception or a fault (the faulting instruction counts, as in
 count mode), and an MMIO access, which is taken back (Unicorn restarts the instruction when a run is

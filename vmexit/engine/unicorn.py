@@ -49,12 +49,14 @@ class UnicornEngine:
     name = "unicorn"
 
     def __init__(self, ram_size: int, block_counting: bool = True, watch_every_block: bool = False):
-        """block_counting False: Unicorn's count mode even where the helper is there. A Linux kernel
-        needs it: a slice the helper stops inside a `rep` string instruction leaves Unicorn's lazy
-        flags stale (cc_op), so EFLAGS reads back with bits of an operand in it (IF among them: Linux
-        saw interrupts enabled by a pushf/popf pair, measured on Debian's 6.1 kernel); count mode has
-        not shown it. watch_every_block: watch_code also sees the blocks Unicorn's edge hook never
-        reports (see watch_code), at the price of a callback per block run."""
+        """block_counting False: Unicorn's count mode even where the helper is there (the same counts;
+        tests compare the two). watch_every_block: watch_code also sees the blocks Unicorn's edge hook
+        never reports (see _watch_every_block), at the price of a look-up per block run: in C in the
+        helper's block hook, in a Python block hook without the helper. (Linux once ran in count mode:
+        a slice the helper stopped inside a `rep` was seen to leave stale lazy flags; that is not
+        reproduced with the current engine -- tests/engine/test_blockcount.py stops slices at every
+        point inside rep string instructions after flag-setting ones, and a Linux boot gives the same
+        trace both ways, tests/engine/test_linux_counting.py.)"""
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
@@ -311,8 +313,9 @@ class UnicornEngine:
 
     def trap_block(self, address: int, fn, only_if: ctypes.c_int32 | None = None, eflags: int = 0) -> None:
         """fn(address, size) at the start of the block of code that starts at `address`, each time it
-        runs (a block hook bounded to that one address costs nothing in any other block, where a code
-        hook would slow every instruction in count mode: libunicorn walks all code hooks for each).
+        runs: an entry in the helper's table, looked up by its one block hook, where the helper is
+        there; else a Unicorn block hook bounded to that one address (a code hook would slow every
+        instruction in count mode: libunicorn walks all code hooks for each).
         That block stays counted one instruction at a time (the callback may end the slice inside it).
         With `only_if` (a flag()), fn is called only while the flag is set and EFLAGS has all the
         `eflags` bits: decided in C where the helper is there, without a call into Python."""
