@@ -424,17 +424,23 @@ class ExceptionStateReset:
 
 
 class FieldRegister:
-    """A register read straight from its field in the live CPU state (~0.1 us) and written through
-    libunicorn (a control register's write has side effects: hidden flags, the TLB)."""
+    """A register read straight from its field in the live CPU state (~0.1 us, what uc_reg_read returns:
+    the low 32 bits). Written through libunicorn (a control register's or EIP's write has side effects:
+    hidden flags, the TLB, the translation loop), or, with `plain`, into the field as libunicorn does
+    for a general register in 32-bit mode (the whole 64-bit field, zero-extended)."""
 
-    __slots__ = ("_field", "write")
+    __slots__ = ("_field", "_wide", "write")
 
-    def __init__(self, address: int, through: "ScalarRegister"):
+    def __init__(self, address: int, through: "ScalarRegister", plain: bool = False):
         self._field = ctypes.c_uint32.from_address(address)
-        self.write = through.write
+        self._wide = ctypes.c_uint64.from_address(address)
+        self.write = self._write_plain if plain else through.write
 
     def read(self) -> int:
         return self._field.value
+
+    def _write_plain(self, value: int) -> None:
+        self._wide.value = value & 0xFFFFFFFF
 
 
 def remove_cache(uc: Uc):

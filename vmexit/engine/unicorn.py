@@ -38,11 +38,14 @@ REGISTERS: dict[str, int] = {
 #: emu_start's end address: never reached (runs end from callbacks and counts)
 UNTIL = 0xFFFFFFFF
 
-#: Control registers read straight from the CPU state where located: two values that locate each
-#: (written on a throwaway engine, _uc.field_offset). Every slice reads CR0 and CR2, and every look at
-#: guest code under paging CR0, CR3 and CR4.
+#: Registers read straight from the CPU state where located: two values that locate each (written
+#: on a throwaway engine, _uc.field_offset). Every slice reads CR0 and CR2, every look at guest code
+#: under paging CR0, CR3 and CR4, every rdtsc writes EAX and EDX.
 FIELDS: dict[str, tuple[int, int]] = {
-    "cr0": (0x11, 0x13), "cr2": (0x5EB0A000, 0x1AB2C000), "cr3": (0x5EB0A000, 0x1AB2C000), "cr4": (0x10, 0x210)}
+    "cr0": (0x11, 0x13), "cr2": (0x5EB0A000, 0x1AB2C000), "cr3": (0x5EB0A000, 0x1AB2C000), "cr4": (0x10, 0x210),
+    **{name: (0x5EB0A11F, 0x1AB2C3D4) for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp")}}
+#: ... of which these are written into the field too (libunicorn's write does nothing else for them)
+PLAIN = frozenset({"eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp"})
 
 
 class UnicornEngine:
@@ -103,7 +106,7 @@ class UnicornEngine:
         for name, values in FIELDS.items():
             address = register_at(self.uc, cpu, REGISTERS[name], values)
             if address is not None:
-                self._scalars[name] = FieldRegister(address, self._scalars[name])
+                self._scalars[name] = FieldRegister(address, self._scalars[name], plain=name in PLAIN)
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
