@@ -5,8 +5,9 @@ on store-heavy code). With the helper, Unicorn runs without a count: every block
 hook, and code is translated in one of two ways.
 - Counted one by one (every block when first translated): a C code hook before each instruction adds
   one and stops the run past the limit, exactly what count mode does.
-- Block-counted: a block that ran hot_threshold times and holds no instruction the engine traps (port
-  I/O, CPUID, ... -- where a trap reads the count or stops the run mid-block) is translated again with
+- Block-counted: a block that ran hot_threshold times, holds no instruction the engine traps (port
+  I/O, CPUID, ... -- where a trap reads the count or stops the run mid-block) and is not user code
+  under paging (another process may map other code at its address) is translated again with
   the code hook switched off for that one translation (its range in Unicorn's hook record set empty,
   then back: the only translations made while it is off are ours). Its block hook adds its whole
   count, or, when that would cross the limit, stops the run before it; the rest of the slice then runs
@@ -223,6 +224,10 @@ class BlockCounting:
         self._gate: HookRange | None = None         # the code hook's range
         self._block_gate: HookRange | None = None   # the block hook's
         self._pinned: set[int] = set()      # block starts with a callback of their own: never block-counted
+        self._watching = False              # the block hook shows every block start to the code watch
+        #: () -> bool: whether the code at EIP runs in user mode under paging, where another address
+        #: space may map other code at the same address (see _count_blocks_of)
+        self.user_paged = lambda: False
         self._gates: list = []
 
     def install(self) -> None:
@@ -268,6 +273,7 @@ class BlockCounting:
         or not with this size (the guest rewrote the code there), before the block's counting."""
         self._gates.append(fn_ptr)
         self.counter.state.watch = ctypes.cast(fn_ptr, ctypes.c_void_p).value
+        self._watching = True
 
     def map_mmio(self, base: int, size: int, read_ptr, write_ptr) -> None:
         """uc_mmio_map with the helper's callbacks in front of read_ptr and write_ptr (bc_mmio_read,
@@ -337,10 +343,17 @@ class BlockCounting:
         without the block hook (counted one by one, as in count mode, and at count mode's cost)."""
         e = self.entry(pc)
         e.hits = 0
-        index = self._decode(pc, e.size) if e.state == NEW and pc not in self._pinned else None
+        # Entries are by linear address, and a block-counted translation is checked by nothing when
+        # it runs: user code under paging stays counted one by one, since two processes can map
+        # different code at one address, each with its translation cached (kernel code is the same
+        # in every address space; code rewritten in place is translated anew and caught by bc_code).
+        countable = e.state == NEW and pc not in self._pinned and not self.user_paged()
+        index = self._decode(pc, e.size) if countable else None
         if index is None:
             e.state = NEVER
-            if pc not in self._pinned:  # a block with callbacks keeps the block hook that calls them
+            # a block with callbacks keeps the block hook that calls them, and every block does while
+            # the hook shows blocks to the code watch (the same address may hold other code later)
+            if pc not in self._pinned and not self._watching:
                 self._translate(pc, self._block_gate)
             return
         icount, size = self._translate(pc, self._gate)

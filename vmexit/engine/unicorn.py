@@ -74,6 +74,8 @@ class UnicornEngine:
         self._blocks = blockcount.BlockCounting(self.uc, lib, self._read_ram) \
             if lib is not None and blockcount.hook_range_offset() is not None else None
         self._installed = False
+        if self._blocks is not None:
+            self._blocks.user_paged = self._user_paged
         self.counter = self._blocks.counter if self._blocks else InstructionCounter(self.uc)
         # EIP and EBP at every exit, EIP and the control registers by name, and the exception-state
         # reset: straight from the CPU state when it can be located, else through libunicorn; both
@@ -163,6 +165,10 @@ class UnicornEngine:
         blocks = self._blocks
         if blocks is not None and blocks.counter.state.block_n:
             blocks.counter.settle(self.eip_ebp()[0], done=True)
+
+    def _user_paged(self) -> bool:
+        """Whether the CPU runs in ring 3 with paging on."""
+        return bool(self.reg("cr0") & 0x80000000) and self.reg("cs") & 3 == 3
 
     def _read_ram(self, address: int, size: int) -> bytes | None:
         """Guest code at a linear address, read as physical (read_code replaces it where the guest pages)."""
