@@ -319,3 +319,34 @@ def test_block_callbacks_run_in_the_order_set_and_gated_ones_only_when_open(monk
     assert [f for f in fired if f[0] == "open"] == [("open", n) for n in range(31, 0, -1)]
     assert not [f for f in fired if f[0] == "cf"]
     assert fired.index(("plain", 31)) + 1 == fired.index(("open", 31))   # in the order set
+
+
+def test_a_fault_after_a_flag_setting_instruction_keeps_the_flags_both_ways(monkeypatch):
+    # cmp 0x12345, 0x3ff sets AF only (EFLAGS 0x12); the load after it in the same block faults once
+    # ESI walks past the end of RAM, in the 33rd iteration (the faulting load counts, as in count
+    # mode): by then the block is block-counted with the helper (no code hook) and counted one by one
+    # in count mode (where Unicorn restored cc_op over the flags it had computed, and AF was lost)
+    source = """
+        mov esi, 0x20000
+        mov ebp, 40
+    again:
+        mov eax, 0x12345
+        mov ebx, 0x3ff
+        cmp eax, ebx
+        mov ecx, dword ptr [esi]
+        add esi, 0x4000
+        dec ebp
+        jnz again
+        hlt
+    """
+
+    def run():
+        e = engine_class("unicorn")(0xA0000)
+        code, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(source, CODE)
+        e.write(CODE, bytes(code))
+        e.set_reg("eip", CODE)
+        e.set_reg("esp", 0x8000)
+        end = e.run(10_000)
+        return end.executed, end.fault is not None, e.reg("esi"), e.reg("eflags")
+    with_helper, counted = _both(run, monkeypatch)
+    assert with_helper == counted == (2 + 32 * 7 + 4, True, 0xA0000, 0x12)

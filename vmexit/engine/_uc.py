@@ -19,7 +19,7 @@ import struct
 
 import numpy as np
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
-from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EIP
+from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 
 class UnicornLayoutError(RuntimeError):
@@ -443,13 +443,66 @@ class FieldRegister:
         self._wide.value = value & 0xFFFFFFFF
 
 
+#: QEMU's CCOp values (target/i386/cpu.h): the lazy-flags operation of the last flag-setting instruction
+CC_OP_EFLAGS, CC_OP_ADDL, CC_OP_SUBL = 1, 8, 16
+
+
+@functools.lru_cache(maxsize=None)
+def cc_op_offset() -> int | None:
+    """Offset of CPUX86State.cc_op in a saved context: the one place where runs of `cmp eax, ebx; hlt`
+    and `add eax, ebx; hlt` leave CC_OP_SUBL and CC_OP_ADDL and a write of EFLAGS CC_OP_EFLAGS."""
+    images = []
+    for code in (b"\x39\xd8\xf4", b"\x01\xd8\xf4", None):
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        if code is None:
+            uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+        else:
+            uc.mem_map(0, 0x2000)
+            uc.mem_write(0x1000, code)
+            uc.emu_start(0x1000, 0x1000 + len(code))
+        images.append(np.frombuffer(bytes(uc.context_save()), dtype="<u4"))
+    n = min(len(i) for i in images)
+    found = np.flatnonzero((images[0][:n] == CC_OP_SUBL) & (images[1][:n] == CC_OP_ADDL)
+                           & (images[2][:n] == CC_OP_EFLAGS))
+    return int(found[0]) * 4 if len(found) == 1 else None
+
+
+class FlagsAfterFault:
+    """Sets cc_op to CC_OP_EFLAGS (in the live CPU state where located, else through a saved context).
+
+    Why: in a block translated with a code hook (count mode; the helper's blocks counted one by one)
+    Unicorn computes the flags into CC_SRC after each instruction's hook (cc_op EFLAGS from there on),
+    but a fault in that instruction restores cc_op to the value recorded before the hook
+    (restore_state_to_opc), the operation of an earlier instruction, over the computed flags: EFLAGS
+    then reads back wrong (measured: cmp, then a load that faults, loses AF). QEMU changes no CC state
+    before an instruction's last possible fault, so after such a fault CC_SRC holds the instruction's
+    entry flags, and cc_op EFLAGS is what makes them read back (as a block without the hook gives)."""
+
+    def __init__(self, uc: Uc, cpu: "CpuState | None" = None):
+        self._uc = uc
+        self._offset = cc_op_offset()
+        address = cpu.live(self._offset) if cpu is not None and self._offset is not None else None
+        self._live = ctypes.c_uint32.from_address(address) if address is not None else None
+        self._ctx = uc.context_save() if self._live is None and self._offset is not None else None
+
+    def __call__(self) -> None:
+        if self._live is not None:
+            self._live.value = CC_OP_EFLAGS
+        elif self._ctx is not None:
+            self._uc.context_update(self._ctx)
+            address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
+            ctypes.c_uint32.from_address(address + self._offset).value = CC_OP_EFLAGS
+            self._uc.context_restore(self._ctx)
+
+
 def remove_cache(uc: Uc):
     """uc.ctl_remove_cache without the binding's encoding of the call each time: a callable
     (begin, end)."""
     from unicorn import UcError
     from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
     from unicorn.unicorn_py3.unicorn import uclib
-    code, ctl, uch, u64 = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE, uclib.uc_ctl, uc._uch, ctypes.c_uint64
+    code = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE   # the binding's encoding
+    ctl, uch, u64 = uclib.uc_ctl, uc._uch, ctypes.c_uint64
 
     def remove(begin: int, end: int) -> None:
         status = ctl(uch, code, u64(begin), u64(end))

@@ -24,9 +24,9 @@ from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_EDGE_GEN_CFUNC, H
 from unicorn import x86_const as X
 
 from . import Fault, SliceEnd, blockcount
-from ._uc import (CpuState, ExceptionStateReset, FieldRegister, InstructionCounter, RegisterReader,
-                  RegisterWriter, ScalarRegister, add_raw_hook, emu_start, flush_tlb, mmio_map_raw, raw_callback,
-                  register_at, remove_cache)
+from ._uc import (CpuState, ExceptionStateReset, FieldRegister, FlagsAfterFault, InstructionCounter,
+                  RegisterReader, RegisterWriter, ScalarRegister, add_raw_hook, emu_start, flush_tlb, mmio_map_raw,
+                  raw_callback, register_at, remove_cache)
 
 #: Register names the rest of vmexit uses -> Unicorn's ids.
 REGISTERS: dict[str, int] = {
@@ -83,6 +83,7 @@ class UnicornEngine:
         cpu = CpuState.locate(self.uc)
         self.eip_ebp = cpu or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
         self.reset_exception_state = ExceptionStateReset(self.uc, cpu)
+        self._cc_op_eflags = FlagsAfterFault(self.uc, cpu)
         self._locate_fields(cpu)
         self._emu_start = emu_start(self.uc)
         self._remove_cache = remove_cache(self.uc)
@@ -160,6 +161,13 @@ class UnicornEngine:
             mmio_map_raw(self.uc, base, size, read, write)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
 
+    def _fault_flags(self) -> None:
+        """A fault inside a block translated with the code hook (count mode, or a block the helper
+        counts one by one): its lazy flags as a block without the hook leaves them (FlagsAfterFault)."""
+        blocks = self._blocks
+        if blocks is None or not blocks.counter.state.block_n:
+            self._cc_op_eflags()
+
     def _settle(self) -> None:
         """A trap inside a block-counted block: the count up to the trapping instruction, included."""
         blocks = self._blocks
@@ -221,6 +229,7 @@ class UnicornEngine:
         try:
             self._emu_start(eip, UNTIL, count)
         except UcError as e:
+            self._fault_flags()
             fault = _fault(e)
         return self._end(fault)
 
@@ -250,6 +259,7 @@ class UnicornEngine:
             try:
                 self._emu_start(eip, UNTIL, 0)
             except UcError as e:
+                self._fault_flags()
                 blocks.counter.settle(self.eip_ebp()[0], done=True)
                 fault = _fault(e)
                 break
@@ -309,6 +319,7 @@ class UnicornEngine:
     def trap_interrupt(self, fn) -> None:
         """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
         def handled(vector: int) -> None:
+            self._fault_flags()
             self._settle()
             if vector == 14:
                 self._cr2 = self.reg("cr2")  # a page fault really taken: its CR2 is the guest's
