@@ -56,10 +56,11 @@ class UnicornEngine:
         tests compare the two). watch_every_block: watch_code also sees the blocks Unicorn's edge hook
         never reports (see _watch_every_block), at the price of a look-up per block run: in C in the
         helper's block hook, in a Python block hook without the helper. (Linux once ran in count mode:
-        a slice the helper stopped inside a `rep` was seen to leave stale lazy flags; that is not
-        reproduced with the current engine -- tests/engine/test_blockcount.py stops slices at every
-        point inside rep string instructions after flag-setting ones, and a Linux boot gives the same
-        trace both ways, tests/engine/test_linux_counting.py.)"""
+        a slice the helper stopped inside a `rep` was seen to leave stale lazy flags. Slices stopped
+        at every point inside rep string instructions after flag-setting ones keep them either way
+        (tests/engine/test_blockcount.py); the stale flags found are count mode's, after a fault in a
+        block with the code hook, and _fault_flags mends them. A Linux boot gives the same trace both
+        ways, tests/engine/test_linux_counting.py.)"""
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
