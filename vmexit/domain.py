@@ -39,9 +39,8 @@ class Domain:
         self.image, self.profile, self.options = image, profile, options
         self.hypervisor: Hypervisor = HYPERVISORS[options.hypervisor]
         self.clock = Clock(profile.freq_hz, *profile.cpi)
-        # a Linux kernel runs in the engine's count mode (engine/unicorn.py: lazy flags inside `rep`)
-        linux = image.linux is not None   # a large kernel: see engine/unicorn.py's two choices
-        self.machine = X86Machine(options.ram_size, block_counting=not linux, watch_every_block=linux)
+        # a large kernel (Linux) has every block start looked at (engine/unicorn.py: watch_every_block)
+        self.machine = X86Machine(options.ram_size, watch_every_block=image.linux is not None)
         self.recorder = ExitRecorder(domain=domid)
         self.ending = Ending(self.machine.engine.counter)
         self.hooks = self._attach_optimizations()

@@ -31,6 +31,20 @@ struct entry {
     uint32_t n;         /* its instructions when block-counted (state COUNTED), else 0 */
     uint32_t hits;      /* executions while counted one by one (state NEW) */
     uint32_t state;
+    uint32_t shown;     /* the size it was last shown to the code watch with (0: never) */
+    uint32_t trap;      /* its first callback in bc_state.traps, plus one (0: none) */
+};
+
+typedef void (*block_fn)(void *uc, uint64_t pc, uint32_t size, void *user_data);
+
+/* A callback at one block start (engine.trap_block), called only while *flag is set and EFLAGS has
+ * all of `bits` when flag is not NULL; `next` is the block's next callback, plus one (0: the last). */
+struct trap {
+    block_fn fn;
+    const int32_t *flag;
+    const uint32_t *eflags;  /* EFLAGS in Unicorn's CPU state (IF is kept there, not computed lazily) */
+    uint32_t bits;
+    uint32_t next;
 };
 
 struct bc_state {
@@ -48,6 +62,12 @@ struct bc_state {
     uint32_t nhot;
     uint32_t pad;
     uint64_t hot[HOT_MAX];
+    block_fn watch;     /* the code watch: a block start not shown before, or with a new size (or NULL) */
+    struct trap *traps;
+    uint32_t ntraps;
+    uint32_t cap;
+    uint32_t shown0;    /* `shown` of a block at 0 (a table key of 0 marks an empty slot) */
+    uint32_t pad2;
 };
 
 static uint64_t slot_of(const struct bc_state *s, uint64_t pc)
@@ -108,19 +128,83 @@ int bc_init(struct bc_state *s, uint64_t slots)
 void bc_free(struct bc_state *s)
 {
     free(s->table);
+    free(s->traps);
     s->table = NULL;
+    s->traps = NULL;
 }
 
-/* UC_HOOK_BLOCK, on every block. A block-counted block adds its count, unless it would cross the
- * limit: then the run stops before it (before its first instruction: Unicorn checks for a stop right
- * after block hooks), exhausted when the limit is reached exactly, else for Python to run the
- * remainder counted one by one. A block counted one by one that has run hot_threshold times is
- * reported (STOP_HOT) for Python to make it block-counted, or if it cannot be, to translate it without
- * this hook. */
+/* Add a callback at the block start `pc`, after those it has (they run in the order added). */
+int bc_trap_add(struct bc_state *s, uint64_t pc, block_fn fn, const int32_t *flag, const uint32_t *eflags,
+                uint32_t bits)
+{
+    struct entry *e;
+    uint32_t *link;
+    if (pc == 0)
+        return -1;  /* not a table key: the caller hooks it through Unicorn */
+    if (s->ntraps == s->cap) {
+        uint32_t cap = s->cap ? s->cap * 2 : 64;
+        struct trap *grown = realloc(s->traps, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        s->traps = grown;
+        s->cap = cap;
+    }
+    e = bc_entry(s, pc, 0);
+    if (e == NULL)
+        return -1;
+    link = &e->trap;
+    while (*link)
+        link = &s->traps[*link - 1].next;
+    s->traps[s->ntraps] = (struct trap){fn, flag, eflags, bits, 0};
+    *link = ++s->ntraps;
+    return 0;
+}
+
+/* The code watch and the callbacks at `pc` (bc_block's first and last steps). Python may add
+ * callbacks or entries meanwhile (moving both tables), so nothing is held across a call. */
+static void show(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
+{
+    uint32_t *shown = &s->shown0;
+    if (pc != 0) {
+        struct entry *e = bc_entry(s, pc, size);
+        if (e == NULL)
+            return;
+        shown = &e->shown;
+    }
+    if (*shown == size)
+        return;
+    *shown = size;
+    s->watch(uc, pc, size, NULL);
+}
+
+static void call_traps(void *uc, uint64_t pc, uint32_t size, struct bc_state *s, uint32_t i)
+{
+    while (i) {
+        struct trap t = s->traps[i - 1];
+        if (t.flag == NULL || (*t.flag && (*t.eflags & t.bits) == t.bits))
+            t.fn(uc, pc, size, NULL);
+        i = s->traps[i - 1].next;
+    }
+}
+
+/* UC_HOOK_BLOCK, on every block, the engine's only block hook: in this order, what three Unicorn
+ * block hooks would do.
+ * 1. The code watch (when set) sees a block start it has not seen, or not with this size.
+ * 2. Counting. A block-counted block adds its count, unless it would cross the limit: then the run
+ *    stops before it (before its first instruction: Unicorn checks for a stop right after block
+ *    hooks), exhausted when the limit is reached exactly, else for Python to run the remainder
+ *    counted one by one. A block counted one by one that has run hot_threshold times is reported
+ *    (STOP_HOT) for Python to make it block-counted, or if it cannot be, to translate it without
+ *    this hook. A stop skips step 3, as Unicorn skips the hooks after one that stopped the run; the
+ *    block's hooks all run again when it is entered again.
+ * 3. The block's callbacks (bc_trap_add), each only while its flag and EFLAGS bits say so: a check in
+ *    C, so that the many block starts where Python would do nothing cost no call into it. */
 void bc_block(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
 {
     struct entry *e;
     s->block_n = 0;
+    if (s->watch != NULL)
+        show(uc, pc, size, s);
     if (pc == 0)
         return;
     e = bc_entry(s, pc, size);
@@ -141,15 +225,16 @@ void bc_block(void *uc, uint64_t pc, uint32_t size, struct bc_state *s)
         s->count += e->n;
         s->block_n = e->n;
         s->block_pc = pc;
-        return;
-    }
-    if (e->size == size && ++e->hits >= s->hot_threshold && s->nhot < HOT_MAX) {
+    } else if (e->state == NEW && e->size == size && ++e->hits >= s->hot_threshold && s->nhot < HOT_MAX) {
         s->hot[s->nhot++] = pc;
         if (s->reason == STOP_NONE)
             s->reason = STOP_HOT;
         s->stop_pc = pc;
         s->emu_stop(uc);
+        return;
     }
+    if (e->trap)
+        call_traps(uc, pc, size, s, e->trap);
 }
 
 /* UC_HOOK_CODE, on every instruction of a block counted one by one: what count mode does. The first
@@ -174,23 +259,6 @@ void bc_code(void *uc, uint64_t address, uint32_t size, struct bc_state *s)
     }
     if (++s->count > s->limit)
         s->emu_stop(uc);
-}
-
-/* A block callback called only while a flag is set and EFLAGS has the given bits (the code scanner's
- * look after a popf: only while an interrupt waits, only if IF came back on), so that the many block
- * starts where it would do nothing cost no call into Python. */
-struct gate {
-    const int32_t *flag;
-    const uint32_t *eflags;  /* EFLAGS in Unicorn's CPU state (IF is kept there, not computed lazily) */
-    uint32_t bits;
-    uint32_t pad;
-    void (*fn)(void *uc, uint64_t pc, uint32_t size, void *user_data);
-};
-
-void bc_gated(void *uc, uint64_t pc, uint32_t size, struct gate *g)
-{
-    if (*g->flag && (*g->eflags & g->bits) == g->bits)
-        g->fn(uc, pc, size, NULL);
 }
 
 /* MMIO callbacks in front of Python's: an access from inside a block-counted block is taken back

@@ -17,8 +17,9 @@ import ctypes
 import functools
 import struct
 
+import numpy as np
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
-from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EIP
+from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 
 class UnicornLayoutError(RuntimeError):
@@ -261,13 +262,21 @@ class CpuState:
     with a second set of values. `locate` returns None where that fails; callers then use
     RegisterReader, which gives the same numbers."""
 
-    __slots__ = ("_eip", "_ebp", "eflags_address")
+    __slots__ = ("_eip", "_ebp", "eflags_address", "eip_address", "env", "ctx_eax")
 
-    def __init__(self, eip_address: int, ebp_address: int, eflags_address: int | None = None):
+    def __init__(self, eip_address: int, ebp_address: int, eflags_address: int | None = None,
+                 env: int | None = None, ctx_eax: int = 0):
         self._eip = ctypes.c_uint32.from_address(eip_address)
         self._ebp = ctypes.c_uint32.from_address(ebp_address)
+        self.eip_address = eip_address
         #: where EFLAGS is kept (its IF bit is exact at any time), if found and checked
         self.eflags_address = eflags_address
+        #: the live address of EAX, and its offset in a saved context (a context is a copy of the
+        #: CPU state: live address = env + context offset - ctx_eax)
+        self.env, self.ctx_eax = env, ctx_eax
+
+    def live(self, ctx_offset: int) -> int | None:
+        return None if self.env is None else self.env + ctx_offset - self.ctx_eax
 
     def __call__(self) -> tuple[int, int]:
         return self._eip.value, self._ebp.value
@@ -301,7 +310,8 @@ class CpuState:
                 env = cls._scan(uc, base, offs, regs)
             if env is None:
                 return None
-            return cls(env + offs["eip"], env + offs["ebp"], _eflags_at(uc, env, ctx))
+            return cls(env + offs["eip"], env + offs["ebp"], _eflags_at(uc, env, ctx), env,
+                       ctx.find(struct.pack("<Q", _PATTERNS["eax"])))
         finally:
             for k, r in regs.items():
                 uc.reg_write(r, saved[k])
@@ -367,19 +377,155 @@ def _eflags_at(uc: Uc, env: int, ctx: bytes) -> int | None:
         uc.reg_write(UC_X86_REG_EFLAGS, saved)
 
 
-class ExceptionStateReset:
-    """Resets old_exception to -1 (what QEMU does after delivering an exception)."""
+@functools.lru_cache(maxsize=None)
+def field_offset(register: int, values: tuple[int, int]) -> int | None:
+    """Offset in a saved context of a register Unicorn keeps as a plain 32-bit field (a control
+    register: uc_reg_read returns the field as it is), found on a throwaway engine: the one offset
+    where two values written to it show. None where not exactly one."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    images = []
+    for value in values:
+        uc.reg_write(register, value)
+        images.append(np.frombuffer(bytes(uc.context_save()), dtype="<u4"))
+    n = min(len(images[0]), len(images[1]))
+    found = np.flatnonzero((images[0][:n] == values[0]) & (images[1][:n] == values[1]))
+    return int(found[0]) * 4 if len(found) == 1 else None
 
-    def __init__(self, uc: Uc):
+
+def register_at(uc: Uc, cpu: "CpuState | None", register: int, values: tuple[int, int]) -> int | None:
+    """The live address of such a register of `uc` (field_offset), checked against uc_reg_read; None
+    where it cannot be located."""
+    offset = field_offset(register, values)
+    if cpu is None or offset is None or cpu.live(offset) is None:
+        return None
+    address = cpu.live(offset)
+    return address if ctypes.c_uint32.from_address(address).value == uc.reg_read(register) & 0xFFFFFFFF else None
+
+
+class ExceptionStateReset:
+    """Resets old_exception to -1 (what QEMU does after delivering an exception): in the live CPU state
+    where it is located (`cpu`), else through a saved context (a copy of the whole state each way)."""
+
+    def __init__(self, uc: Uc, cpu: "CpuState | None" = None):
         self._uc = uc
         self._offset = old_exception_offset()
         self._ctx = uc.context_save()
+        address = cpu.live(self._offset) if cpu is not None else None
+        self._live = ctypes.c_int32.from_address(address) if address is not None else None
 
     def __call__(self) -> None:
+        if self._live is not None:
+            self._live.value = -1
+            return
         self._uc.context_update(self._ctx)
         address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
         ctypes.c_int32.from_address(address + self._offset).value = -1
         self._uc.context_restore(self._ctx)
+
+
+class FieldRegister:
+    """A register read straight from its field in the live CPU state (~0.1 us, what uc_reg_read returns:
+    the low 32 bits). Written through libunicorn (a control register's or EIP's write has side effects:
+    hidden flags, the TLB, the translation loop), or, with `plain`, into the field as libunicorn does
+    for a general register in 32-bit mode (the whole 64-bit field, zero-extended)."""
+
+    __slots__ = ("_field", "_wide", "write")
+
+    def __init__(self, address: int, through: "ScalarRegister", plain: bool = False):
+        self._field = ctypes.c_uint32.from_address(address)
+        self._wide = ctypes.c_uint64.from_address(address)
+        self.write = self._write_plain if plain else through.write
+
+    def read(self) -> int:
+        return self._field.value
+
+    def _write_plain(self, value: int) -> None:
+        self._wide.value = value & 0xFFFFFFFF
+
+
+#: QEMU's CCOp values (target/i386/cpu.h): the lazy-flags operation of the last flag-setting instruction
+CC_OP_EFLAGS, CC_OP_ADDL, CC_OP_SUBL = 1, 8, 16
+
+
+@functools.lru_cache(maxsize=None)
+def cc_op_offset() -> int | None:
+    """Offset of CPUX86State.cc_op in a saved context: the one place where runs of `cmp eax, ebx; hlt`
+    and `add eax, ebx; hlt` leave CC_OP_SUBL and CC_OP_ADDL and a write of EFLAGS CC_OP_EFLAGS."""
+    images = []
+    for code in (b"\x39\xd8\xf4", b"\x01\xd8\xf4", None):
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        if code is None:
+            uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+        else:
+            uc.mem_map(0, 0x2000)
+            uc.mem_write(0x1000, code)
+            uc.emu_start(0x1000, 0x1000 + len(code))
+        images.append(np.frombuffer(bytes(uc.context_save()), dtype="<u4"))
+    n = min(len(i) for i in images)
+    found = np.flatnonzero((images[0][:n] == CC_OP_SUBL) & (images[1][:n] == CC_OP_ADDL)
+                           & (images[2][:n] == CC_OP_EFLAGS))
+    return int(found[0]) * 4 if len(found) == 1 else None
+
+
+class FlagsAfterFault:
+    """Sets cc_op to CC_OP_EFLAGS (in the live CPU state where located, else through a saved context).
+
+    Why: in a block translated with a code hook (count mode; the helper's blocks counted one by one)
+    Unicorn computes the flags into CC_SRC after each instruction's hook (cc_op EFLAGS from there on),
+    but a fault in that instruction restores cc_op to the value recorded before the hook
+    (restore_state_to_opc), the operation of an earlier instruction, over the computed flags: EFLAGS
+    then reads back wrong (measured: cmp, then a load that faults, loses AF). QEMU changes no CC state
+    before an instruction's last possible fault, so after such a fault CC_SRC holds the instruction's
+    entry flags, and cc_op EFLAGS is what makes them read back (as a block without the hook gives)."""
+
+    def __init__(self, uc: Uc, cpu: "CpuState | None" = None):
+        self._uc = uc
+        self._offset = cc_op_offset()
+        address = cpu.live(self._offset) if cpu is not None and self._offset is not None else None
+        self._live = ctypes.c_uint32.from_address(address) if address is not None else None
+        self._ctx = uc.context_save() if self._live is None and self._offset is not None else None
+
+    def __call__(self) -> None:
+        if self._live is not None:
+            self._live.value = CC_OP_EFLAGS
+        elif self._ctx is not None:
+            self._uc.context_update(self._ctx)
+            address = ctypes.cast(self._ctx._context, ctypes.c_void_p).value
+            ctypes.c_uint32.from_address(address + self._offset).value = CC_OP_EFLAGS
+            self._uc.context_restore(self._ctx)
+
+
+def remove_cache(uc: Uc):
+    """uc.ctl_remove_cache without the binding's encoding of the call each time: a callable
+    (begin, end)."""
+    from unicorn import UcError
+    from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
+    from unicorn.unicorn_py3.unicorn import uclib
+    code = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE   # the binding's encoding
+    ctl, uch, u64 = uclib.uc_ctl, uc._uch, ctypes.c_uint64
+
+    def remove(begin: int, end: int) -> None:
+        status = ctl(uch, code, u64(begin), u64(end))
+        if status:
+            raise UcError(status)
+    return remove
+
+
+def emu_start(uc: Uc):
+    """uc.emu_start as the binding does it (an exception a callback kept is raised after the run),
+    one Python layer less: a callable (begin, until, count)."""
+    from unicorn import UcError
+    from unicorn.unicorn_py3.unicorn import uclib
+    start, uch = uclib.uc_emu_start, uc._uch
+
+    def run(begin: int, until: int, count: int) -> None:
+        uc._hook_exception = None
+        status = start(uch, begin, until, 0, count)
+        if status:
+            raise UcError(status)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
+    return run
 
 
 def flush_tlb(uc: Uc) -> None:

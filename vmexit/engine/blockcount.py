@@ -5,12 +5,17 @@ on store-heavy code). With the helper, Unicorn runs without a count: every block
 hook, and code is translated in one of two ways.
 - Counted one by one (every block when first translated): a C code hook before each instruction adds
   one and stops the run past the limit, exactly what count mode does.
-- Block-counted: a block that ran hot_threshold times and holds no instruction the engine traps (port
-  I/O, CPUID, ... -- where a trap reads the count or stops the run mid-block) is translated again with
+- Block-counted: a block that ran hot_threshold times, holds no instruction the engine traps (port
+  I/O, CPUID, ... -- where a trap reads the count or stops the run mid-block) and is not user code
+  under paging (another process may map other code at its address) is translated again with
   the code hook switched off for that one translation (its range in Unicorn's hook record set empty,
   then back: the only translations made while it is off are ours). Its block hook adds its whole
   count, or, when that would cross the limit, stops the run before it; the rest of the slice then runs
   that block counted one by one again.
+The same C block hook is the engine's only one: before counting it shows the code watch a block start
+it has not shown (or not with this size), and after counting it calls the block's own callbacks
+(engine.trap_block) from a table, each gated on a flag and EFLAGS bits where asked -- one look-up in
+C per block, where libunicorn would walk a list of every bounded block hook at each block start.
 Where the guest may still be stopped inside a block-counted block, the count is settled from EIP and
 the block's instruction addresses: an exception or a fault (the faulting instruction counts, as in
 count mode), and an MMIO access, which is taken back (Unicorn restarts the instruction when a run is
@@ -45,7 +50,8 @@ HOT_THRESHOLD = 16
 
 class Entry(ctypes.Structure):
     _fields_ = [("pc", ctypes.c_uint64), ("size", ctypes.c_uint32), ("n", ctypes.c_uint32),
-                ("hits", ctypes.c_uint32), ("state", ctypes.c_uint32)]
+                ("hits", ctypes.c_uint32), ("state", ctypes.c_uint32), ("shown", ctypes.c_uint32),
+                ("trap", ctypes.c_uint32)]
 
 
 class State(ctypes.Structure):
@@ -53,12 +59,9 @@ class State(ctypes.Structure):
                 ("block_pc", ctypes.c_uint64), ("reason", ctypes.c_uint32), ("hot_threshold", ctypes.c_uint32),
                 ("stop_pc", ctypes.c_uint64), ("emu_stop", ctypes.c_void_p), ("table", ctypes.c_void_p),
                 ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64), ("nhot", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32), ("hot", ctypes.c_uint64 * HOT_MAX)]
-
-
-class Gate(ctypes.Structure):
-    _fields_ = [("flag", ctypes.c_void_p), ("eflags", ctypes.c_void_p), ("bits", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32), ("fn", ctypes.c_void_p)]
+                ("pad", ctypes.c_uint32), ("hot", ctypes.c_uint64 * HOT_MAX), ("watch", ctypes.c_void_p),
+                ("traps", ctypes.c_void_p), ("ntraps", ctypes.c_uint32), ("cap", ctypes.c_uint32),
+                ("shown0", ctypes.c_uint32), ("pad2", ctypes.c_uint32)]
 
 
 class Mmio(ctypes.Structure):
@@ -106,6 +109,8 @@ def helper() -> ctypes.CDLL | None:
         lib.bc_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32]
         lib.bc_init.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         lib.bc_free.argtypes = [ctypes.c_void_p]
+        lib.bc_trap_add.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_uint32]
         return lib
     except Exception:  # any failure means count mode, which gives the same results
         return None
@@ -219,6 +224,10 @@ class BlockCounting:
         self._gate: HookRange | None = None         # the code hook's range
         self._block_gate: HookRange | None = None   # the block hook's
         self._pinned: set[int] = set()      # block starts with a callback of their own: never block-counted
+        self._watching = False              # the block hook shows every block start to the code watch
+        #: () -> bool: whether the code at EIP runs in user mode under paging, where another address
+        #: space may map other code at the same address (see _count_blocks_of)
+        self.user_paged = lambda: False
         self._gates: list = []
 
     def install(self) -> None:
@@ -246,20 +255,25 @@ class BlockCounting:
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_flush_tb()
 
-    def gated_hook(self, address: int, fn_ptr, flag: ctypes.c_int32, eflags_at: int, bits: int) -> None:
-        """A block hook at `address` calling fn_ptr only while `flag` is set and EFLAGS has `bits`
-        (bc_gated)."""
-        from unicorn import UC_HOOK_BLOCK, UcError
-        from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
-        gate = Gate(ctypes.addressof(flag), eflags_at, bits, 0, ctypes.cast(fn_ptr, ctypes.c_void_p).value)
-        self._gates.append((gate, flag, fn_ptr))  # libunicorn holds pointers to all three
-        handle = uc_hook_h()
-        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-                                   ctypes.cast(self.lib.bc_gated, ctypes.c_void_p),
-                                   ctypes.cast(ctypes.byref(gate), ctypes.c_void_p), ctypes.c_uint64(address),
-                                   ctypes.c_uint64(address))
+    def add_trap(self, address: int, fn_ptr, flag: ctypes.c_int32 | None = None, eflags_at: int | None = None,
+                 bits: int = 0) -> None:
+        """fn_ptr(address, size) at the start of the block at `address` (after its callbacks added
+        before), from the helper's block hook; with `flag`, only while it is set and the EFLAGS at
+        `eflags_at` has `bits`. The block stays counted one by one (pin)."""
+        self.pin(address)
+        self._gates.append((fn_ptr, flag))  # the helper holds pointers to both
+        status = self.lib.bc_trap_add(ctypes.byref(self.counter.state), address,
+                                      ctypes.cast(fn_ptr, ctypes.c_void_p),
+                                      None if flag is None else ctypes.addressof(flag), eflags_at, bits)
         if status:
-            raise UcError(status)
+            raise MemoryError("block callback table")
+
+    def watch(self, fn_ptr) -> None:
+        """fn_ptr(address, size) from the helper's block hook for each block start it has not shown,
+        or not with this size (the guest rewrote the code there), before the block's counting."""
+        self._gates.append(fn_ptr)
+        self.counter.state.watch = ctypes.cast(fn_ptr, ctypes.c_void_p).value
+        self._watching = True
 
     def map_mmio(self, base: int, size: int, read_ptr, write_ptr) -> None:
         """uc_mmio_map with the helper's callbacks in front of read_ptr and write_ptr (bc_mmio_read,
@@ -329,10 +343,18 @@ class BlockCounting:
         without the block hook (counted one by one, as in count mode, and at count mode's cost)."""
         e = self.entry(pc)
         e.hits = 0
-        index = self._decode(pc, e.size) if e.state == NEW and pc not in self._pinned else None
+        # Entries are by linear address, and a block-counted translation is checked by nothing when
+        # it runs: user code under paging stays counted one by one, since two processes can map
+        # different code at one address, each with its translation cached (kernel code is the same
+        # in every address space; code rewritten in place is translated anew and caught by bc_code).
+        countable = e.state == NEW and pc not in self._pinned and not self.user_paged()
+        index = self._decode(pc, e.size) if countable else None
         if index is None:
             e.state = NEVER
-            self._translate(pc, self._block_gate)
+            # a block with callbacks keeps the block hook that calls them, and every block does while
+            # the hook shows blocks to the code watch (the same address may hold other code later)
+            if pc not in self._pinned and not self._watching:
+                self._translate(pc, self._block_gate)
             return
         icount, size = self._translate(pc, self._gate)
         if (icount, size) != (len(index), e.size):

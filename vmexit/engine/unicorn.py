@@ -24,8 +24,9 @@ from unicorn.unicorn_py3.unicorn import (HOOK_CODE_CFUNC, HOOK_EDGE_GEN_CFUNC, H
 from unicorn import x86_const as X
 
 from . import Fault, SliceEnd, blockcount
-from ._uc import (CpuState, ExceptionStateReset, InstructionCounter, RegisterReader, RegisterWriter,
-                  ScalarRegister, add_raw_hook, flush_tlb, mmio_map_raw, raw_callback)
+from ._uc import (CpuState, ExceptionStateReset, FieldRegister, FlagsAfterFault, InstructionCounter,
+                  RegisterReader, RegisterWriter, ScalarRegister, add_raw_hook, emu_start, flush_tlb, mmio_map_raw,
+                  raw_callback, register_at, remove_cache)
 
 #: Register names the rest of vmexit uses -> Unicorn's ids.
 REGISTERS: dict[str, int] = {
@@ -37,17 +38,29 @@ REGISTERS: dict[str, int] = {
 #: emu_start's end address: never reached (runs end from callbacks and counts)
 UNTIL = 0xFFFFFFFF
 
+#: Registers read straight from the CPU state where located: two values that locate each (written
+#: on a throwaway engine, _uc.field_offset). Every slice reads CR0 and CR2, every look at guest code
+#: under paging CR0, CR3 and CR4, every rdtsc writes EAX and EDX.
+FIELDS: dict[str, tuple[int, int]] = {
+    "cr0": (0x11, 0x13), "cr2": (0x5EB0A000, 0x1AB2C000), "cr3": (0x5EB0A000, 0x1AB2C000), "cr4": (0x10, 0x210),
+    **{name: (0x5EB0A11F, 0x1AB2C3D4) for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp")}}
+#: ... of which these are written into the field too (libunicorn's write does nothing else for them)
+PLAIN = frozenset({"eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp"})
+
 
 class UnicornEngine:
     name = "unicorn"
 
     def __init__(self, ram_size: int, block_counting: bool = True, watch_every_block: bool = False):
-        """block_counting False: Unicorn's count mode even where the helper is there. A Linux kernel
-        needs it: a slice the helper stops inside a `rep` string instruction leaves Unicorn's lazy
-        flags stale (cc_op), so EFLAGS reads back with bits of an operand in it (IF among them: Linux
-        saw interrupts enabled by a pushf/popf pair, measured on Debian's 6.1 kernel); count mode has
-        not shown it. watch_every_block: watch_code also sees the blocks Unicorn's edge hook never
-        reports (see watch_code), at the price of a callback per block run."""
+        """block_counting False: Unicorn's count mode even where the helper is there (the same counts;
+        tests compare the two). watch_every_block: watch_code also sees the blocks Unicorn's edge hook
+        never reports (see _watch_every_block), at the price of a look-up per block run: in C in the
+        helper's block hook, in a Python block hook without the helper. (Linux once ran in count mode:
+        a slice the helper stopped inside a `rep` was seen to leave stale lazy flags. Slices stopped
+        at every point inside rep string instructions after flag-setting ones keep them either way
+        (tests/engine/test_blockcount.py); the stale flags found are count mode's, after a fault in a
+        block with the code hook, and _fault_flags mends them. A Linux boot gives the same trace both
+        ways, tests/engine/test_linux_counting.py.)"""
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.ram = mmap.mmap(-1, ram_size)
         self._ram_anchor = ctypes.c_char.from_buffer(self.ram)
@@ -62,11 +75,19 @@ class UnicornEngine:
         self._blocks = blockcount.BlockCounting(self.uc, lib, self._read_ram) \
             if lib is not None and blockcount.hook_range_offset() is not None else None
         self._installed = False
+        if self._blocks is not None:
+            self._blocks.user_paged = self._user_paged
         self.counter = self._blocks.counter if self._blocks else InstructionCounter(self.uc)
-        self.reset_exception_state = ExceptionStateReset(self.uc)
-        # EIP and EBP at every exit: straight from the CPU state when it can be located, else through
-        # libunicorn; both give the same numbers (tests/test_vcpu.py checks the traces).
-        self.eip_ebp = CpuState.locate(self.uc) or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        # EIP and EBP at every exit, EIP and the control registers by name, and the exception-state
+        # reset: straight from the CPU state when it can be located, else through libunicorn; both
+        # give the same numbers (tests/test_vcpu.py checks the traces).
+        cpu = CpuState.locate(self.uc)
+        self.eip_ebp = cpu or RegisterReader(self.uc, [X.UC_X86_REG_EIP, X.UC_X86_REG_EBP])
+        self.reset_exception_state = ExceptionStateReset(self.uc, cpu)
+        self._cc_op_eflags = FlagsAfterFault(self.uc, cpu)
+        self._locate_fields(cpu)
+        self._emu_start = emu_start(self.uc)
+        self._remove_cache = remove_cache(self.uc)
         # Unicorn adds its instruction-counting hook at the first emu_start with a count, and only
         # blocks translated after that are counted: start (and at once stop) counting before any
         # block is translated, here or by a look at the code (watch_code). The helper's hooks are
@@ -80,6 +101,16 @@ class UnicornEngine:
         self._cr2 = 0  # the guest's CR2 (see _undo_stray_fault)
         self._entries: dict[int, int] = {}  # block starts entered without an edge -> block size
         self._foreign: dict[int, object] = {}  # guest-physical page -> the ctypes anchor of the RAM mapped there
+
+    def _locate_fields(self, cpu: CpuState | None) -> None:
+        """EIP and the FIELDS registers read from the CPU state where it is located."""
+        if cpu is None:
+            return
+        self._scalars["eip"] = FieldRegister(cpu.eip_address, self._scalars["eip"])
+        for name, values in FIELDS.items():
+            address = register_at(self.uc, cpu, REGISTERS[name], values)
+            if address is not None:
+                self._scalars[name] = FieldRegister(address, self._scalars[name], plain=name in PLAIN)
 
     # registers -----------------------------------------------------------------------------------
     def reg(self, name: str):
@@ -131,11 +162,22 @@ class UnicornEngine:
             mmio_map_raw(self.uc, base, size, read, write)
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op, None, base, base + size - 1)
 
+    def _fault_flags(self) -> None:
+        """A fault inside a block translated with the code hook (count mode, or a block the helper
+        counts one by one): its lazy flags as a block without the hook leaves them (FlagsAfterFault)."""
+        blocks = self._blocks
+        if blocks is None or not blocks.counter.state.block_n:
+            self._cc_op_eflags()
+
     def _settle(self) -> None:
         """A trap inside a block-counted block: the count up to the trapping instruction, included."""
         blocks = self._blocks
         if blocks is not None and blocks.counter.state.block_n:
             blocks.counter.settle(self.eip_ebp()[0], done=True)
+
+    def _user_paged(self) -> bool:
+        """Whether the CPU runs in ring 3 with paging on."""
+        return bool(self.reg("cr0") & 0x80000000) and self.reg("cs") & 3 == 3
 
     def _read_ram(self, address: int, size: int) -> bytes | None:
         """Guest code at a linear address, read as physical (read_code replaces it where the guest pages)."""
@@ -186,8 +228,9 @@ class UnicornEngine:
         fault = None
         eip = self._enter()
         try:
-            self.uc.emu_start(eip, UNTIL, 0, count)
+            self._emu_start(eip, UNTIL, count)
         except UcError as e:
+            self._fault_flags()
             fault = _fault(e)
         return self._end(fault)
 
@@ -215,8 +258,9 @@ class UnicornEngine:
         fault = None
         while True:
             try:
-                self.uc.emu_start(eip, UNTIL, 0, 0)
+                self._emu_start(eip, UNTIL, 0)
             except UcError as e:
+                self._fault_flags()
                 blocks.counter.settle(self.eip_ebp()[0], done=True)
                 fault = _fault(e)
                 break
@@ -230,7 +274,7 @@ class UnicornEngine:
                 self._scan_entry(eip)
         # what the end of an emu_start does in count mode: drop the translation at its `until`
         # address (side effects included: see BlockCounting.install)
-        self.uc.ctl_remove_cache(UNTIL, UNTIL + 1)
+        self._remove_cache(UNTIL, UNTIL + 1)
         return self._end(fault)
 
     def _enter(self) -> int:
@@ -276,6 +320,7 @@ class UnicornEngine:
     def trap_interrupt(self, fn) -> None:
         """fn(vector): an instruction raised an exception or executed int n (EIP past it for int n)."""
         def handled(vector: int) -> None:
+            self._fault_flags()
             self._settle()
             if vector == 14:
                 self._cr2 = self.reg("cr2")  # a page fault really taken: its CR2 is the guest's
@@ -289,28 +334,41 @@ class UnicornEngine:
 
     def trap_block(self, address: int, fn, only_if: ctypes.c_int32 | None = None, eflags: int = 0) -> None:
         """fn(address, size) at the start of the block of code that starts at `address`, each time it
-        runs (a block hook bounded to that one address costs nothing in any other block, where a code
-        hook would slow every instruction in count mode: libunicorn walks all code hooks for each).
+        runs: an entry in the helper's table, looked up by its one block hook, where the helper is
+        there; else a Unicorn block hook bounded to that one address (a code hook would slow every
+        instruction in count mode: libunicorn walks all code hooks for each).
         That block stays counted one instruction at a time (the callback may end the slice inside it).
         With `only_if` (a flag()), fn is called only while the flag is set and EFLAGS has all the
         `eflags` bits: decided in C where the helper is there, without a call into Python."""
+        if self._blocks is not None and address != 0:
+            self._trap_block_in_helper(address, fn, only_if, eflags)
+            return
         if self._blocks is not None:
             self._blocks.pin(address)
         if only_if is None:
             self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, fn, 2, address, address)
             return
-        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
-        if self._blocks is not None and eflags_at is not None:
-            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
-            self._keep.append(ptr)
-            self._blocks.gated_hook(address, ptr, only_if, eflags_at, eflags)
-            return
+        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, self._gated(fn, only_if, eflags), 2, address, address)
+
+    def _gated(self, fn, only_if: ctypes.c_int32, eflags: int):
+        """fn, called only while `only_if` is set and EFLAGS has the `eflags` bits (checked in Python)."""
         read = self._scalars["eflags"].read
 
         def gated(pc: int, size: int) -> None:
             if only_if.value and read() & eflags == eflags:
                 fn(pc, size)
-        self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, gated, 2, address, address)
+        return gated
+
+    def _trap_block_in_helper(self, address: int, fn, only_if, eflags: int) -> None:
+        """trap_block through the helper's one block hook (a table in C: libunicorn would walk a list
+        of every bounded block hook at each block start). The gate is checked in C where EFLAGS can be
+        read there."""
+        eflags_at = getattr(self.eip_ebp, "eflags_address", None)
+        if only_if is not None and eflags_at is None:
+            fn, only_if = self._gated(fn, only_if, eflags), None
+        ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, fn, 2)
+        self._keep.append(ptr)
+        self._blocks.add_trap(address, ptr, only_if, eflags_at, eflags)
 
     def forget_code(self, address: int) -> None:
         """Drop the translated block at `address`, if any, so that it is translated again (with the
@@ -344,15 +402,23 @@ class UnicornEngine:
         previous block): a block first reached by an indirect jump or a return (the jump cache misses,
         cpu_exec looks it up with no previous block) or one spanning two pages is never reported. A
         large kernel reaches most of its code that way (measured on Linux 6.1: none of its rdtsc was
-        trapped), so there a block hook shows each (address, size) once, stopped before it runs as an
-        edge's block is."""
-        shown: set[tuple[int, int]] = set()
+        trapped), so there every block start is looked up as it runs, and one not shown before (or
+        not with this size: translated anew) is shown, stopped before it runs as an edge's block is.
+        The look-up is the helper's (C, in its block hook, before its counting) where it is there,
+        else a Python block hook's: the same blocks are shown at the same points either way."""
+        def on_new(pc: int, size: int) -> None:
+            self._show(fn, pc, size)
+        if self._blocks is not None:
+            ptr = raw_callback(self.uc, HOOK_CODE_CFUNC, on_new, 2)
+            self._keep.append(ptr)
+            self._blocks.watch(ptr)
+            return
+        shown: dict[int, int] = {}  # block start -> the size it was last shown with
 
         def on_block(pc: int, size: int) -> None:
-            if (pc, size) in shown:
-                return
-            shown.add((pc, size))
-            self._show(fn, pc, size)
+            if shown.get(pc) != size:
+                shown[pc] = size
+                on_new(pc, size)
         self._hook(UC_HOOK_BLOCK, HOOK_CODE_CFUNC, on_block, 2)
 
     def _show(self, fn, pc: int, size: int) -> None:
