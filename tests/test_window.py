@@ -63,14 +63,14 @@ def test_the_console_is_read_back_from_the_exits(trace):
 
 def test_the_window_holds_the_exits_between_the_two_lines(trace):
     w = between(trace, "bench start", "bench done")
-    # after start's last byte: its "\n", the 11 pokes, then "bench done" up to its last byte (10 bytes)
-    assert count(w, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 11
-    assert count(w, ExitReason.IO_INSTRUCTION, qualifier=0x3F8) == 1 + len("bench done")
-    assert len(w.exits) == 11 + 11 and list(w.exits["seq"]) == list(range(22))
+    # after the start line's newline, before the end text's first byte: the 11 pokes, no console byte
+    assert count(w, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 11 == len(w.exits)
+    assert list(w.exits["seq"]) == list(range(11))
     # its time: the instructions between the two bounding exits, exactly, and no idle time
     e = trace.exits
     first, last = w.meta["window"]["first_exit"], w.meta["window"]["last_exit"]
-    assert w.meta["instructions"] == int(e["icount"][last]) - int(e["icount"][first - 1])
+    assert e["value"][first - 1] == ord("\n") and e["value"][last + 1] == ord("b")
+    assert w.meta["instructions"] == int(e["icount"][last + 1]) - int(e["icount"][first - 1])
     assert w.meta["cycles"] == w.meta["instructions"] + int(w.exits["cost"].sum())  # CPI 1, no HLT
     assert w.meta["idle_cycles"] == 0
     assert w.meta["virtual_seconds"] == w.meta["cycles"] / trace.freq_hz
@@ -78,13 +78,20 @@ def test_the_window_holds_the_exits_between_the_two_lines(trace):
 
 def test_open_ended_windows(trace):
     tail = between(trace, "bench done", None)
-    assert count(tail, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 5
+    assert count(tail, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 5 == len(tail.exits) - 1   # + the exit port
     head = between(trace, None, "bench start")
     assert count(head, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 7
+    assert count(head, ExitReason.IO_INSTRUCTION, qualifier=0x3F8) == len("booting\n")
     assert between(trace, None, None) is trace
-    # the three pieces add up to the run
-    assert tail.meta["instructions"] + between(trace, "bench start", "bench done").meta["instructions"] \
-        + head.meta["instructions"] == trace.meta["instructions"]
+    assert tail.meta["instructions"] + head.meta["instructions"] < trace.meta["instructions"]
+    assert tail.meta["instructions"] == trace.meta["instructions"] - int(trace.exits["icount"][tail.meta["window"]["first_exit"] - 1])
+
+
+def test_a_text_inside_a_line_starts_the_window_at_the_end_of_that_line(trace):
+    w = between(trace, "bench sta", "bench do")
+    assert count(w, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 11 and len(w.exits) == 11
+    part = between(trace, "bench", None)     # "bench" starts the first line that holds it
+    assert count(part, ExitReason.IO_INSTRUCTION, qualifier=0x80) == 11 + 5
 
 
 def test_the_end_is_looked_for_after_the_start(trace):
@@ -107,7 +114,7 @@ def test_report_from_and_to_console(trace, tmp_path, capsys):
                  "--from-console", "bench start", "--to-console", "bench done"]) == 0
     import json
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert {r["port"]: r["count"] for r in rows} == {"0x80": 11, "0x3f8": 11}
+    assert {r["port"]: r["count"] for r in rows} == {"0x80": 11}
     assert main(["report", str(path), "--from-console", "nope"]) == 2
     assert "never wrote it" in capsys.readouterr().err
 

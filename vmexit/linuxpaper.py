@@ -29,6 +29,7 @@ from . import analysis, filters, grid, papers, session
 from .analysis import Column, Pricing, Report, hot_sites
 from .costs import Profile
 from .errors import VmexitError
+from .symbols import SymbolTable
 from .trace import Trace
 from .window import between
 
@@ -68,7 +69,13 @@ class LinuxRun:
                                       f"vmexit.workload={self.workload} vmexit.count={self.count}")))
 
     def window(self) -> tuple[str, str]:
-        return f"vmexit: workload {self.workload} start", f"vmexit: workload {self.workload} done"
+        """The console lines the workload's exits lie between (window.py): after its start line,
+        before the first line /init prints once the work is over (tools/linux/init)."""
+        return f"vmexit: workload {self.workload} start", WORK_DONE[self.workload]
+
+
+#: The line /init prints first after each workload's work (the compute sum, the sender's end, the reads').
+WORK_DONE = {"compute": "vmexit: compute sum", "net": "vmexit: net send done", "disk": "vmexit: disk read done"}
 
 
 #: Every run, by name: one per table, and the optimizations' runs beside their plain ones.
@@ -88,7 +95,7 @@ def jobs(profile: Profile, d: Path, runs: dict[str, LinuxRun] | None = None) -> 
     out = []
     for name, run in (runs or RUNS).items():
         options = session.RunOptions(optimizations=dict(run.opts), net_peer=run.net_peer,
-                                     until_console=run.window()[1])
+                                     until_console=f"vmexit: workload {run.workload} done")
         image = {"cmdline": run.cmdline(), "initrd": str(d / "initramfs.cpio"), "symbols": str(d / "System.map")}
         out.append(grid.Job(name, str(d / "bzImage"), {}, profile, options, image=image))
     return out
@@ -124,9 +131,28 @@ def _site(site: dict) -> str:
     return text + (f" ({site['reason']})" if site.get("reason") else "")
 
 
+def top_sites(t: Trace, top: int) -> list[tuple[str, int, int]]:
+    """The hottest sites, a site being an exit's function and its caller's function (the paper's rows):
+    (site, exits, cycles), by exits then name. Numpy over the exits; one name per distinct site."""
+    table = SymbolTable(t.symbols)
+    function = table.index(t.exits["rip"])
+    caller = table.index(t.exits["caller"])
+    key = function * (len(table.names) + 1) + caller
+    sites, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    cycles = np.bincount(inverse, weights=t.exits["cost"].astype(np.float64), minlength=len(sites))
+    names = [_pair(table, int(k) // (len(table.names) + 1), int(k) % (len(table.names) + 1)) for k in sites]
+    order = sorted(range(len(sites)), key=lambda i: (-int(counts[i]), names[i]))[:top]
+    return [(names[i], int(counts[i]), int(cycles[i])) for i in order]
+
+
+def _pair(table: SymbolTable, function: int, caller: int) -> str:
+    name = str(table.names[function])
+    return name if caller >= len(table.names) - 1 else f"{name} <- {table.names[caller]}"
+
+
 def beside_paper(t: Trace, table_key: str, run_name: str) -> Report:
     """One of the paper's Tables 1-3 with, for each row, the 6.1 site of its exit and our exits there;
-    then our hottest sites (function <- its most frequent caller)."""
+    then our hottest sites (function <- caller)."""
     table = PAPER["tables"][table_key]
     pricing = Pricing.of(t)
     exit_cycles = max(int(t.exits["cost"].sum(dtype=np.uint64)), 1)
@@ -140,12 +166,11 @@ def beside_paper(t: Trace, table_key: str, run_name: str) -> Report:
                      "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"), "site": _site(site),
                      "rank": None, "count": n if there else None, "per_s": round(n / seconds) if there else None,
                      "exit_time_pct": 100.0 * cycles / exit_cycles if there else None})
-    mine = hot_sites(t, "function", OURS_SHOWN, True, pricing)
-    for r in mine.rows:
+    for rank, (site, n, cycles) in enumerate(top_sites(t, OURS_SHOWN), 1):
         rows.append({"paper_rank": None, "function": None, "paper_exits": None, "paper_time_pct": None,
-                     "site": r["function"] + (f" <- {r['caller']}" if r.get("caller") not in (None, "-") else ""),
-                     "rank": r["rank"], "count": r["count"], "per_s": round(r["count"] / seconds),
-                     "exit_time_pct": 100.0 * r["time_s"] * pricing.freq / exit_cycles})
+                     "site": site, "rank": rank, "count": n, "per_s": round(n / seconds),
+                     "exit_time_pct": 100.0 * cycles / exit_cycles})
+    mine = hot_sites(t, "function", 1, False, pricing)
     columns = [Column("paper_rank", "paper #", "int"), Column("function", "paper (2.6.27)", "str"),
                Column("paper_exits", "paper exits", "int"), Column("paper_time_pct", "paper % of exit time", "pct"),
                Column("site", "Linux 6.1 site", "str"), Column("rank", "our #", "int"),
@@ -155,9 +180,10 @@ def beside_paper(t: Trace, table_key: str, run_name: str) -> Report:
     where = papers.source(PAPER, table["where"])
     return Report(by="paper", title=f"{table['title']} beside Linux 6.1's {run.workload} workload ({run_name})",
                   columns=columns, rows=rows, totals=dict(mine.totals, source=where),
-                  footer=(f"Source: {where}. Ours: the exits between the workload's start and done lines "
-                          f"({run.cmdline()}); a site is a function and the caller its exits were recorded "
-                          f"with. Why each 6.1 site: vmexit/data/kvm_paper.json (linux61)."))
+                  footer=(f"Source: {where}. Ours: the exits between the lines '{run.window()[0]}' and "
+                          f"'{run.window()[1]}' ({run.cmdline()}); a site is the function holding the exit "
+                          f"and the function it returns to. Why each 6.1 site: vmexit/data/kvm_paper.json "
+                          f"(linux61)."))
 
 
 def _optimization(title: str, before: str, after: str, by: str = "function"):

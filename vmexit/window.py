@@ -4,9 +4,13 @@ A benchmark inside a booted guest is measured from its start to its end, not fro
 stat record` is started when the workload starts. vmexit records the whole run (nothing is lost) and
 cuts the window afterwards, from the trace alone: every byte the guest writes to COM1's transmit
 register (port 0x3f8, an `out` that exits) is an exit whose value is the byte, so the console can be
-read back from the exits with the exit that wrote each byte. The window holds the exits after the one
-that wrote the last byte of the start text, up to and including the one that wrote the last byte of
-the first end text after it (to the end of the run without an end text).
+read back from the exits with the exit that wrote each byte. The window is what happens between two
+lines: it holds the exits after the one that wrote the end of the line holding the start text (its
+newline; the text's last byte when no newline follows), up to the one that wrote the first byte of
+the end text's first appearance after it, which is left out (to the end of the run without an end
+text). So neither marker line's own printing is counted: on a serial console a line is dozens of
+exits. A line printed with interrupt-driven output (Linux's 8250 driver) still ends with the
+transmitter-empty interrupt that finds nothing more to send, a few exits inside the window.
 
 Its virtual time is exact: an exit's `cycles` is its instruction count at the CPI plus every cost and
 idle stretch before it, so the window's length, instructions and idle time follow from its two
@@ -71,6 +75,7 @@ def between(trace: Trace, start: str | None, end: str | None = None) -> Trace:
 
 
 def _find(text: bytes, what: str, after: int, trace: Trace, which: str) -> int:
+    """Where `what` first starts in the console bytes at or after `after`."""
     at = text.find(what.encode("latin-1"), after)
     if at < 0:
         tail = text[-60:].decode("latin-1").replace("\r", "").replace("\n", "\\n")
@@ -78,26 +83,34 @@ def _find(text: bytes, what: str, after: int, trace: Trace, which: str) -> int:
         raise TraceError(f"--{which}-console {what!r}: the guest never wrote it to the console{where} "
                          f"(its last console bytes: {tail!r})" if text else
                          f"--{which}-console {what!r}: the guest wrote nothing to the console (COM1) in this trace")
-    return at + len(what) - 1
+    return at
+
+
+def _line_end(text: bytes, start: str, trace: Trace) -> int:
+    """The console byte ending the line that holds `start` (the text's last byte without a newline)."""
+    last = _find(text, start, 0, trace, "from") + len(start) - 1
+    newline = text.find(b"\n", last)
+    return last if newline < 0 else newline
 
 
 def _start(trace: Trace, text: bytes, rows: np.ndarray, start: str | None) -> tuple[int, tuple[int, int]]:
     """First row of the window, and (instructions, cycles) where it begins."""
     if start is None:
         return 0, (0, 0)
-    row = int(rows[_find(text, start, 0, trace, "from")])
+    row = int(rows[_line_end(text, start, trace)])
     e = trace.exits[row]
     return row + 1, (int(e["icount"]), int(e["cycles"]) + int(e["cost"]))
 
 
 def _end(trace: Trace, text: bytes, rows: np.ndarray, end: str | None, start: str | None) -> tuple[int, tuple[int, int]]:
-    """Last row of the window (inclusive), and (instructions, cycles) where it ends."""
+    """Last row of the window (inclusive), and (instructions, cycles) where it ends: at the exit that
+    writes the end text's first byte, before its cost."""
     if end is None:
         return len(trace.exits) - 1, (int(trace.meta.get("instructions", 0)), int(trace.meta.get("cycles", 0)))
-    after = 0 if start is None else _find(text, start, 0, trace, "from") + 1
+    after = 0 if start is None else _line_end(text, start, trace) + 1
     row = int(rows[_find(text, end, after, trace, "to")])
     e = trace.exits[row]
-    return row, (int(e["icount"]), int(e["cycles"]) + int(e["cost"]))
+    return row - 1, (int(e["icount"]), int(e["cycles"]))
 
 
 def _cut(trace: Trace, first: int, last: int, time_from: tuple[int, int], time_to: tuple[int, int],
