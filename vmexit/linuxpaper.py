@@ -5,12 +5,13 @@ guests imitate those kernel paths in assembly. Here the kernel of tools/linux/bu
 `ata_piix`, `8139too`, HZ=1000) runs the stand-ins its /init offers: `compute` (an awk loop while
 the timer ticks: SPECjbb), `net` (a TCP stream through 8139too to the TCP peer: netperf) and `disk`
 (O_DIRECT dd writes and reads through libata: bonnie++). Each table counts the exits of the workload
-only, between its `vmexit: workload NAME start` and `... done` console lines (window.py), as the paper
-measured a running benchmark and not the boot.
+only, between its `vmexit: workload NAME start` line and the first line /init prints after the work
+(window.py), as the paper measured a running benchmark and not the boot.
 
 Linux 6.1 is not 2.6.27: functions were renamed or inlined and some paths are gone. Each of the
 paper's rows carries, in vmexit/data/kvm_paper.json (`linux61`), the place where that exit happens
-in 6.1 -- the function and the caller an exit there is recorded with -- and why, read from the 6.1
+in 6.1 -- the function, the caller it returns to or the handler it runs under (`within`), the exit
+reason where it matters -- and why, read from the 6.1
 sources (each entry names its file); a row whose exit 6.1 no longer makes says so. The tables show
 the paper's row, its 6.1 site with our count there, then our own hottest sites.
 
@@ -59,7 +60,6 @@ def check_built(d: Path) -> Path:
 class LinuxRun:
     workload: str                 # /init's vmexit.workload=
     count: int                    # its vmexit.count=
-    table: str | None = None      # the paper's table it stands for
     opts: dict = field(default_factory=dict)
     net_peer: str = "stream"
     kernel_args: str = ""         # more of the kernel's command line
@@ -78,14 +78,14 @@ class LinuxRun:
 WORK_DONE = {"compute": "vmexit: compute sum", "net": "vmexit: net send done", "disk": "vmexit: disk read done"}
 
 
-#: Every run, by name: one per table, and the optimizations' runs beside their plain ones.
+#: Every run, by name: one per table (two for Table 1), and the optimizations' runs beside their plain ones.
 # `noapictimer`: Linux keeps the PIT (IRQ0 through the I/O APIC) as its tick, the paper's other timer path.
 RUNS: dict[str, LinuxRun] = {
-    "linux-specjbb": LinuxRun("compute", 50000, "table1"),
-    "linux-specjbb-pit": LinuxRun("compute", 50000, "table1", kernel_args="noapictimer"),
+    "linux-specjbb": LinuxRun("compute", 50000),
+    "linux-specjbb-pit": LinuxRun("compute", 50000, kernel_args="noapictimer"),
     "linux-specjbb-tick-hz100": LinuxRun("compute", 50000, opts={"tick-hz": 100}),
-    "linux-netperf": LinuxRun("net", 256, "table2", net_peer="tcp"),
-    "linux-bonnie": LinuxRun("disk", 64, "table3"),
+    "linux-netperf": LinuxRun("net", 256, net_peer="tcp"),
+    "linux-bonnie": LinuxRun("disk", 64),
     "linux-bonnie-coalesce": LinuxRun("disk", 64, opts={"coalesce": 64}),
 }
 
@@ -102,7 +102,7 @@ def jobs(profile: Profile, d: Path, runs: dict[str, LinuxRun] | None = None) -> 
 
 
 def workload(trace: Trace, name: str) -> Trace:
-    """The exits of a run's workload: between its start and done lines."""
+    """The exits of a run's workload: between its start line and the first line after its work."""
     return between(trace, *RUNS[name].window())
 
 
@@ -194,12 +194,18 @@ def _optimization(title: str, before: str, after: str, by: str = "function"):
     return make
 
 
+def _table(key: str, run: str):
+    def make(traces: dict[str, Trace]) -> Report:
+        return beside_paper(workload(traces[run], run), key, run)
+    return make
+
+
+#: Each table of linux.md: the paper's three (Table 1 from both timers) and the two optimizations.
 EXPERIMENTS = {
-    "table1": lambda traces: beside_paper(workload(traces["linux-specjbb"], "linux-specjbb"), "table1", "linux-specjbb"),
-    "table1_pit": lambda traces: beside_paper(workload(traces["linux-specjbb-pit"], "linux-specjbb-pit"), "table1",
-                                              "linux-specjbb-pit"),
-    "table2": lambda traces: beside_paper(workload(traces["linux-netperf"], "linux-netperf"), "table2", "linux-netperf"),
-    "table3": lambda traces: beside_paper(workload(traces["linux-bonnie"], "linux-bonnie"), "table3", "linux-bonnie"),
+    "table1": _table("table1", "linux-specjbb"),
+    "table1_pit": _table("table1", "linux-specjbb-pit"),
+    "table2": _table("table2", "linux-netperf"),
+    "table3": _table("table3", "linux-bonnie"),
     "tick_hz": _optimization("Tick-rate reduction on Linux 6.1 (--opt tick-hz=100, compute)", "linux-specjbb",
                              "linux-specjbb-tick-hz100"),
     "coalesce": _optimization("Dynamic I/O coalescing on Linux 6.1 (--opt coalesce=64, disk)", "linux-bonnie",
