@@ -106,6 +106,14 @@ def test_boot_protocol_entry_state_command_line_and_initrd(kernel_bytes):
     assert t.meta["guest_kind"] == "bzimage"
 
 
+def test_the_python_api_boots_a_bzimage_with_its_command_line_and_initrd(kernel_bytes, tmp_path):
+    import vmexit
+    (tmp_path / "bzImage").write_bytes(make_bzimage(kernel_bytes))
+    (tmp_path / "initrd").write_bytes(b"RD")
+    t = vmexit.run(tmp_path / "bzImage", cmdline="console=ttyS0", initrd=tmp_path / "initrd")
+    assert t.status == "exited" and t.console == "console=ttyS0RD" and t.count(port=0x3F8) == len("console=ttyS0RD")
+
+
 def test_zero_page_e820_header_and_initrd_placement(kernel_bytes):
     data = make_bzimage(kernel_bytes)
     boot, kernel = bzimage.parse(data, "k", "root=/dev/sda", b"x" * 5000)

@@ -169,12 +169,12 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
         net_peer_sends: bool = False, net_frame_size: int = 1514, net_window: int = 16, net_peer: str = "stream",
         host_timer_hz: int = 0,
         symbols: PathLike | None = None, load_addr: int = 0x100000, entry: int | None = None,
-        **unknown: Any) -> Trace:
+        cmdline: str | None = None, initrd: PathLike | None = None, **unknown: Any) -> Trace:
     """Run a guest to its end (or budget) and return its trace, as `vmexit run` does.
 
     guest: a bundled guest ("timer", "ide", ...), a scenario of several domains ("xennet": the merged
     trace), an assembly source, a multiboot ELF32 kernel or a flat binary (with symbols=, load_addr=,
-    entry=). The options are `vmexit run`'s: constants (-D, {NAME: int}), profile (name or file),
+    entry=), or a Linux bzImage (with cmdline=, initrd=, symbols= its System.map or vmlinux). The options are `vmexit run`'s: constants (-D, {NAME: int}), profile (name or file),
     hypervisor (kvm, xen-pv, native, or kvm-hw: the host's real KVM), opts (--opt: {name: value or None}
     or ["coalesce=64"]), memory (bytes or "64M"), max_instructions, max_seconds (virtual; real time
     under kvm-hw), disk, disk1, disk_writable, input (text
@@ -207,7 +207,8 @@ def run(guest: PathLike, *, constants: Mapping[str, int] | None = None, profile:
     options = run_options(hypervisor=hypervisor or "kvm", **common)
     prof = load_profile(os.fspath(profile) if profile is not None else HYPERVISORS[options.hypervisor].profile)
     _check_host_timer(options, prof)
-    image = resolve(guest, constants, None if symbols is None else os.fspath(symbols), load_addr, entry)
+    image = resolve(guest, constants, None if symbols is None else os.fspath(symbols), load_addr, entry, cmdline,
+                    None if initrd is None else os.fspath(initrd))
     return Trace.of(run_session(image, prof, options))
 
 
