@@ -118,12 +118,13 @@ def test_compute_one_lapic_tick_and_eoi_per_millisecond(runs):
 
 
 def test_compute_with_noapictimer_ticks_through_the_io_apic(runs):
-    # the PIT's IRQ0 on I/O APIC pin 2, acked by an EOI to the local APIC from apic_ack_edge; no LAPIC
-    # timer interrupt at all (the window holds no console output but a few exits at its edges)
+    # the PIT's IRQ0 on I/O APIC pin 2, acked by an EOI to the local APIC from apic_ack_edge, as every
+    # I/O APIC interrupt is: the ticks, and the serial port's transmitter-empty interrupt or two after
+    # the start line; no LAPIC timer interrupt at all
     w = window(runs, "linux-specjbb-pit")
     ticks = w.meta["virtual_seconds"] * 1000
     eois = w.count(function="native_apic_mem_write", within="apic_ack_edge")
-    assert abs(eois - ticks) <= 2, (eois, ticks)
+    assert 0 <= eois - ticks <= 3, (eois, ticks)
     assert w.count(within="__sysvec_apic_timer_interrupt") == 0
 
 
