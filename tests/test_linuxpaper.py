@@ -75,7 +75,7 @@ SMALL = {"linux-specjbb": replace(linuxpaper.RUNS["linux-specjbb"], count=ITERAT
 
 @pytest.fixture(scope="module")
 def runs(linux):
-    outcomes = grid.run(linuxpaper.jobs(load_profile(None), linux, SMALL), None, workers=2)
+    outcomes = grid.run(linuxpaper.jobs(load_profile(None), linux, SMALL), lambda outcome: None, workers=2)
     traces = {name: from_bytes(o.data) for name, o in zip(SMALL, outcomes)}
     for name, t in traces.items():
         assert t.meta["status"] == "console", (name, t.meta["detail"], t.meta["console"][-300:])

@@ -17,3 +17,26 @@ def test_a_stop_lost_in_a_callback_still_ends_the_run():
     assert t.meta["status"] == "interrupted" and t.meta["detail"] == "terminated by SIGTERM"
     assert 0 < t.meta["instructions"] <= 1 << 24        # one slice at most (vcpu.MAX_SLICE)
     assert stopsignals.exit_code() == 128 + signal.SIGTERM
+
+
+def test_an_interrupt_raised_in_a_ctypes_callback_is_kept_not_printed(capsys):
+    # what ctypes does with an exception that escapes a callback: hand it to sys.unraisablehook
+    import ctypes
+    import sys
+
+    @ctypes.CFUNCTYPE(None)
+    def callback():
+        raise KeyboardInterrupt
+
+    before = sys.unraisablehook
+    with stopsignals.stop_like_ctrl_c():
+        callback()
+        assert "Traceback" not in capsys.readouterr().err
+        try:
+            stopsignals.check()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the lost Ctrl-C was not raised again")
+        stopsignals.check()   # once
+    assert sys.unraisablehook is before

@@ -14,6 +14,7 @@ number: 143 for SIGTERM, 129 for SIGHUP (130 for Ctrl-C, SIGINT).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -47,21 +48,42 @@ def stop_like_ctrl_c() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _lost.clear()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    hook, sys.unraisablehook = sys.unraisablehook, _keep_interrupts(sys.unraisablehook)
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        sys.unraisablehook = hook
+
+
+#: Ctrl-C's KeyboardInterrupts that a ctypes callback could not pass on (see check)
+_lost: list[KeyboardInterrupt] = []
+
+
+def _keep_interrupts(hook):
+    """sys.unraisablehook for the run: a signal's exception raised on entry to a ctypes callback (a
+    Python function's first instruction, before its try block) cannot propagate; ctypes hands it to
+    this hook, which would print it as a traceback and go on. Kept instead, for check() to raise."""
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            if not isinstance(info.exc_value, Stopped):   # Stopped's signal is in _received already
+                _lost.append(info.exc_value)
+            return
+        hook(info)
+    return unraisable
 
 
 def check() -> None:
-    """Raise Stopped again if a signal arrived and the run is still going: the handler's exception can
-    be lost when it fires on entry to a ctypes callback (a Python function's first instruction, before
-    its try block), where ctypes reports it and carries on; and the signals after the first only
-    note themselves. The run loop calls this between slices, so the stop is late by one slice at most."""
+    """Raise the stop again if a signal arrived and the run is still going: its exception can have been
+    lost in a ctypes callback (_keep_interrupts), and the signals after the first only note
+    themselves. The run loop calls this between slices, so the stop is late by one slice at most."""
     if _received:
         raise Stopped(_received[0])
+    if _lost:
+        raise _lost.pop()
 
 
 def exit_code() -> int:
