@@ -110,15 +110,15 @@ def workload(trace: Trace, name: str) -> Trace:
 SITE_FILTERS = ("function", "caller", "within", "reason")   # what a linux61 site may name (filters.py)
 
 
-def _site_exits(t: Trace, site: dict) -> tuple[int, int]:
+def _site_exits(t: Trace, site: dict) -> tuple[int, int] | None:
     """Exits (and their cycles) at a 6.1 site: a function, with its caller, a function it runs under
     (`within`: where inlining or an indirect call makes the immediate caller a helper) and the exit
-    reason when given; (0, 0) when the trace has no such symbol."""
+    reason when given; None when the kernel has no such function (another build than ours)."""
     given = {k: site[k] for k in SITE_FILTERS if site.get(k)}
     try:
         m = filters.mask(t, **given)
     except VmexitError:
-        return 0, 0
+        return None
     return int(m.sum()), int(t.exits["cost"][m].sum(dtype=np.uint64))
 
 
@@ -160,12 +160,13 @@ def beside_paper(t: Trace, table_key: str, run_name: str) -> Report:
     rows = []
     for p in table["rows"]:
         site = p.get("linux61") or {}
-        there = any(site.get(k) for k in SITE_FILTERS)
-        n, cycles = _site_exits(t, site) if there else (0, 0)
+        found = _site_exits(t, site) if any(site.get(k) for k in SITE_FILTERS) else None
+        n, cycles = found or (0, 0)
+        label = _site(site) + (" (not in this kernel)" if found is None and any(site.get(k) for k in SITE_FILTERS) else "")
         rows.append({"paper_rank": p["rank"], "function": p["function"] + (f" <- {p['caller']}" if p.get("caller") else ""),
-                     "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"), "site": _site(site),
-                     "rank": None, "count": n if there else None, "per_s": round(n / seconds) if there else None,
-                     "exit_time_pct": 100.0 * cycles / exit_cycles if there else None})
+                     "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"), "site": label,
+                     "rank": None, "count": n if found else None, "per_s": round(n / seconds) if found else None,
+                     "exit_time_pct": 100.0 * cycles / exit_cycles if found else None})
     for rank, (site, n, cycles) in enumerate(top_sites(t, OURS_SHOWN), 1):
         rows.append({"paper_rank": None, "function": None, "paper_exits": None, "paper_time_pct": None,
                      "site": site, "rank": rank, "count": n, "per_s": round(n / seconds),
