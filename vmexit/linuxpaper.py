@@ -160,10 +160,12 @@ def beside_paper(t: Trace, table_key: str, run_name: str) -> Report:
     rows = []
     for p in table["rows"]:
         site = p.get("linux61") or {}
-        found = _site_exits(t, site) if any(site.get(k) for k in SITE_FILTERS) else None
+        named = any(site.get(k) for k in SITE_FILTERS)
+        found = _site_exits(t, site) if named else None
         n, cycles = found or (0, 0)
-        label = _site(site) + (" (not in this kernel)" if found is None and any(site.get(k) for k in SITE_FILTERS) else "")
-        rows.append({"paper_rank": p["rank"], "function": p["function"] + (f" <- {p['caller']}" if p.get("caller") else ""),
+        label = _site(site) + (" (not in this kernel)" if named and found is None else "")
+        paper = p["function"] + (f" <- {p['caller']}" if p.get("caller") else "")
+        rows.append({"paper_rank": p["rank"], "function": paper,
                      "paper_exits": p.get("exits"), "paper_time_pct": p.get("time_pct"), "site": label,
                      "rank": None, "count": n if found else None, "per_s": round(n / seconds) if found else None,
                      "exit_time_pct": 100.0 * cycles / exit_cycles if found else None})

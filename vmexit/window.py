@@ -14,7 +14,8 @@ transmitter-empty interrupt that finds nothing more to send, a few exits inside 
 
 Its virtual time is exact: an exit's `cycles` is its instruction count at the CPI plus every cost and
 idle stretch before it, so the window's length, instructions and idle time follow from its two
-bounding exits (idle = length - instructions at the CPI - the window's exit costs). Bytes written while
+bounding exits (idle = length - instructions at the CPI - the window's exit costs). The run's device
+counters (the NIC's frames) are not the window's and are left out of it. Bytes written while
 the divisor latch is open (DLAB) go to the same port and are read as console bytes too; they are
 written once, when the driver sets the baud rate, before any line a window would start at. Output the
 guest writes with string I/O (`rep outsb`, one exit for many bytes) is not seen byte by byte; neither
@@ -127,8 +128,10 @@ def _cut(trace: Trace, first: int, last: int, time_from: tuple[int, int], time_t
     cycles = time_to[1] - time_from[1]
     num, den = trace.meta.get("cpi", (1, 1))
     costs = int(exits["cost"].sum(dtype=np.uint64))
-    meta = dict(trace.meta, instructions=instructions, cycles=cycles, virtual_seconds=cycles / trace.freq_hz,
-                idle_cycles=max(cycles - instructions * num // den - costs, 0),
+    # the NIC's counters are the run's, not the window's: a report would divide the window's exits by
+    # the run's frames
+    meta = dict(trace.meta, nic=None, instructions=instructions, cycles=cycles,
+                virtual_seconds=cycles / trace.freq_hz, idle_cycles=max(cycles - instructions * num // den - costs, 0),
                 window={"from_console": start, "to_console": end, "first_exit": first, "last_exit": last,
                         "start_instructions": time_from[0], "start_cycles": time_from[1]})
     return Trace(exits=exits, meta=meta, symbols=trace.symbols, emulated=em, stacks=trace.stacks)
