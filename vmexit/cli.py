@@ -705,7 +705,8 @@ def _reproduce_linux(args, profile, out: Path) -> int:
     missing = [(name, o) for name, o in zip(names, outcomes)
                if o is None or o.data is None or o.status != "console"]
     if stopped or missing:
-        return _unfinished(missing, len(names), stopped, traces_dir)
+        code = _unfinished(missing, len(names), stopped, traces_dir)
+        return code if code != EXIT_OK else EXIT_CRASH   # the kernel ended before its workload's done line
     try:
         reps = linuxpaper.reports({name: from_bytes(o.data) for name, o in zip(names, outcomes)})
         written = linuxpaper.write(out, reps)
