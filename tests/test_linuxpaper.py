@@ -134,3 +134,21 @@ def test_the_tables_beside_the_paper(runs):
     assert by_paper[4]["site"] == "iowrite32 <- ata_bmdma_setup (IO_INSTRUCTION)" and by_paper[4]["count"] == 2 * BLOCKS
     assert by_paper[1]["count"] is None and by_paper[1]["site"].startswith("-")   # no ACPI PM timer here
     assert [r["rank"] for r in rep.rows if r["paper_rank"] is None] == list(range(1, linuxpaper.OURS_SHOWN + 1))
+
+
+def test_a_kernel_that_ends_before_its_workload_is_exit_code_4(tmp_path, monkeypatch, capsys):
+    # the synthetic bzImage of test_bzimage prints its command line and exits: no workload, no tables
+    from vmexit.asm import assemble
+
+    from .test_bzimage import KERNEL, make_bzimage
+    d = tmp_path / "linux"
+    d.mkdir()
+    (d / "bzImage").write_bytes(make_bzimage(assemble(KERNEL, base=0x100000)[0]))
+    (d / "initramfs.cpio").write_bytes(b"cpio")
+    (d / "System.map").write_text("c1000000 T _text\n")
+    (d / "READY").write_text("")
+    monkeypatch.setenv("VMEXIT_LINUX_DIR", str(d))
+    assert main(["reproduce", "--linux", "--out", str(tmp_path / "out"), "--jobs", "1", "--no-progress"]) == 4
+    err = capsys.readouterr().err
+    assert "run linux-bonnie: exited" in err and "no tables; 0 of 6 runs finished" in err
+    assert not (tmp_path / "out" / "linux.md").exists()
