@@ -327,3 +327,36 @@ def _call_before(text, ret: int):
         if len(insns) == 1 and insns[0].mnemonic == "call" and insns[0].size == size:
             return "indirect"
     return None
+
+
+USER_BELOW = """
+    mov ebp, fake_frame     # code below every symbol, with an EBP that looks like a frame
+    out 0x80, al
+    xor ebp, ebp
+    call kern
+    out 0xf4, al
+.align 4
+fake_frame:
+    .long 0
+    .long kern_mid          # a "return address" inside kern
+kern:
+    push ebp
+    mov ebp, esp
+kern_mid:
+    out 0x81, al
+    pop ebp
+    ret
+"""
+
+
+def test_code_below_every_symbol_gets_no_caller():
+    # a Linux guest's user space under the kernel's System.map: its EBP is not a frame pointer, and a
+    # walk from it would name kern as the caller of the out at 0x80
+    image = inline_image(USER_BELOW)
+    image.symbols = {"kern": image.symbols["kern"]}
+    t = session.run(image, load_profile(None), session.RunOptions())
+    e = t.exits[t.exits["reason"] == ExitReason.IO_INSTRUCTION]
+    user, kern = e[e["qualifier"] == 0x80], e[e["qualifier"] == 0x81]
+    assert len(user) == 1 and user["caller"][0] == 0 and user["stack"][0] == 0
+    # kern's own exit keeps its walk: it returns to the call below it
+    assert len(kern) == 1 and kern["caller"][0] != 0 and kern["caller"][0] < image.symbols["kern"]

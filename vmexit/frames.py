@@ -35,6 +35,10 @@ always (the caller's frame). Deterministic: the analysis reads the guest's code 
 an address (the same run reads the same bytes), and is kept for the run. Code patched later (Linux's
 static keys) keeps the first analysis; step 2 still checks every exit.
 
+Code below every function start (a Linux guest's user space: the symbols are the kernel's) gets no
+caller and an empty stack: its EBP is whatever that code keeps there (busybox has no frame pointers),
+and a walk from it named kernel functions as the callers of user code.
+
 Not covered (the plain walk stays): a frameless function called from another frameless one (its caller
 has no frame to check against), an exit after `and esp, -16` or an alloca before the frame exists
 (depth unknown), code reached only through a jump table. Cost, measured with a guest of 200,000 port
@@ -275,6 +279,11 @@ class FrameAnalysis:
             at += chunk
         return bytes(out)
 
+    def covers(self, rip: int) -> bool:
+        """Whether rip lies at or above the first function start: code below every symbol (a Linux
+        guest's user space under a kernel's System.map) has no frame convention we know."""
+        return bool(self._starts) and rip >= self._starts[0]
+
     def slot(self, rip: int) -> int | None:
         """k when at rip the return address is at [ESP + k] (EBP still the caller's); UNREACHED when
         the analysis from rip's symbol does not reach it; else None (the plain walk)."""
@@ -333,6 +342,7 @@ class FramelessExits:
                  read_virtual: Callable[[int, int], bytes | None]):
         self.analysis = analysis
         self.framed: set[int] = set()
+        self._outside: set[int] = set()   # exit addresses below every symbol: no caller, no stack
         self._slots: dict[int, int] = {}
         self._walker = walker
         self._esp = esp
@@ -344,6 +354,11 @@ class FramelessExits:
         walker, analysis = self._walker, self.analysis
         k = self._slots.get(rip)
         if k is None:
+            if rip in self._outside:
+                return 0, 0
+            if not analysis.covers(rip):   # EBP there is whatever that code keeps in it
+                self._outside.add(rip)
+                return 0, 0
             k = analysis.slot(rip)
             if k is None:
                 self.framed.add(rip)
