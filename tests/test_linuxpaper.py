@@ -70,6 +70,7 @@ def test_the_paper_functions_6_1_sites_exist_in_the_kernel(linux):
 SMALL = {"linux-specjbb": replace(linuxpaper.RUNS["linux-specjbb"], count=ITERATIONS),
          "linux-specjbb-pit": replace(linuxpaper.RUNS["linux-specjbb-pit"], count=ITERATIONS),
          "linux-netperf": replace(linuxpaper.RUNS["linux-netperf"], count=KIB),
+         "linux-netperf-receive": linuxpaper.RUNS["linux-netperf-receive"],
          "linux-bonnie": replace(linuxpaper.RUNS["linux-bonnie"], count=BLOCKS)}
 
 
@@ -108,6 +109,16 @@ def test_net_every_byte_reaches_the_peer_one_tsd_write_per_frame(runs):
     assert tsd == t.meta["nic"]["tx_frames"] > KIB
     w = window(runs, "linux-netperf")
     assert w.count(function="ioread16", caller="rtl8139_interrupt") > 0
+
+
+def test_net_receive_takes_the_peers_mebibyte(runs):
+    t = runs["linux-netperf-receive"]
+    assert t.meta["net_peer"]["tcp"][0]["bytes_sent"] == 1 << 20 and t.meta["net_peer"]["tcp"][0]["port"] == 5002
+    # every frame received is taken by rtl8139_poll's loop (inlined rtl8139_rx): its RxBufEmpty test
+    # reads the command register once per frame and once more when the ring is empty
+    w = window(runs, "linux-netperf-receive")
+    frames = t.meta["nic"]["rx_frames"]
+    assert frames <= w.count(function="ioread8", caller="rtl8139_poll", reason="io") <= 2 * frames
 
 
 def test_compute_one_lapic_tick_and_eoi_per_millisecond(runs):
@@ -150,5 +161,5 @@ def test_a_kernel_that_ends_before_its_workload_is_exit_code_4(tmp_path, monkeyp
     monkeypatch.setenv("VMEXIT_LINUX_DIR", str(d))
     assert main(["reproduce", "--linux", "--out", str(tmp_path / "out"), "--jobs", "1", "--no-progress"]) == 4
     err = capsys.readouterr().err
-    assert "run linux-bonnie: exited" in err and "no tables; 0 of 6 runs finished" in err
+    assert "run linux-bonnie: exited" in err and f"no tables; 0 of {len(linuxpaper.RUNS)} runs finished" in err
     assert not (tmp_path / "out" / "linux.md").exists()
