@@ -40,3 +40,23 @@ def test_an_interrupt_raised_in_a_ctypes_callback_is_kept_not_printed(capsys):
             raise AssertionError("the lost Ctrl-C was not raised again")
         stopsignals.check()   # once
     assert sys.unraisablehook is before
+
+
+def test_a_destructor_failing_after_a_stop_is_not_printed(monkeypatch):
+    # a signal that cuts an object's constructor short leaves it half built; its __del__ then fails
+    # (capstone's Cs without its handle): that is the stop's consequence, not a traceback to show
+    import sys
+    shown = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: shown.append(info.exc_type))
+
+    class HalfBuilt:
+        def __del__(self):
+            self.handle   # never set
+
+    with stopsignals.stop_like_ctrl_c():
+        stopsignals._received.append(signal.SIGTERM)
+        HalfBuilt()
+    assert shown == []
+    with stopsignals.stop_like_ctrl_c():   # without a stop it is reported as always
+        HalfBuilt()
+    assert shown == [AttributeError]

@@ -49,7 +49,9 @@ def stop_like_ctrl_c() -> Iterator[None]:
         return
     _received.clear()
     _lost.clear()
+    _interrupted.clear()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigint)
     hook, sys.unraisablehook = sys.unraisablehook, _keep_interrupts(sys.unraisablehook)
     try:
         yield
@@ -61,16 +63,26 @@ def stop_like_ctrl_c() -> Iterator[None]:
 
 #: Ctrl-C's KeyboardInterrupts that a ctypes callback could not pass on (see check)
 _lost: list[KeyboardInterrupt] = []
+_interrupted: list[int] = []   # Ctrl-C arrived (raised as Python's own handler does, and noted)
+
+
+def _on_sigint(signum, _frame) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
 
 
 def _keep_interrupts(hook):
     """sys.unraisablehook for the run: a signal's exception raised on entry to a ctypes callback (a
     Python function's first instruction, before its try block) cannot propagate; ctypes hands it to
-    this hook, which would print it as a traceback and go on. Kept instead, for check() to raise."""
+    this hook, which would print it as a traceback and go on. Kept instead, for check() to raise.
+    Once a stop arrived, a destructor's failure is its consequence, not news (capstone's Cs whose
+    constructor the signal cut short fails in __del__), and is not printed either."""
     def unraisable(info) -> None:
         if isinstance(info.exc_value, KeyboardInterrupt):
             if not isinstance(info.exc_value, Stopped):   # Stopped's signal is in _received already
                 _lost.append(info.exc_value)
+            return
+        if _received or _interrupted:
             return
         hook(info)
     return unraisable
